@@ -1,0 +1,5 @@
+"""``python -m elbox``: the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""Checkpoint and run files written atomically: safetensors tensors with a JSON header, no pickle.
+
+A checkpoint is one ``.safetensors`` file: the model's and optimiser's tensors and the RNG
+states, with the scalar training state as JSON in the file's metadata. One file per
+checkpoint makes it atomic with a single rename: a crash leaves the old one or the new
+one, never half of each.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .errors import ElboxError
+
+__all__ = [
+    "append_json_line",
+    "load_checkpoint",
+    "optimizer_state_from_tensors",
+    "optimizer_state_to_tensors",
+    "save_checkpoint",
+    "write_atomic",
+    "write_json",
+    "write_json_lines",
+]
+
+FORMAT = "elbox-checkpoint/1"
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    The file is flushed to disk before the rename, and the temporary removed on any error.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
+
+
+def write_json_lines(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines, atomically (replacing the file)."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def append_json_line(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; a crash mid-write leaves a torn last line that readers drop."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+    """Save named tensors and a JSON-able ``state`` to one safetensors file, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "state": json.dumps(state)}
+    write_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a checkpoint written by ``save_checkpoint``; never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ElboxError(f"the checkpoint {path} does not exist; is this a run folder written by `elbox train`?")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
+        state = json.loads(metadata["state"])
+    except (SafetensorError, ValueError, KeyError, OSError) as e:
+        raise ElboxError(
+            f"the checkpoint {path} is corrupt or not an elbox checkpoint ({e}). "
+            "Train again, or resume from another checkpoint of the run."
+        ) from None
+    return tensors, state
+
+
+def optimizer_state_to_tensors(
+    state_dict: dict[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimiser's ``state_dict`` into tensors (``optimizer.<i>.<name>``) and JSON."""
+    tensors, scalars = {}, {}
+    for i, slots in state_dict["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{i}.{name}"] = value
+            else:
+                scalars[f"{i}.{name}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def optimizer_state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of ``optimizer_state_to_tensors``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    for key, value in meta["scalars"].items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -1,0 +1,252 @@
+"""The ``elbox`` command: it parses options and calls the library, nothing more.
+
+Problems with the user's input (``ElboxError``) print one paragraph and exit with status 2;
+no traceback, and no run file is changed.
+"""
+
+import functools
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import ElboxError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Variational inference that says how wrong it may be. Train a VAE with `elbox train`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _command(f: Callable[..., None]) -> Callable[..., None]:
+    """Register ``f`` as a command whose user errors print one paragraph and exit with status 2."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            f(*args, **kwargs)
+        except ElboxError as e:
+            message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
+            typer.echo(f"elbox: error: {message}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo(
+                "\nelbox: interrupted. Checkpoints are written whole at the end of each epoch; "
+                "continue a training run with `elbox train --resume RUN`.",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+
+    return app.command()(wrapper)
+
+
+Run = Annotated[Path, typer.Argument(help="A run folder written by `elbox train`.")]
+Checkpoint = Annotated[str, typer.Option(help="Which weights: last (end of training) or best (validation).")]
+
+
+@_command
+def train(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Read options from a TOML (or JSON) file; flags override it."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="digits (embedded), binarized-mnist, mnist, fashion-mnist, or a .npy/.npz file."),
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files.")] = None,
+    download: Annotated[
+        bool | None, typer.Option("--download", help="Fetch missing data files (needs a network).")
+    ] = None,
+    binarize: Annotated[
+        str | None,
+        typer.Option(help="none, static (one draw, fixed) or dynamic (drawn every epoch)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training data. [default: 200]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size. [default: 100]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam's learning rate. [default: 1e-3]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seeds weights, data order and draws. [default: 0]")] = None,
+    k: Annotated[int | None, typer.Option(help="Particles per data point in the ELBO. [default: 1]")] = None,
+    mc_kl: Annotated[
+        bool | None,
+        typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
+    ] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. [default: 2]")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. 200,200; the decoder mirrors them.")] = None,
+    activation: Annotated[str | None, typer.Option(help="tanh, relu, elu, gelu or softplus. [default: tanh]")] = None,
+    likelihood: Annotated[
+        str | None, typer.Option(help="auto, bernoulli, binomial or gaussian. [default: auto]")
+    ] = None,
+    levels: Annotated[int | None, typer.Option(help="Grey levels minus one, for the binomial likelihood.")] = None,
+    gaussian_scale: Annotated[
+        float | None,
+        typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder to write. [default: runs/<data>-<time>]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this run from its last checkpoint (with --epochs to extend it)."),
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar. [default: on a terminal]"),
+    ] = None,
+) -> None:
+    """Train a VAE by maximising the ELBO, and write a run folder."""
+    from . import training
+    from .config import read_config_file
+
+    if resume is not None:
+        run = training.resume(resume, epochs=epochs, progress=progress)
+    else:
+        options = read_config_file(config) if config is not None else {}
+        flags = dict(
+            data=data, data_dir=data_dir, download=download, binarize=binarize, epochs=epochs,
+            batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
+            latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
+            levels=levels, gaussian_scale=gaussian_scale, out=out,
+        )  # fmt: skip
+        options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
+        run = training.train(progress=progress, overwrite=overwrite, **options)
+    typer.echo(_summary(run))
+
+
+def _flatten(options: dict[str, Any]) -> dict[str, Any]:
+    model = options.get("model") or {}
+    return {k: v for k, v in options.items() if k != "model"} | model
+
+
+def _summary(run: Any) -> str:
+    s, d = run.summary, run.info["dataset"]
+    sizes = d["sizes"]
+    lines = [
+        f"Trained a VAE on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
+        f"{sizes['test']} test) for {s['epochs']} epochs in {s['seconds']:.1f} s "
+        f"(latent dim {run.model.config.latent_dim}, {run.model.config.likelihood} likelihood).",
+        "",
+        f"{'nats per data point':<22}{'ELBO':>10}  = {'reconstruction':>14} - {'KL':>8}",
+    ]
+    for split in ("train", "valid", "test"):
+        v = s[split]
+        lines.append(f"{split:<22}{v['elbo']:>10.3f}  = {v['reconstruction']:>14.3f} - {v['kl']:>8.3f}")
+    lines += [
+        "",
+        "The ELBO is a lower bound on log p(x), not log p(x) itself.",
+        f"Run written to {run.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
+    ]
+    return "\n".join(lines)
+
+
+def _load(run: Path, checkpoint: str) -> Any:
+    from .runs import load_run
+
+    return load_run(run, checkpoint)
+
+
+def _held_out(run: Any, split: str) -> Any:
+    from .training import load_splits
+
+    if split not in ("train", "valid", "test"):
+        raise ElboxError(f"--split must be train, valid or test, got {split!r}.")
+    return load_splits(run.config)[1][split]
+
+
+def _out(run: Any, given: Path | None, name: str) -> Path:
+    return given if given is not None else run.path / "figures" / name
+
+
+@_command
+def sample(
+    run: Run,
+    n: Annotated[int, typer.Option("-n", help="How many draws from the prior.")] = 64,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/samples.png]"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """Decode draws z ~ p(z) = N(0, I) into an image grid."""
+    from . import plots
+
+    if n < 1:
+        raise ElboxError(f"-n must be at least 1, got {n}.")
+    r = _load(run, checkpoint)
+    figure = plots.samples(r.model, n, r.image_shape, seed)
+    typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
+
+
+@_command
+def reconstruct(
+    run: Run,
+    n: Annotated[int, typer.Option("-n", help="How many inputs.")] = 20,
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/reconstructions.png]"),
+    ] = None,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """Show inputs above their reconstructions (the mean of p(x | z) at the mean of q(z | x))."""
+    from . import plots
+
+    r = _load(run, checkpoint)
+    x = _held_out(r, split)[:n]
+    figure = plots.reconstructions(r.model, x, r.image_shape)
+    typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
+
+
+@_command
+def interpolate(
+    run: Run,
+    pairs: Annotated[int, typer.Option(help="How many pairs of inputs (one row each).")] = 5,
+    steps: Annotated[int, typer.Option(help="Images per row.")] = 10,
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/interpolation.png]"),
+    ] = None,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """Decode straight lines between the posterior means of pairs of inputs (any latent dimension)."""
+    from . import plots
+
+    r = _load(run, checkpoint)
+    x = _held_out(r, split)[: 2 * pairs]
+    figure = plots.interpolation(r.model, x, steps, r.image_shape)
+    typer.echo(f"wrote {plots.save(figure, _out(r, output, 'interpolation.png'))}")
+
+
+@_command
+def manifold(
+    run: Run,
+    grid: Annotated[int, typer.Option(help="Images per side of the grid.")] = 20,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/manifold.png]"),
+    ] = None,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """For a 2-D latent space: the decoded grid over z, and interpolations between encoded inputs."""
+    from . import plots
+
+    r = _load(run, checkpoint)
+    path = plots.save(plots.manifold(r.model, grid, r.image_shape), _out(r, output, "manifold.png"))
+    x = _held_out(r, "test")[:10]
+    between = plots.save(
+        plots.interpolation(r.model, x, 10, r.image_shape),
+        path.with_name(f"{path.stem}-interpolation.png"),
+    )
+    typer.echo(f"wrote {path}\nwrote {between}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``elbox`` command."""
+    app(args=argv, prog_name="elbox")

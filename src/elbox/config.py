@@ -1,0 +1,132 @@
+"""Training configuration: plain typed data, read from files, written beside the results."""
+
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ElboxError
+from .models import VAEConfig
+
+__all__ = ["TrainConfig", "read_config_file"]
+
+BINARIZE = ("none", "static", "dynamic")
+
+
+@dataclass
+class TrainConfig:
+    """How to train a VAE; ``config.json`` in a run folder is this, fully resolved.
+
+    Attributes:
+        data: a data set name (``digits``, ``binarized-mnist``, ``mnist``, ``fashion-mnist``)
+            or a path to a ``.npy`` / ``.npz`` file.
+        data_dir: where the data set's files are (or go, with ``download``).
+        download: fetch missing data files (needs a network).
+        binarize: ``none``; ``static`` (one Bernoulli draw per pixel, fixed by ``seed``); or
+            ``dynamic`` (drawn anew every epoch, Burda et al. 2016).
+        epochs, batch_size, lr: Adam's budget, minibatch size and learning rate.
+        seed: seeds the weights, the data order and every draw; equal configs give equal runs.
+        k: particles per data point in the training ELBO.
+        analytic_kl: closed-form KL(q || p) where torch.distributions has one.
+        out: the run folder; ``runs/<data>-<time>`` when not given.
+        model: the architecture (``models.VAEConfig``).
+    """
+
+    data: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    binarize: str = "none"
+    epochs: int = 200
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    k: int = 1
+    analytic_kl: bool = True
+    out: str | None = None
+    model: VAEConfig = field(default_factory=VAEConfig)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.binarize not in BINARIZE:
+            problems.append(f"binarize must be one of {BINARIZE}, got {self.binarize!r}")
+        for name in ("epochs", "batch_size", "k"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if problems:
+            raise ElboxError("invalid training options: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"} | {
+            "model": self.model.to_dict()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from nested (``{"model": {...}}``) or flat options, checking names and types.
+
+        Flat keys that name a model option (``latent_dim``, ``hidden``, ...) go to the model.
+        """
+        d = dict(d)
+        model = dict(d.pop("model", {}) or {})
+        model_keys = {f.name for f in fields(VAEConfig)}
+        train_keys = {f.name for f in fields(cls)} - {"model"}
+        for key in list(d):
+            if key in model_keys and key not in train_keys:
+                model[key] = d.pop(key)
+        if unknown := set(d) - train_keys:
+            raise ElboxError(
+                f"unknown option(s) {', '.join(sorted(unknown))} in the configuration; "
+                f"known options: {', '.join(sorted(train_keys | model_keys))}."
+            )
+        train_values = {k: _typed(k, v, _hint(cls, k)) for k, v in d.items()}
+        model_values = {k: _typed(k, v, _hint(VAEConfig, k)) for k, v in model.items()}
+        return cls(**train_values, model=VAEConfig.from_dict(model_values))
+
+
+def _hint(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a field's type hint, converting only where it loses nothing."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _typed(name, value, hint)
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(_typed(name, v, args[0]) for v in value)
+            except ElboxError:
+                pass
+    elif hint in (bool, int) and type(value) is hint:  # type(), since True is an int
+        return value
+    elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif hint is str and isinstance(value, str):
+        return value
+    elif hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    wanted = getattr(hint, "__name__", str(hint))
+    raise ElboxError(f"option {name!r} must be of type {wanted}, got {value!r}.")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read options from a TOML (or JSON, such as a run's ``config.json``) file; nothing is executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ElboxError(f"the configuration file {path} does not exist; check the path given to --config.")
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ElboxError(f"the configuration file {path} cannot be read: {e}. Fix its syntax.") from None

@@ -1,0 +1,126 @@
+"""Run folders: the files `elbox train` writes and `load_run` reads back.
+
+runs/<name>/
+  config.json        the fully resolved TrainConfig (reusable with --config)
+  run.json           the data set's description, status and summary
+  metrics.jsonl      one JSON object per epoch
+  checkpoints/       last.safetensors, best.safetensors (checkpoints module)
+  figures/*.png
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from .checkpoints import load_checkpoint
+from .config import TrainConfig
+from .errors import ElboxError
+from .models import VAE
+
+__all__ = ["Run", "load_run", "model_tensors", "read_metrics", "restore_model"]
+
+CONFIG, INFO, METRICS, CHECKPOINTS, FIGURES = (
+    "config.json",
+    "run.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "figures",
+)
+
+
+@dataclass
+class Run:
+    """A training run on disk, with its model loaded.
+
+    Attributes:
+        path: the run folder.
+        config: the resolved configuration it was trained with.
+        model: the VAE, in evaluation mode, with the chosen checkpoint's weights.
+        metrics: one dict per epoch (``metrics.jsonl``).
+        info: ``run.json``: the data set's description, the status and the summary.
+    """
+
+    path: Path
+    config: TrainConfig
+    model: VAE
+    metrics: list[dict[str, Any]]
+    info: dict[str, Any]
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        shape = self.info.get("dataset", {}).get("image_shape")
+        return tuple(shape) if shape else None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.info.get("summary", {})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ElboxError(f"{path} is missing: {path.parent} is not a run folder written by `elbox train`.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ElboxError(f"{path} is corrupt ({e}); the run folder cannot be read.") from None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The metrics of a run, one dict per epoch; a torn last line (a crash mid-write) is dropped."""
+    path = Path(path) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state, keyed ``model.<name>``."""
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def restore_model(model: nn.Module, tensors: dict[str, Tensor], source: Path) -> None:
+    """Load ``model.<name>`` tensors into ``model``, refusing any mismatch by name."""
+    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    wrong = [
+        f"{k} {list(v.shape)} (checkpoint {list(state[k].shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if wrong or missing or unexpected:
+        raise ElboxError(
+            f"the checkpoint {source} does not fit the model of its run's config.json: "
+            f"shape mismatch {wrong}, missing {sorted(missing)}, unexpected {sorted(unexpected)}. "
+            "Was config.json edited or the checkpoint copied from another run?"
+        )
+    model.load_state_dict(state)
+
+
+def load_run(path: str | Path, checkpoint: str = "last") -> Run:
+    """Load a run folder written by ``elbox.train``: its config, metrics and model.
+
+    Args:
+        path: the run folder.
+        checkpoint: ``last`` (the end of training) or ``best`` (best validation ELBO).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ElboxError(f"the run folder {path} does not exist; give the folder `elbox train` wrote.")
+    if checkpoint not in ("last", "best"):
+        raise ElboxError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}.")
+    config = TrainConfig.from_dict(_read_json(path / CONFIG))
+    model = VAE(config.model)
+    ckpt = path / CHECKPOINTS / f"{checkpoint}.safetensors"
+    tensors, _ = load_checkpoint(ckpt)
+    restore_model(model, tensors, ckpt)
+    return Run(path, config, model.eval(), read_metrics(path), _read_json(path / INFO))

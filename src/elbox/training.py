@@ -1,0 +1,334 @@
+"""Training: init, one epoch, evaluation; and ``train`` / ``resume``, which add a run folder.
+
+The core is three small functions: ``prepare`` (data and model, every check done before a
+file is written), ``train_epoch`` (minibatch Adam steps on a ``VariationalLoss``) and
+``evaluate`` (the ELBO split into reconstruction and KL over a data split). ``train`` adds
+the run folder, checkpoints, metrics and a progress bar.
+"""
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .bounds import ELBO, Bound
+from .checkpoints import (
+    append_json_line,
+    load_checkpoint,
+    optimizer_state_from_tensors,
+    optimizer_state_to_tensors,
+    save_checkpoint,
+    write_json,
+    write_json_lines,
+)
+from .config import TrainConfig
+from .data import Dataset, binarize, load_dataset
+from .errors import ElboxError
+from .models import VAE, VAEConfig
+from .runs import (
+    CHECKPOINTS,
+    CONFIG,
+    FIGURES,
+    INFO,
+    METRICS,
+    Run,
+    load_run,
+    model_tensors,
+    read_metrics,
+    restore_model,
+)
+
+__all__ = [
+    "Setup",
+    "VariationalLoss",
+    "evaluate",
+    "load_splits",
+    "prepare",
+    "resume",
+    "train",
+    "train_epoch",
+]
+
+
+class VariationalLoss(nn.Module):
+    """A model bound to an objective: ``forward(x)`` returns the ``Bound`` per data point.
+
+    Minimise ``forward(x).loss``. One module holding both is what any optimiser (and
+    DistributedDataParallel) expects.
+    """
+
+    def __init__(self, model: VAE, objective: ELBO, k: int = 1) -> None:
+        super().__init__()
+        self.model, self.objective, self.k = model, objective, k
+
+    def forward(self, x: Tensor) -> Bound:
+        return self.objective(self.model(x, self.k))
+
+
+class Setup(NamedTuple):
+    """What a run trains on: the resolved config, the data set, fixed splits and the model."""
+
+    config: TrainConfig
+    dataset: Dataset
+    splits: dict[str, Tensor]  # train / valid / test, [N, X], in the likelihood's support
+    model: VAE
+
+
+def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAEConfig:
+    likelihood, levels = model.likelihood, model.levels
+    if likelihood == "auto":
+        if binarized or dataset.levels == 1:
+            likelihood = "bernoulli"
+        elif dataset.levels is not None:
+            likelihood = "binomial"
+        else:
+            likelihood = "gaussian"
+    if likelihood == "binomial" and levels is None:
+        levels = dataset.levels
+    return replace(model, data_dim=dataset.dim, likelihood=likelihood, levels=levels)
+
+
+def load_splits(config: TrainConfig) -> tuple[Dataset, dict[str, Tensor]]:
+    """The data set of ``config`` and its train / valid / test splits ``[N, X]``, binarized as asked.
+
+    Held-out splits are binarized once (fixed by the seed), so every epoch is evaluated on
+    the same data; with ``dynamic`` the training split stays grey and is drawn per epoch.
+    """
+    dataset = load_dataset(config.data, config.data_dir, download=config.download)
+    splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+    if config.binarize == "none":
+        return dataset, splits
+    g = torch.Generator().manual_seed(config.seed)
+    fixed = {"valid", "test"} | ({"train"} if config.binarize == "static" else set())
+    return dataset, {name: binarize(x, g) if name in fixed else x for name, x in splits.items()}
+
+
+def prepare(config: TrainConfig) -> Setup:
+    """Load the data, resolve the model's options from it and check the data fit the model.
+
+    Nothing is written: every problem with the user's input surfaces here, before a run
+    folder is touched. The weights are initialised from ``config.seed``.
+    """
+    dataset, splits = load_splits(config)
+    model_config = _resolve_model(config.model, dataset, config.binarize != "none")
+    torch.manual_seed(config.seed)
+    model = VAE(model_config)
+    for name, x in splits.items():
+        dynamic = name == "train" and config.binarize == "dynamic"
+        model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
+    return Setup(replace(config, model=model_config), dataset, splits, model)
+
+
+def train_epoch(
+    loss: VariationalLoss,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    on_step: Callable[[], Any] | None = None,
+) -> dict[str, float]:
+    """One pass over ``x`` ``[N, X]`` in shuffled minibatches; returns the mean bound and its parts.
+
+    The running sums stay tensors until the end of the epoch: no per-step host sync.
+    """
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator)
+    totals = torch.zeros(3)
+    for start in range(0, n, batch_size):
+        bound = loss(x[order[start : start + batch_size]])
+        optimizer.zero_grad(set_to_none=True)
+        bound.loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            totals += torch.stack((bound.value.sum(), bound.reconstruction.sum(), bound.kl.sum()))
+        if on_step is not None:
+            on_step()
+    elbo, reconstruction, kl = (totals / n).tolist()
+    return {"elbo": elbo, "reconstruction": reconstruction, "kl": kl}
+
+
+@torch.no_grad()
+def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000) -> dict[str, float]:
+    """The mean ELBO over ``x`` ``[N, X]`` with one particle, in nats per data point, with its parts.
+
+    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p).
+    """
+    objective = ELBO(analytic_kl=analytic_kl)
+    totals = torch.zeros(3)
+    for start in range(0, x.shape[0], batch_size):
+        bound = objective(model(x[start : start + batch_size]))
+        totals += torch.stack((bound.value.sum(), bound.reconstruction.sum(), bound.kl.sum()))
+    elbo, reconstruction, kl = (totals / x.shape[0]).tolist()
+    return {"elbo": elbo, "reconstruction": reconstruction, "kl": kl}
+
+
+def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
+    if config.out is not None:
+        path = Path(config.out)
+    else:
+        stem = Path(config.data).stem if config.data.endswith((".npy", ".npz")) else config.data
+        path = Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    taken = [p for p in (CONFIG, INFO, METRICS, CHECKPOINTS) if (path / p).exists()]
+    if taken and not overwrite:
+        raise ElboxError(
+            f"{path} already holds a run ({', '.join(taken)}); nothing was changed. Choose another "
+            f"--out, continue it with `elbox train --resume {path}`, or replace it with --overwrite."
+        )
+    for p in [*taken, FIGURES]:
+        target = path / p
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, g: torch.Generator, state: dict) -> None:
+    opt_tensors, opt_meta = optimizer_state_to_tensors(optimizer.state_dict())
+    rng = {"rng.torch": torch.get_rng_state(), "rng.data": g.get_state()}
+    save_checkpoint(path, model_tensors(model) | opt_tensors | rng, state | {"optimizer": opt_meta})
+
+
+def _dataset_info(setup: Setup) -> dict[str, Any]:
+    d = setup.dataset
+    sizes = {name: int(x.shape[0]) for name, x in setup.splits.items()}
+    return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes}
+
+
+def _fit(setup: Setup, path: Path, progress: bool | None, resume_from: Path | None = None) -> Run:
+    config, model = setup.config, setup.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    g = torch.Generator().manual_seed(config.seed)
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "best_valid_elbo": -math.inf,
+        "best_epoch": None,
+    }
+    metrics: list[dict[str, Any]] = []
+    if resume_from is not None:
+        tensors, state = load_checkpoint(resume_from)
+        restore_model(model, tensors, resume_from)
+        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state.pop("optimizer")))
+        torch.set_rng_state(tensors["rng.torch"])
+        g.set_state(tensors["rng.data"])
+        # epochs written to metrics after the checkpoint (a crash in between) are done again
+        metrics = [m for m in read_metrics(path) if m["epoch"] <= state["epoch"]]
+        write_json_lines(path / METRICS, metrics)
+
+    info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running"}
+    write_json(path / INFO, info)
+    loss = VariationalLoss(model, ELBO(analytic_kl=config.analytic_kl), config.k)
+    n = setup.splits["train"].shape[0]
+    steps = math.ceil(n / config.batch_size)
+    bar = tqdm(
+        total=config.epochs * steps,
+        initial=state["epoch"] * steps,
+        disable=None if progress is None else not progress,  # None: only on a terminal
+        unit="step",
+        desc=f"training {path.name}",
+        leave=False,
+    )
+    with bar:
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            started = time.perf_counter()
+            x = setup.splits["train"]
+            x = binarize(x, g) if config.binarize == "dynamic" else x
+            model.train()
+            train = train_epoch(loss, optimizer, x, config.batch_size, g, bar.update)
+            seconds = time.perf_counter() - started
+            model.eval()
+            valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
+            record = {"epoch": epoch, "step": state["step"] + steps}
+            record |= {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
+            record |= {"seconds": seconds, "images_per_second": n / seconds}
+            if not all(math.isfinite(v) for v in (*train.values(), *valid.values())):
+                raise ElboxError(
+                    f"training diverged at epoch {epoch} (ELBO {train['elbo']}); the last good "
+                    f"checkpoint is in {path / CHECKPOINTS}. Lower --lr or check the data for outliers."
+                )
+            metrics.append(record)
+            append_json_line(path / METRICS, record)
+            state.update(epoch=epoch, step=record["step"])
+            if valid["elbo"] > state["best_valid_elbo"]:
+                state.update(best_valid_elbo=valid["elbo"], best_epoch=epoch)
+                _checkpoint(path / CHECKPOINTS / "best.safetensors", model, optimizer, g, state)
+            _checkpoint(path / CHECKPOINTS / "last.safetensors", model, optimizer, g, state)
+            bar.set_postfix(train=f"{train['elbo']:.2f}", valid=f"{valid['elbo']:.2f}")
+
+    model.eval()
+    test = evaluate(model, setup.splits["test"], analytic_kl=config.analytic_kl)
+    last = metrics[-1] if metrics else {}
+    info |= {
+        "status": "finished",
+        "summary": {
+            "epochs": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            "train": {k: last.get(f"train_{k}") for k in ("elbo", "reconstruction", "kl")},
+            "valid": {k: last.get(f"valid_{k}") for k in ("elbo", "reconstruction", "kl")},
+            "test": test,
+            "seconds": sum(m["seconds"] for m in metrics),
+        },
+    }
+    write_json(path / INFO, info)
+    run = load_run(path)
+    from .plots import write_figures  # matplotlib is imported only when figures are drawn
+
+    write_figures(run, setup.splits["test"])
+    return run
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> Run:
+    """Train a VAE and write a run folder; returns the loaded ``Run``.
+
+    Options are those of ``TrainConfig`` and ``VAEConfig``, given as a config or as keywords
+    (``train(data="digits", latent_dim=2, epochs=5)``). Every input problem is reported before
+    anything is written; an existing run folder is refused unless ``overwrite``.
+
+    Args:
+        config: a full configuration; keyword ``options`` override its fields.
+        progress: show a progress bar; ``None`` shows one only on a terminal.
+        overwrite: replace the run already in ``config.out``.
+
+    >>> import tempfile
+    >>> run = train(epochs=2, out=tempfile.mkdtemp(), progress=False)
+    >>> run.summary["epochs"], run.model.config.likelihood, sorted(run.summary["valid"])
+    (2, 'binomial', ['elbo', 'kl', 'reconstruction'])
+    """
+    base = config.to_dict() if config is not None else {}
+    if options:
+        model = base.pop("model", {}) | {k: v for k, v in options.items() if k in VAEConfig.__dataclass_fields__}
+        base |= {k: v for k, v in options.items() if k not in VAEConfig.__dataclass_fields__} | {"model": model}
+    setup = prepare(TrainConfig.from_dict(base))
+    path = _run_folder(setup.config, overwrite)
+    config = replace(setup.config, out=str(path))
+    write_json(path / CONFIG, config.to_dict())
+    return _fit(setup._replace(config=config), path, progress)
+
+
+def resume(path: str | Path, *, epochs: int | None = None, progress: bool | None = None) -> Run:
+    """Continue a run from its last checkpoint, to its configured epochs or to ``epochs``.
+
+    The data order and every draw continue from the saved random states, so a run stopped at
+    an epoch's end and resumed gives the same numbers as one that was never stopped.
+    """
+    path = Path(path)
+    run = load_run(path)  # validates the folder and the checkpoint before anything changes
+    config = run.config if epochs is None else replace(run.config, epochs=epochs)
+    setup = prepare(config)
+    if epochs is not None:
+        write_json(path / CONFIG, config.to_dict())
+    return _fit(setup, path, progress, resume_from=path / CHECKPOINTS / "last.safetensors")

@@ -1,0 +1,147 @@
+"""cli: every command runs and writes what it says; bad input gets one paragraph and exit code 2."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from elbox.cli import main
+
+
+def _elbox(capsys, *args):
+    """Run the command line in-process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "digits"
+    subprocess.run(
+        [sys.executable, "-m", "elbox", "train", "--epochs", "1", "--hidden", "32", "--out", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def _snapshot(path):
+    return {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
+    code, out, _ = _elbox(capsys, "train", "--epochs", "1", "--hidden", "16", "--out", tmp_path / "r", "--no-progress")
+    assert code == 0
+    assert "reconstruction" in out and "KL" in out and "valid" in out and str(tmp_path / "r") in out
+    for name in ("config.json", "run.json", "metrics.jsonl", "checkpoints/last.safetensors", "figures/samples.png"):
+        assert (tmp_path / "r" / name).is_file(), name
+
+
+def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("epochs = 2\nlatent_dim = 3\nhidden = [16]\n")
+    code, _, _ = _elbox(capsys, "train", "--config", config, "--epochs", "1", "--out", tmp_path / "r", "--no-progress")
+    assert code == 0
+    resolved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert resolved["epochs"] == 1 and resolved["model"]["latent_dim"] == 3 and resolved["model"]["hidden"] == [16]
+
+
+@pytest.mark.parametrize(
+    ("command", "figure"),
+    [
+        (["sample", "-n", "16"], "samples.png"),
+        (["reconstruct", "-n", "8"], "reconstructions.png"),
+        (["interpolate", "--pairs", "2"], "interpolation.png"),
+        (["manifold", "--grid", "5"], "manifold.png"),
+    ],
+)
+def test_figure_commands_write_a_png(run, tmp_path, capsys, command, figure):
+    out = tmp_path / figure
+    code, stdout, _ = _elbox(capsys, command[0], run, *command[1:], "-o", out)
+    assert code == 0 and str(out) in stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _bad_inputs(tmp_path):
+    wrong_shape = tmp_path / "flat.npy"
+    np.save(wrong_shape, np.zeros(10, dtype=np.float32))
+    nans = tmp_path / "nans.npy"
+    x = np.random.default_rng(0).random((40, 4)).astype(np.float32)
+    x[5, 1] = np.nan
+    np.save(nans, x)
+    return {
+        "missing data dir": (["--data", "binarized-mnist", "--data-dir", tmp_path / "nowhere"], "binarized_mnist"),
+        "wrong-shaped array": (["--data", wrong_shape], "shape"),
+        "NaNs": (["--data", nans], "NaN"),
+        "grey values to a Bernoulli": (["--likelihood", "bernoulli"], "binarize"),
+        "an unknown option in the config file": (["--config", _write(tmp_path / "c.toml", "epoch = 1\n")], "epoch"),
+    }
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing data dir",
+        "wrong-shaped array",
+        "NaNs",
+        "grey values to a Bernoulli",
+        "an unknown option in the config file",
+    ],
+)
+def test_bad_training_input_gives_one_paragraph_and_exit_code_2(run, tmp_path, capsys, case):
+    args, words = _bad_inputs(tmp_path)[case]
+    before = _snapshot(run)
+    code, out, err = _elbox(capsys, "train", *args, "--out", run)
+    assert code == 2
+    assert err.startswith("elbox: error:") and words in err and "Traceback" not in err + out
+    assert "\n\n" not in err.strip()
+    assert _snapshot(run) == before  # the existing run is left exactly as it was
+
+
+def test_a_corrupt_checkpoint_gives_a_clear_error_and_stays_as_it_is(run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    checkpoint = copy / "checkpoints" / "last.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    before = _snapshot(copy)
+    for command in (["sample", copy], ["train", "--resume", copy]):
+        code, _, err = _elbox(capsys, *command)
+        assert code == 2 and "corrupt" in err and "Traceback" not in err
+    assert _snapshot(copy) == before
+
+
+def test_a_missing_run_folder_and_a_non_2d_manifold_are_explained(run, tmp_path, capsys):
+    code, _, err = _elbox(capsys, "sample", tmp_path / "nothing")
+    assert code == 2 and "does not exist" in err
+    _elbox(
+        capsys,
+        "train",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--latent-dim",
+        "3",
+        "--out",
+        tmp_path / "r3",
+        "--no-progress",
+    )
+    code, _, err = _elbox(capsys, "manifold", tmp_path / "r3")
+    assert code == 2 and "2-D" in err
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "elbox", "train", "--data", str(tmp_path / "none.npy")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "none.npy" in result.stderr

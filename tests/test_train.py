@@ -1,0 +1,128 @@
+"""train: learning happens, runs are reproducible, resume continues exactly, nothing is lost."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import elbox
+from elbox.config import TrainConfig, read_config_file
+from elbox.errors import ElboxError
+from elbox.runs import load_run, read_metrics
+
+SMALL = {"hidden": (32,), "latent_dim": 2, "progress": False}
+
+
+def _files(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_training_on_digits_raises_the_validation_elbo(tmp_path):
+    run = elbox.train(epochs=8, out=str(tmp_path / "run"), **SMALL)
+    valid = [m["valid_elbo"] for m in run.metrics]
+    assert len(valid) == 8 and valid[-1] > valid[0] + 20
+    s = run.summary
+    for split in ("train", "valid", "test"):
+        assert s[split]["elbo"] == pytest.approx(s[split]["reconstruction"] - s[split]["kl"], abs=1e-3)
+        assert s[split]["kl"] > 0 and s[split]["elbo"] < 0  # a log-probability bound: binomial pmf
+    assert {p.name for p in (tmp_path / "run" / "figures").iterdir()} >= {"curves.png", "samples.png", "manifold.png"}
+
+
+def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path):
+    a = elbox.train(epochs=2, out=str(tmp_path / "a"), **SMALL)
+    b = elbox.train(epochs=2, out=str(tmp_path / "b"), **SMALL)
+    c = elbox.train(epochs=2, out=str(tmp_path / "c"), seed=1, **SMALL)
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("seconds", "images_per_second")} for m in ms]  # noqa: E731
+    assert strip(a.metrics) == strip(b.metrics) != strip(c.metrics)
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_resume_continues_bitwise_as_if_never_stopped(tmp_path):
+    whole = elbox.train(epochs=4, out=str(tmp_path / "whole"), **SMALL)
+    elbox.train(epochs=2, out=str(tmp_path / "part"), **SMALL)
+    resumed = elbox.resume(tmp_path / "part", epochs=4, progress=False)
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("seconds", "images_per_second")} for m in ms]  # noqa: E731
+    assert strip(resumed.metrics) == strip(whole.metrics)
+    for (name, p), q in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["epochs"] == 4
+
+
+def test_resume_redoes_epochs_logged_after_the_last_checkpoint(tmp_path):
+    elbox.train(epochs=2, out=str(tmp_path / "run"), **SMALL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    # a crash between writing epoch 3's metrics and its checkpoint, mid-way through a line
+    metrics.write_text("\n".join([*lines, lines[-1].replace('"epoch": 2', '"epoch": 3')]) + '\n{"epo')
+    run = elbox.resume(tmp_path / "run", epochs=3, progress=False)
+    assert [m["epoch"] for m in run.metrics] == [1, 2, 3] == [m["epoch"] for m in read_metrics(tmp_path / "run")]
+
+
+def test_load_run_gives_the_trained_model_back(tmp_path):
+    run = elbox.train(epochs=2, out=str(tmp_path / "run"), **SMALL)
+    loaded = load_run(tmp_path / "run")
+    assert loaded.config == run.config and loaded.image_shape == (8, 8)
+    x = torch.rand(3, 64)
+    assert torch.equal(loaded.model.reconstruct(x), run.model.reconstruct(x))
+    best = load_run(tmp_path / "run", "best")
+    assert best.model.config == run.model.config
+
+
+def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
+    elbox.train(epochs=1, out=str(tmp_path / "run"), **SMALL)
+    before = _files(tmp_path / "run")
+    with pytest.raises(ElboxError, match="already holds a run"):
+        elbox.train(epochs=1, out=str(tmp_path / "run"), **SMALL)
+    assert _files(tmp_path / "run") == before
+    elbox.train(epochs=1, out=str(tmp_path / "run"), overwrite=True, seed=3, **SMALL)
+    assert _files(tmp_path / "run") != before
+
+
+def test_bad_data_is_refused_before_anything_is_written(tmp_path):
+    bad = tmp_path / "bad.npy"
+    x = np.random.rand(50, 4).astype(np.float32)
+    x[3, 2] = np.nan
+    np.save(bad, x)
+    with pytest.raises(ElboxError, match="NaN"):
+        elbox.train(data=str(bad), out=str(tmp_path / "run"), **SMALL)
+    with pytest.raises(ElboxError, match="Bernoulli"):
+        elbox.train(likelihood="bernoulli", out=str(tmp_path / "run"), **SMALL)
+    assert not (tmp_path / "run").exists()
+
+
+def test_user_arrays_train_with_a_gaussian_or_binarized(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((60, 9)).astype(np.float32))
+    run = elbox.train(data=str(path), epochs=1, out=str(tmp_path / "g"), **SMALL)
+    assert run.model.config.likelihood == "gaussian" and run.image_shape is None
+    run = elbox.train(data=str(path), epochs=1, binarize="dynamic", out=str(tmp_path / "b"), **SMALL)
+    assert run.model.config.likelihood == "bernoulli"
+
+
+def test_config_refuses_unknown_keys_and_wrong_types():
+    with pytest.raises(ElboxError, match="epoch"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ElboxError, match="'lr' must be of type float"):
+        TrainConfig.from_dict({"lr": "fast"})
+    with pytest.raises(ElboxError, match="'latent_dim' must be of type int"):
+        TrainConfig.from_dict({"model": {"latent_dim": 2.5}})
+    with pytest.raises(ElboxError, match="batch_size must be at least 1"):
+        TrainConfig.from_dict({"batch_size": 0})
+
+
+def test_config_reads_flat_or_nested_toml_and_round_trips(tmp_path):
+    flat = tmp_path / "flat.toml"
+    flat.write_text('data = "digits"\nepochs = 3\nlatent_dim = 4\nhidden = [16, 8]\nlr = 1\n')
+    nested = tmp_path / "nested.toml"
+    nested.write_text('epochs = 3\nlr = 1.0\n[model]\nlatent_dim = 4\nhidden = "16,8"\n')
+    a, b = (TrainConfig.from_dict(read_config_file(p)) for p in (flat, nested))
+    assert a == b and a.model.hidden == (16, 8) and a.lr == 1.0
+    assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    broken = tmp_path / "broken.toml"
+    broken.write_text("epochs = = 3")
+    with pytest.raises(ElboxError, match="cannot be read"):
+        read_config_file(broken)
+    with pytest.raises(ElboxError, match="does not exist"):
+        read_config_file(tmp_path / "missing.toml")
