@@ -67,3 +67,18 @@ def test_unknown_or_incomplete_likelihoods_are_refused():
         make_likelihood("poisson")
     with pytest.raises(ElboxError, match="levels"):
         make_likelihood("binomial")
+
+
+def test_the_fused_bernoulli_equals_torchs_independent_bernoulli():
+    from torch.distributions import Bernoulli as TorchBernoulli
+    from torch.distributions import Independent
+
+    logits = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    reference = Independent(TorchBernoulli(logits=logits), 1)
+    fused = Bernoulli()(logits)
+    for x in (torch.randint(0, 2, (4, 6)).double(), torch.randint(0, 2, (3, 4, 6)).double(), torch.ones(6).double()):
+        assert torch.allclose(fused.log_prob(x), reference.log_prob(x))
+        (g1,) = torch.autograd.grad(fused.log_prob(x).sum(), logits)
+        (g2,) = torch.autograd.grad(reference.log_prob(x).sum(), logits)
+        assert torch.allclose(g1, g2)
+    assert fused.batch_shape == (3, 4) and fused.event_shape == (6,) and torch.equal(fused.mean, reference.mean)

@@ -93,3 +93,24 @@ def test_data_of_the_wrong_width_is_refused():
 def test_invalid_model_options_are_named():
     with pytest.raises(ElboxError, match=r"latent_dim.*activation"):
         VAEConfig(latent_dim=0, activation="sigmoidal")
+
+
+def test_the_registered_kl_to_the_standard_normal_equals_torchs_general_formula():
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    from elbox.families import DiagonalNormal
+    from elbox.priors import UnitNormal
+
+    loc, scale = torch.randn(4, 3, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64) + 0.1
+    general = kl_divergence(Independent(Normal(loc, scale), 1), Independent(Normal(torch.zeros(3), torch.ones(3)), 1))
+    assert torch.allclose(kl_divergence(DiagonalNormal(loc, scale), UnitNormal(3, torch.float64)), general)
+
+
+def test_families_and_priors_expand_like_torch_distributions():
+    from elbox.families import DiagonalNormal
+    from elbox.likelihoods import IndependentBernoulli
+    from elbox.priors import UnitNormal
+
+    for d in (DiagonalNormal(torch.zeros(3), torch.ones(3)), UnitNormal(3), IndependentBernoulli(torch.zeros(3))):
+        e = d.expand(torch.Size([5]))
+        assert e.batch_shape == (5,) and e.event_shape == (3,) and e.sample().shape == (5, 3)

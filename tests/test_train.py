@@ -126,3 +126,16 @@ def test_config_reads_flat_or_nested_toml_and_round_trips(tmp_path):
         read_config_file(broken)
     with pytest.raises(ElboxError, match="does not exist"):
         read_config_file(tmp_path / "missing.toml")
+
+
+def test_on_epoch_sees_every_epoch_and_its_draws_leave_the_run_unchanged(tmp_path):
+    seen = []
+
+    def on_epoch(metrics, model):
+        seen.append(metrics["epoch"])
+        model.sample(100)  # random draws inside the callback
+
+    plain = elbox.train(epochs=3, out=tmp_path / "a", **SMALL)
+    watched = elbox.train(epochs=3, out=tmp_path / "b", on_epoch=on_epoch, **SMALL)  # paths may be Path objects
+    assert seen == [1, 2, 3]
+    assert [m["valid_elbo"] for m in plain.metrics] == [m["valid_elbo"] for m in watched.metrics]

@@ -1,6 +1,7 @@
 """Training configuration: plain typed data, read from files, written beside the results."""
 
 import json
+import os
 import tomllib
 import types
 import typing
@@ -112,8 +113,8 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         return value
     elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    elif hint is str and isinstance(value, str):
-        return value
+    elif hint is str and isinstance(value, str | os.PathLike):
+        return str(value)
     elif hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
     wanted = getattr(hint, "__name__", str(hint))

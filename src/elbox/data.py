@@ -384,7 +384,7 @@ def _locate(name: str, root: Path, wanted: dict[str, tuple[str, ...]], download:
     when none of the tuple exists; without, a missing file raises ElboxError.
     """
     found = {key: _first_file(root, names) for key, names in wanted.items()}
-    missing = [names[0] for key, names in wanted.items() if found[key] is None]
+    missing = [names for key, names in wanted.items() if found[key] is None]
     if missing and not download:
         raise ElboxError(_missing_message(name, root, missing))
     for key, names in wanted.items():
@@ -397,12 +397,13 @@ def _first_file(root: Path, names: tuple[str, ...]) -> Path | None:
     return next((root / n for n in names if (root / n).is_file()), None)
 
 
-def _missing_message(name: str, root: Path, missing: list[str]) -> str:
+def _missing_message(name: str, root: Path, missing: list[tuple[str, ...]]) -> str:
     where = f"{root} does not exist" if not root.is_dir() else f"{root} lacks them"
     urls = " or ".join(_MIRRORS[name])
+    files = ", ".join(" or ".join(names) for names in missing)
     return (
-        f"The {name} data set needs the files {', '.join(missing)}, but {where}. Download "
-        f"them from {urls} (e.g. {_MIRRORS[name][0]}{missing[0]}) into {root}, or run with "
+        f"The {name} data set needs the files {files}, but {where}. Download "
+        f"them from {urls} (e.g. {_MIRRORS[name][0]}{missing[0][0]}) into {root}, or run with "
         "--download (download=True in Python) to fetch and verify them when online. "
         "Pass data_dir or set ELBOX_DATA_DIR to use another folder."
     )

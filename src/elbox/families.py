@@ -1,10 +1,27 @@
 """Variational families q(z | x): amortized distributions computed by an encoder."""
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-__all__ = ["DiagonalGaussian"]
+__all__ = ["DiagonalGaussian", "DiagonalNormal"]
+
+
+class DiagonalNormal(Independent):
+    """N(loc, diag(scale^2)) over the last dimension: ``Independent(Normal(loc, scale), 1)``.
+
+    A named type so that closed-form KL divergences can be registered for it
+    (``priors`` registers the one to the standard normal). Batch shape ``loc.shape[:-1]``,
+    event shape ``loc.shape[-1:]``.
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+        super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+    def expand(self, batch_shape: torch.Size, _instance: Independent | None = None) -> "DiagonalNormal":
+        shape = torch.Size(batch_shape) + self.event_shape
+        return type(self)(self.base_dist.loc.expand(shape), self.base_dist.scale.expand(shape))
 
 
 class DiagonalGaussian(nn.Module):
@@ -33,4 +50,4 @@ class DiagonalGaussian(nn.Module):
     def forward(self, x: Tensor) -> Distribution:
         loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
         scale = F.softplus(raw_scale) + self.min_scale
-        return Independent(Normal(loc, scale, validate_args=False), 1)
+        return DiagonalNormal(loc, scale)

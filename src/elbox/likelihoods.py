@@ -16,7 +16,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .errors import ElboxError
 
-__all__ = ["LIKELIHOODS", "Bernoulli", "Binomial", "Gaussian", "GreyLevels", "make_likelihood"]
+__all__ = ["LIKELIHOODS", "Bernoulli", "Binomial", "Gaussian", "GreyLevels", "IndependentBernoulli", "make_likelihood"]
 
 
 def _first_bad(bad: Tensor, x: Tensor) -> str:
@@ -33,11 +33,38 @@ def _check_finite(x: Tensor, name: str) -> None:
         )
 
 
+class IndependentBernoulli(Independent):
+    """Bernoulli(sigmoid(logits)) independently over the last dimension: event shape ``[X]``.
+
+    Exactly ``Independent(Bernoulli(logits=logits), 1)`` with a fused ``log_prob``: one
+    binary-cross-entropy kernel summed over the event, the sign applied to the ``[..]`` sum
+    rather than to every pixel. Measured on the 784-pixel benchmark VAE, the per-pixel
+    negation and its backward cost about 6% of a training step (docs/benchmarks.md).
+    """
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__(_Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
+
+    def expand(self, batch_shape: torch.Size, _instance: Independent | None = None) -> "IndependentBernoulli":
+        return type(self)(self.base_dist.logits.expand(torch.Size(batch_shape) + self.event_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        logits = self.base_dist.logits
+        if value.shape != logits.shape:
+            # x [B, X] against logits [K, B, X] is the common case; torch.broadcast_shapes
+            # alone would cost 1% of a training step
+            if value.dim() < logits.dim() and value.shape == logits.shape[logits.dim() - value.dim() :]:
+                value = value.expand(logits.shape)
+            else:
+                logits, value = torch.broadcast_tensors(logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+
+
 class Bernoulli(nn.Module):
     """p(x | z) = prod_i Bernoulli(x_i; sigmoid(logits_i)) for binary data x in {0, 1}^X."""
 
     def forward(self, logits: Tensor) -> Distribution:
-        return Independent(_Bernoulli(logits=logits, validate_args=False), 1)
+        return IndependentBernoulli(logits)
 
     def check(self, x: Tensor, name: str = "training") -> None:
         """Refuse anything but 0/1 values: a Bernoulli is no density for grey levels."""

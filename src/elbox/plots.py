@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .checkpoints import write_atomic
 from .models import VAE
+from .runs import Run
 
 __all__ = [
     "curves",
@@ -127,7 +128,7 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def write_figures(run: Any, x: Tensor, directory: str | Path | None = None) -> list[Path]:
+def write_figures(run: Run, x: Tensor, directory: str | Path | None = None) -> list[Path]:
     """The figures of a run into ``RUN/figures``: curves, samples, reconstructions of ``x``,
     interpolations and, for a 2-D latent space, the manifold."""
     directory = Path(directory or run.path / "figures")

