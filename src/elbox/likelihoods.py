@@ -159,25 +159,26 @@ class Gaussian(nn.Module):
         super().__init__()
         if scale is not None and not scale > 0:
             raise ValueError(f"the Gaussian scale must be positive, got {scale}")
-        self.fixed_scale = scale
         self.min_scale = min_scale
-        self.raw_scale = None if scale is not None else nn.Parameter(torch.tensor(0.5413))
+        if scale is None:
+            self.raw_scale = nn.Parameter(torch.tensor(0.5413))  # softplus(0.5413) + floor ~ 1
+        else:
+            self.raw_scale = None
+            self.register_buffer("fixed_scale", torch.tensor(float(scale)))
 
     @property
     def scale(self) -> Tensor:
-        if self.raw_scale is None:
-            return torch.tensor(self.fixed_scale)
-        return F.softplus(self.raw_scale) + self.min_scale  # softplus(0.5413) + floor ~ 1
+        return self.fixed_scale if self.raw_scale is None else F.softplus(self.raw_scale) + self.min_scale
 
     def forward(self, loc: Tensor) -> Distribution:
-        return Independent(Normal(loc, self.scale.to(loc), validate_args=False), 1)
+        return Independent(Normal(loc, self.scale, validate_args=False), 1)
 
     def check(self, x: Tensor, name: str = "training") -> None:
         """A Gaussian has all of R as support: only non-finite values are refused."""
         _check_finite(x, name)
 
     def extra_repr(self) -> str:
-        return "scale=learned" if self.raw_scale is not None else f"scale={self.fixed_scale}"
+        return "scale=learned" if self.raw_scale is not None else f"scale={self.fixed_scale.item():g}"
 
 
 LIKELIHOODS = ("bernoulli", "binomial", "gaussian")
