@@ -48,6 +48,8 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
 
 Run = Annotated[Path, typer.Argument(help="A run folder written by `elbox train`.")]
 Checkpoint = Annotated[str, typer.Option(help="Which weights: last (end of training) or best (validation).")]
+Split = Annotated[str, typer.Option(help="Which inputs: train, valid or test.")]
+Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to write. \\[default: in RUN/figures/]")]
 
 
 @_command
@@ -68,27 +70,27 @@ def train(
         str | None,
         typer.Option(help="none, static (one draw, fixed) or dynamic (drawn every epoch)."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training data. [default: 200]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Minibatch size. [default: 100]")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam's learning rate. [default: 1e-3]")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seeds weights, data order and draws. [default: 0]")] = None,
-    k: Annotated[int | None, typer.Option(help="Particles per data point in the ELBO. [default: 1]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training data. \\[default: 200]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size. \\[default: 100]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam's learning rate. \\[default: 1e-3]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seeds weights, data order and draws. \\[default: 0]")] = None,
+    k: Annotated[int | None, typer.Option(help="Particles per data point in the ELBO. \\[default: 1]")] = None,
     mc_kl: Annotated[
         bool | None,
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
     ] = None,
-    latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. [default: 2]")] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. \\[default: 2]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. 200,200; the decoder mirrors them.")] = None,
-    activation: Annotated[str | None, typer.Option(help="tanh, relu, elu, gelu or softplus. [default: tanh]")] = None,
+    activation: Annotated[str | None, typer.Option(help="tanh, relu, elu, gelu or softplus. \\[default: tanh]")] = None,
     likelihood: Annotated[
-        str | None, typer.Option(help="auto, bernoulli, binomial or gaussian. [default: auto]")
+        str | None, typer.Option(help="auto, bernoulli, binomial or gaussian. \\[default: auto]")
     ] = None,
     levels: Annotated[int | None, typer.Option(help="Grey levels minus one, for the binomial likelihood.")] = None,
     gaussian_scale: Annotated[
         float | None,
         typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Run folder to write. [default: runs/<data>-<time>]")] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder to write. \\[default: runs/<data>-<time>]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
     resume: Annotated[
         Path | None,
@@ -96,7 +98,7 @@ def train(
     ] = None,
     progress: Annotated[
         bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar. [default: on a terminal]"),
+        typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]"),
     ] = None,
 ) -> None:
     """Train a VAE by maximising the ELBO, and write a run folder."""
@@ -165,19 +167,14 @@ def _out(run: Any, given: Path | None, name: str) -> Path:
 @_command
 def sample(
     run: Run,
-    n: Annotated[int, typer.Option("-n", help="How many draws from the prior.")] = 64,
-    output: Annotated[
-        Path | None,
-        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/samples.png]"),
-    ] = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many draws from the prior.")] = 64,
+    output: Output = None,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     checkpoint: Checkpoint = "last",
 ) -> None:
     """Decode draws z ~ p(z) = N(0, I) into an image grid."""
     from . import plots
 
-    if n < 1:
-        raise ElboxError(f"-n must be at least 1, got {n}.")
     r = _load(run, checkpoint)
     figure = plots.samples(r.model, n, r.image_shape, seed)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
@@ -186,12 +183,9 @@ def sample(
 @_command
 def reconstruct(
     run: Run,
-    n: Annotated[int, typer.Option("-n", help="How many inputs.")] = 20,
-    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
-    output: Annotated[
-        Path | None,
-        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/reconstructions.png]"),
-    ] = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many inputs.")] = 20,
+    split: Split = "test",
+    output: Output = None,
     checkpoint: Checkpoint = "last",
 ) -> None:
     """Show inputs above their reconstructions (the mean of p(x | z) at the mean of q(z | x))."""
@@ -206,13 +200,10 @@ def reconstruct(
 @_command
 def interpolate(
     run: Run,
-    pairs: Annotated[int, typer.Option(help="How many pairs of inputs (one row each).")] = 5,
-    steps: Annotated[int, typer.Option(help="Images per row.")] = 10,
-    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
-    output: Annotated[
-        Path | None,
-        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/interpolation.png]"),
-    ] = None,
+    pairs: Annotated[int, typer.Option(min=1, help="How many pairs of inputs (one row each).")] = 5,
+    steps: Annotated[int, typer.Option(min=2, help="Images per row.")] = 10,
+    split: Split = "test",
+    output: Output = None,
     checkpoint: Checkpoint = "last",
 ) -> None:
     """Decode straight lines between the posterior means of pairs of inputs (any latent dimension)."""
@@ -227,11 +218,8 @@ def interpolate(
 @_command
 def manifold(
     run: Run,
-    grid: Annotated[int, typer.Option(help="Images per side of the grid.")] = 20,
-    output: Annotated[
-        Path | None,
-        typer.Option("-o", "--output", help="PNG to write. [default: RUN/figures/manifold.png]"),
-    ] = None,
+    grid: Annotated[int, typer.Option(min=2, help="Images per side of the grid.")] = 20,
+    output: Output = None,
     checkpoint: Checkpoint = "last",
 ) -> None:
     """For a 2-D latent space: the decoded grid over z, and interpolations between encoded inputs."""
