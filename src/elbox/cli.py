@@ -192,7 +192,7 @@ def reconstruct(
     from . import plots
 
     r = _load(run, checkpoint)
-    x = _held_out(r, split)[:n]
+    x = plots.spread(_held_out(r, split), n)
     figure = plots.reconstructions(r.model, x, r.image_shape)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
 
@@ -210,7 +210,7 @@ def interpolate(
     from . import plots
 
     r = _load(run, checkpoint)
-    x = _held_out(r, split)[: 2 * pairs]
+    x = plots.spread(_held_out(r, split), 2 * pairs)
     figure = plots.interpolation(r.model, x, steps, r.image_shape)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'interpolation.png'))}")
 
@@ -227,7 +227,7 @@ def manifold(
 
     r = _load(run, checkpoint)
     path = plots.save(plots.manifold(r.model, grid, r.image_shape), _out(r, output, "manifold.png"))
-    x = _held_out(r, "test")[:10]
+    x = plots.spread(_held_out(r, "test"), 10)
     between = plots.save(
         plots.interpolation(r.model, x, 10, r.image_shape),
         path.with_name(f"{path.stem}-interpolation.png"),

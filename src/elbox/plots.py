@@ -24,6 +24,7 @@ __all__ = [
     "reconstructions",
     "samples",
     "save",
+    "spread",
     "tile",
     "write_figures",
 ]
@@ -35,6 +36,13 @@ def _as_images(x: Tensor, image_shape: tuple[int, int] | None) -> np.ndarray:
         side = math.isqrt(x.shape[-1])
         image_shape = (side, side) if side * side == x.shape[-1] else (1, x.shape[-1])
     return x.detach().cpu().float().reshape(*x.shape[:-1], *image_shape).numpy()
+
+
+def spread(x: Tensor, n: int) -> Tensor:
+    """n rows of ``x`` ``[N, X]`` evenly spaced through it: data sets sorted by class (the
+    binarized MNIST test split is) then show every class, not n copies of the first."""
+    index = torch.linspace(0, x.shape[0] - 1, min(n, x.shape[0])).round().long()
+    return x[index]
 
 
 def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
