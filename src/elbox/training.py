@@ -129,6 +129,16 @@ def prepare(config: TrainConfig) -> Setup:
     return Setup(replace(config, model=model_config), dataset, splits, model)
 
 
+def _sums(bound: Bound) -> Tensor:
+    """The bound and its parts summed over the batch, ``[3]``: accumulated without a host sync."""
+    return torch.stack((bound.value.sum(), bound.reconstruction.sum(), bound.kl.sum())).detach()
+
+
+def _means(totals: Tensor, n: int) -> dict[str, float]:
+    elbo, reconstruction, kl = (totals / n).tolist()
+    return {"elbo": elbo, "reconstruction": reconstruction, "kl": kl}
+
+
 def train_epoch(
     loss: VariationalLoss,
     optimizer: torch.optim.Optimizer,
@@ -150,11 +160,10 @@ def train_epoch(
         bound.loss.backward()
         optimizer.step()
         with torch.no_grad():
-            totals += torch.stack((bound.value.sum(), bound.reconstruction.sum(), bound.kl.sum()))
+            totals += _sums(bound)
         if on_step is not None:
             on_step()
-    elbo, reconstruction, kl = (totals / n).tolist()
-    return {"elbo": elbo, "reconstruction": reconstruction, "kl": kl}
+    return _means(totals, n)
 
 
 @torch.no_grad()
@@ -166,10 +175,8 @@ def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int
     objective = ELBO(analytic_kl=analytic_kl)
     totals = torch.zeros(3)
     for start in range(0, x.shape[0], batch_size):
-        bound = objective(model(x[start : start + batch_size]))
-        totals += torch.stack((bound.value.sum(), bound.reconstruction.sum(), bound.kl.sum()))
-    elbo, reconstruction, kl = (totals / x.shape[0]).tolist()
-    return {"elbo": elbo, "reconstruction": reconstruction, "kl": kl}
+        totals += _sums(objective(model(x[start : start + batch_size])))
+    return _means(totals, x.shape[0])
 
 
 def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
