@@ -1,45 +1,96 @@
-"""Variational bounds on log p(x) as pure functions of log-weights, and the ELBO objective.
+"""Variational bounds on log p(x) as pure functions of log-weights, and the objectives built on them.
 
 Every bound is a function of the log-weights of K particles z_k ~ q(z | x) for B inputs,
 
     log_w[k, b] = log p(x_b | z_kb) + log p(z_kb) - log q(z_kb | x_b)        # [K, B]
 
-so VAEs and Bayesian models share them. This module knows tensors and
-``torch.distributions``; it imports no model.
+so VAEs and Bayesian models share them. An objective (``ELBO``, ``IWAE``, ``RenyiBound``,
+``CUBO``) turns ``Particles`` into a ``Bound``: the value to report and the surrogate to
+differentiate. Gradient estimators differ only in how the particles are drawn and how log q
+is evaluated (DESIGN.md), which the objective tells the model through two switches:
+
+| estimator | draws | log q evaluated with | surrogate |
+| --- | --- | --- | --- |
+| ``reparam`` | rsample | live parameters | the bound |
+| ``stl`` (Roeder et al. 2017) | rsample | parameters stopped | the bound |
+| ``dreg`` (Tucker et al. 2018) | rsample | parameters stopped | sum_k w~_k log w_k, z's gradient scaled by w~_k |
+| ``score`` | sample | live parameters | the bound + (bound - baseline) sum_k log q(z_k) |
+
+This module knows tensors and ``torch.distributions``; it imports no model.
 """
 
 import math
+from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
-__all__ = ["ELBO", "Bound", "Particles", "elbo", "iwae", "kl", "log_mean_exp", "log_weights"]
+__all__ = [
+    "CUBO",
+    "ELBO",
+    "ESTIMATORS",
+    "IWAE",
+    "Bound",
+    "Objective",
+    "Particles",
+    "RenyiBound",
+    "cubo",
+    "elbo",
+    "iwae",
+    "kl",
+    "log_mean_exp",
+    "log_weights",
+    "renyi",
+]
+
+ESTIMATORS = ("reparam", "stl", "dreg", "score")
 
 
-class Particles(NamedTuple):
-    """K reparameterized draws from q for a batch of B inputs, with what a bound needs.
+@dataclass(eq=False)
+class Particles:
+    """K draws from q for a batch of B inputs, with the densities a bound needs.
 
     Attributes:
         z: the draws, ``[K, B, D]``.
         log_lik: log p(x | z), ``[K, B]``.
         q: the variational distribution, batch shape ``[B]``, event shape ``[D]``.
         prior: p(z), batch shape ``[]`` or ``[B]``, event shape ``[D]``.
+        q_stopped: q with its parameters detached, when log q must pass gradients to z
+            only (``stl``, ``dreg``); ``None`` evaluates log q with ``q`` itself.
+
+    ``log_prior`` and ``log_q`` (``[K, B]``) are computed on first use, so a closed-form
+    ELBO never pays for them.
     """
 
     z: Tensor
     log_lik: Tensor
     q: Distribution
     prior: Distribution
+    q_stopped: Distribution | None = None
+
+    @cached_property
+    def log_prior(self) -> Tensor:
+        return self.prior.log_prob(self.z)
+
+    @cached_property
+    def log_q(self) -> Tensor:
+        return (self.q if self.q_stopped is None else self.q_stopped).log_prob(self.z)
+
+    @property
+    def log_w(self) -> Tensor:
+        return self.log_lik + self.log_prior - self.log_q
 
 
 class Bound(NamedTuple):
     """A bound per data point, in nats, with the surrogate that is differentiated.
 
-    ``value`` is the number to report; ``surrogate`` has the gradient of the estimator and
-    may differ from ``value`` (score-function or doubly reparameterized estimators keep
-    ``value + (surrogate - surrogate.detach())``). All fields are ``[B]``.
+    ``value`` is the true bound, the number to report, whatever weighting or estimator
+    trains it; ``surrogate`` carries the estimator's gradient. ``reconstruction`` is
+    E_q log p(x | z) and ``kl`` is KL(q || p) (closed form or Monte Carlo), the distortion
+    and the rate of the fit. All fields are ``[B]``.
     """
 
     value: Tensor
@@ -55,7 +106,7 @@ class Bound(NamedTuple):
 
 def log_weights(p: Particles) -> Tensor:
     """log w = log p(x | z) + log p(z) - log q(z | x), shape ``[K, B]``."""
-    return p.log_lik + p.prior.log_prob(p.z) - p.q.log_prob(p.z)
+    return p.log_w
 
 
 def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
@@ -80,6 +131,31 @@ def iwae(log_w: Tensor) -> Tensor:
     return log_mean_exp(log_w, 0)
 
 
+def renyi(log_w: Tensor, alpha: float) -> Tensor:
+    """Rényi bound (1 / (1 - a)) log (1/K) sum_k w_k^(1 - a) (Li & Turner, 2016): ``[K, B] -> [B]``.
+
+    alpha = 0 is IWAE; alpha -> 1 is the ELBO (returned exactly at 1); for alpha < 0 the
+    limit K -> infinity is an upper bound on log p(x).
+
+    >>> log_w = torch.tensor([[0.0], [2.0]])
+    >>> renyi(log_w, 0.0).item() == iwae(log_w).item(), renyi(log_w, 1.0).item()
+    (True, 1.0)
+    """
+    if alpha == 1:
+        return elbo(log_w)
+    return log_mean_exp((1 - alpha) * log_w, 0) / (1 - alpha)
+
+
+def cubo(log_w: Tensor, n: float = 2.0) -> Tensor:
+    """CUBO_n = (1/n) log (1/K) sum_k w_k^n (Dieng et al., 2017): ``[K, B] -> [B]``.
+
+    In the limit of many particles an upper bound on log p(x) for n >= 1 (Jensen:
+    E[w^n]^(1/n) >= E[w] = p(x)); with few particles its estimate is biased low. It is the
+    Rényi bound at alpha = 1 - n.
+    """
+    return log_mean_exp(n * log_w, 0) / n
+
+
 def kl(q: Distribution, prior: Distribution, z: Tensor | None = None) -> Tensor:
     """KL(q || p) per data point, ``[B]``: closed form when torch.distributions has one.
 
@@ -97,19 +173,98 @@ def kl(q: Distribution, prior: Distribution, z: Tensor | None = None) -> Tensor:
         return (q.log_prob(z) - prior.log_prob(z)).mean(0)
 
 
-class ELBO:
+def _kl_per_dimension(p: Particles, analytic: bool) -> Tensor:
+    """KL(q(z_d | x) || p(z_d)) for each latent dimension, ``[B, D]``, for factorized q and p."""
+    if not (isinstance(p.q, Independent) and isinstance(p.prior, Independent)):
+        raise ValueError("free bits need a q and a prior that factorize over dimensions (Independent)")
+    if analytic:
+        return kl_divergence(p.q.base_dist, p.prior.base_dist)
+    q = p.q if p.q_stopped is None else p.q_stopped
+    return (q.base_dist.log_prob(p.z) - p.prior.base_dist.log_prob(p.z)).mean(0)
+
+
+class Objective:
+    """What the objectives share: the estimator switch, the KL weight and the surrogate.
+
+    An objective is a callable ``Particles -> Bound``. ``reparameterize`` and ``stop_q`` tell
+    the model how to draw the particles for the chosen estimator; ``beta`` weights the
+    prior-to-posterior part of every log-weight, log p(x | z) + beta (log p(z) - log q(z | x))
+    (the beta-VAE of Higgins et al. 2017, and KL annealing when a schedule sets it per step).
+    The reported ``value`` is always the bound at beta = 1.
+    """
+
+    dreg_ok = False
+
+    def __init__(self, *, estimator: str = "reparam", beta: float = 1.0) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if estimator == "dreg" and not self.dreg_ok:
+            raise ValueError(f"the dreg estimator is defined for ELBO and IWAE, not {type(self).__name__}")
+        self.estimator, self.beta = estimator, beta
+        self.baseline: float | None = None  # running average of the bound, for the score estimator
+
+    @property
+    def reparameterize(self) -> bool:
+        return self.estimator != "score"
+
+    @property
+    def stop_q(self) -> bool:
+        return self.estimator in ("stl", "dreg")
+
+    def bound(self, log_w: Tensor) -> Tensor:
+        """The bound as a function of log-weights: ``[K, B] -> [B]``."""
+        raise NotImplementedError
+
+    def __call__(self, p: Particles) -> Bound:
+        log_w = p.log_w
+        value = self.bound(log_w)
+        weighted = log_w if self.beta == 1 else p.log_lik + self.beta * (p.log_prior - p.log_q)
+        return Bound(value, self._surrogate(p, weighted), p.log_lik.mean(0), (p.log_q - p.log_prior).mean(0))
+
+    def _surrogate(self, p: Particles, weighted: Tensor) -> Tensor:
+        """The estimator's surrogate for the (weighted) log-weights ``[K, B]``: ``[B]``."""
+        if self.estimator == "dreg":
+            w = torch.softmax(weighted.detach(), 0)  # normalised importance weights, [K, B]
+            if p.z.requires_grad:  # the encoder's gradient gets a second factor w~_k
+                p.z.register_hook(lambda g: g * w.unsqueeze(-1))
+            return (w * weighted).sum(0)
+        surrogate = self.bound(weighted)
+        if self.estimator == "score":
+            surrogate = surrogate + self._score_term(surrogate.detach(), p.log_q)
+        return surrogate
+
+    def _score_term(self, value: Tensor, log_q: Tensor) -> Tensor:
+        """(f - b) sum_k log q(z_k), with b a running average of f taken before this batch."""
+        baseline = value.mean().item() if self.baseline is None else self.baseline
+        self.baseline = 0.9 * baseline + 0.1 * value.mean().item()
+        return (value - baseline) * log_q.sum(0)
+
+    def _options(self) -> str:
+        return f"estimator={self.estimator!r}, beta={self.beta}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._options()})"
+
+
+class ELBO(Objective):
     """The evidence lower bound E_q[log p(x | z)] - KL(q(z | x) || p(z)) <= log p(x).
 
-    With ``analytic_kl`` the KL is in closed form where torch.distributions registers one
-    (lower variance; Kingma & Welling 2014, eq. 10) and a Monte Carlo estimate otherwise;
-    without it, the KL is always estimated from the same draws as the reconstruction,
-    which makes the value exactly the mean of the log-weights. The two differ at the exact
-    posterior: there every log-weight equals log p(x), so the Monte Carlo form is exact with
-    one particle, while the closed form is exact only in expectation (its reconstruction
-    term still varies with z).
+    With ``analytic_kl`` and the ``reparam`` estimator, the KL is in closed form where
+    torch.distributions registers one (lower variance; Kingma & Welling 2014, eq. 10);
+    otherwise it is estimated from the same draws as the reconstruction, which makes the
+    value exactly the mean of the log-weights. The two differ at the exact posterior: there
+    every log-weight equals log p(x), so the Monte Carlo form is exact with one particle,
+    while the closed form is exact only in expectation (its reconstruction term still
+    varies with z).
 
     Args:
-        analytic_kl: use the closed-form KL when available.
+        analytic_kl: use the closed-form KL when available (``reparam`` only: STL, DReG and
+            the score-function estimator need log q at the draws).
+        estimator: ``reparam``, ``stl``, ``dreg`` (equal to ``stl`` with one particle) or ``score``.
+        beta: the KL weight of the surrogate.
+        free_bits: lambda of Kingma et al. (2016): each latent dimension's KL, averaged over
+            the batch, counts as at least lambda nats, so the surrogate stops pushing
+            dimensions below lambda toward the prior. 0 turns it off.
 
     >>> from torch.distributions import Independent, Normal
     >>> q = Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1)
@@ -118,14 +273,85 @@ class ELBO:
     tensor([0., 0., 0.])
     """
 
-    def __init__(self, *, analytic_kl: bool = True) -> None:
-        self.analytic_kl = analytic_kl
+    dreg_ok = True
+
+    def __init__(
+        self, *, analytic_kl: bool = True, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0
+    ) -> None:
+        super().__init__(estimator=estimator, beta=beta)
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be at least 0, got {free_bits}")
+        self.analytic_kl, self.free_bits = analytic_kl, free_bits
+
+    def bound(self, log_w: Tensor) -> Tensor:
+        return elbo(log_w)
 
     def __call__(self, p: Particles) -> Bound:
+        analytic = self.analytic_kl and self.estimator == "reparam"
+        if not analytic and not self.free_bits:
+            return super().__call__(p)
         reconstruction = p.log_lik.mean(0)
-        divergence = kl(p.q, p.prior, p.z) if self.analytic_kl else (p.q.log_prob(p.z) - p.prior.log_prob(p.z)).mean(0)
+        divergence = kl(p.q, p.prior, p.z) if analytic else (p.log_q - p.log_prior).mean(0)
         value = reconstruction - divergence
-        return Bound(value, value, reconstruction, divergence)
+        if self.free_bits:
+            surrogate = reconstruction - self.beta * self._free_bits_kl(p, analytic)
+        elif self.beta == 1:
+            surrogate = value
+        else:
+            surrogate = reconstruction - self.beta * divergence
+        if self.estimator == "score":
+            surrogate = surrogate + self._score_term(surrogate.detach(), p.log_q)
+        return Bound(value, surrogate, reconstruction, divergence)
 
-    def __repr__(self) -> str:
-        return f"ELBO(analytic_kl={self.analytic_kl})"
+    def _free_bits_kl(self, p: Particles, analytic: bool) -> Tensor:
+        """sum_d max(lambda, E_batch KL_d) per data point: dimensions under lambda give a constant."""
+        per_dim = _kl_per_dimension(p, analytic)  # [B, D]
+        active = per_dim.mean(0) >= self.free_bits  # [D]
+        return (per_dim * active).sum(-1) + self.free_bits * (~active).sum()
+
+    def _options(self) -> str:
+        return f"analytic_kl={self.analytic_kl}, {super()._options()}, free_bits={self.free_bits}"
+
+
+class IWAE(Objective):
+    """The importance-weighted bound log (1/K) sum_k w_k (Burda et al., 2016), K = the particles given.
+
+    With ``dreg`` the encoder's gradient is the doubly reparameterized one of Tucker et al.
+    (2018), sum_k w~_k^2 d log w_k / d z_k dz_k / d phi, whose signal-to-noise ratio does not
+    decay with K as the plain reparameterized gradient's does (Rainforth et al., 2018).
+    """
+
+    dreg_ok = True
+
+    def bound(self, log_w: Tensor) -> Tensor:
+        return iwae(log_w)
+
+
+class RenyiBound(Objective):
+    """The Rényi bound of order alpha (Li & Turner, 2016): alpha = 0 is IWAE, alpha -> 1 the ELBO."""
+
+    def __init__(self, alpha: float = 0.5, *, estimator: str = "reparam", beta: float = 1.0) -> None:
+        super().__init__(estimator=estimator, beta=beta)
+        self.alpha = alpha
+
+    def bound(self, log_w: Tensor) -> Tensor:
+        return renyi(log_w, self.alpha)
+
+    def _options(self) -> str:
+        return f"alpha={self.alpha}, {super()._options()}"
+
+
+class CUBO(Objective):
+    """The chi upper bound CUBO_n (Dieng et al., 2017): with ``ELBO`` or ``IWAE``, an interval around log p(x)."""
+
+    def __init__(self, n: float = 2.0, *, estimator: str = "reparam") -> None:
+        super().__init__(estimator=estimator)
+        if n < 1:
+            raise ValueError(f"CUBO_n is an upper bound for n >= 1, got {n}")
+        self.n = n
+
+    def bound(self, log_w: Tensor) -> Tensor:
+        return cubo(log_w, self.n)
+
+    def _options(self) -> str:
+        return f"n={self.n}, {super()._options()}"

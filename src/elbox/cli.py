@@ -75,6 +75,17 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Adam's learning rate. \\[default: 1e-3]")] = None,
     seed: Annotated[int | None, typer.Option(help="Seeds weights, data order and draws. \\[default: 0]")] = None,
     k: Annotated[int | None, typer.Option(help="Particles per data point in the ELBO. \\[default: 1]")] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="The bound to train: elbo, iwae (with --k particles) or renyi. \\[default: elbo]")
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(help="Order of the Rényi bound. \\[default: 0.5]")] = None,
+    estimator: Annotated[
+        str | None, typer.Option(help="Gradient estimator: reparam, stl, dreg or score. \\[default: reparam]")
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="Weight of the KL term (beta-VAE). \\[default: 1]")] = None,
+    kl_warmup: Annotated[int | None, typer.Option(help="Epochs of linear KL warm-up from 0 to beta.")] = None,
+    kl_cycles: Annotated[int | None, typer.Option(help="Cyclical KL annealing: cycles over the run.")] = None,
+    free_bits: Annotated[float | None, typer.Option(help="Nats per latent dimension kept free of KL pressure.")] = None,
     mc_kl: Annotated[
         bool | None,
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
@@ -112,6 +123,8 @@ def train(
         flags = dict(
             data=data, data_dir=data_dir, download=download, binarize=binarize, epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
+            objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
+            kl_cycles=kl_cycles, free_bits=free_bits,
             latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, out=out,
         )  # fmt: skip

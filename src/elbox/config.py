@@ -15,6 +15,8 @@ from .models import VAEConfig
 __all__ = ["TrainConfig", "read_config_file"]
 
 BINARIZE = ("none", "static", "dynamic")
+OBJECTIVES = ("elbo", "iwae", "renyi")
+ESTIMATORS = ("reparam", "stl", "dreg", "score")
 
 
 @dataclass
@@ -30,8 +32,16 @@ class TrainConfig:
             ``dynamic`` (drawn anew every epoch, Burda et al. 2016).
         epochs, batch_size, lr: Adam's budget, minibatch size and learning rate.
         seed: seeds the weights, the data order and every draw; equal configs give equal runs.
-        k: particles per data point in the training ELBO.
-        analytic_kl: closed-form KL(q || p) where torch.distributions has one.
+        k: particles per data point in the training objective.
+        analytic_kl: closed-form KL(q || p) where torch.distributions has one (ELBO, reparam).
+        objective: the bound trained: ``elbo``, ``iwae`` (with k particles) or ``renyi`` (order
+            ``alpha``). Whatever is trained, the ELBO is what is reported per epoch.
+        alpha: the order of the Rényi bound.
+        estimator: the gradient estimator: ``reparam``, ``stl``, ``dreg`` (elbo, iwae) or ``score``.
+        beta: the weight of the KL part of the surrogate (beta-VAE); its final value under a schedule.
+        kl_warmup: epochs over which beta rises linearly from 0.
+        kl_cycles: cyclical annealing: beta rises and holds this many times over the run.
+        free_bits: nats per latent dimension below which the KL is not pushed down (elbo).
         out: the run folder; ``runs/<data>-<time>`` when not given.
         model: the architecture (``models.VAEConfig``).
     """
@@ -46,6 +56,13 @@ class TrainConfig:
     seed: int = 0
     k: int = 1
     analytic_kl: bool = True
+    objective: str = "elbo"
+    alpha: float = 0.5
+    estimator: str = "reparam"
+    beta: float = 1.0
+    kl_warmup: int = 0
+    kl_cycles: int = 0
+    free_bits: float = 0.0
     out: str | None = None
     model: VAEConfig = field(default_factory=VAEConfig)
 
@@ -58,8 +75,29 @@ class TrainConfig:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
+        problems += self._objective_problems()
         if problems:
             raise ElboxError("invalid training options: " + "; ".join(problems) + ".")
+
+    def _objective_problems(self) -> list[str]:
+        problems = []
+        if self.objective == "cubo":
+            problems.append("cubo is an upper bound on log p(x): elbox reports it, but trains lower bounds")
+        elif self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.estimator not in ESTIMATORS:
+            problems.append(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.estimator == "dreg" and self.objective == "renyi":
+            problems.append("the dreg estimator is defined for the elbo and iwae objectives, not renyi")
+        if self.objective == "renyi" and self.alpha == 1:
+            problems.append("alpha = 1 is the ELBO: use --objective elbo")
+        if self.free_bits and self.objective != "elbo":
+            problems.append("free_bits applies to the KL term of the elbo objective")
+        if self.free_bits < 0 or self.beta < 0 or self.kl_warmup < 0 or self.kl_cycles < 0:
+            problems.append("beta, kl_warmup, kl_cycles and free_bits must be at least 0")
+        if self.kl_warmup and self.kl_cycles:
+            problems.append("choose one KL schedule: kl_warmup or kl_cycles")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"} | {

@@ -23,6 +23,11 @@ class DiagonalNormal(Independent):
         shape = torch.Size(batch_shape) + self.event_shape
         return type(self)(self.base_dist.loc.expand(shape), self.base_dist.scale.expand(shape))
 
+    def detach(self) -> "DiagonalNormal":
+        """The same distribution with its parameters cut from the graph: ``log_prob`` then
+        passes gradients to the point only (the STL and DReG estimators)."""
+        return DiagonalNormal(self.base_dist.loc.detach(), self.base_dist.scale.detach())
+
 
 class DiagonalGaussian(nn.Module):
     """Mean-field Gaussian q(z | x) = N(mu(x), diag(sigma(x)^2)), amortized by an encoder.

@@ -105,11 +105,16 @@ class VAE(nn.Module):
         """p(x | z): batch shape ``z.shape[:-1]``, event shape ``[X]``."""
         return self.likelihood(self.decoder(z))
 
-    def forward(self, x: Tensor, k: int = 1) -> Particles:
-        """K particles z ~ q(z | x) ``[K, B, D]`` with log p(x | z) ``[K, B]``."""
+    def forward(self, x: Tensor, k: int = 1, *, reparameterize: bool = True, stop_q: bool = False) -> Particles:
+        """K particles z ~ q(z | x) ``[K, B, D]`` with log p(x | z) ``[K, B]``.
+
+        The switches are the gradient estimator's (``bounds.Objective``): draws without
+        reparameterization for the score-function estimator; log q evaluated with q's
+        parameters detached for STL and DReG.
+        """
         q = self.encode(x)
-        z = q.rsample((k,))
-        return Particles(z, self.decode(z).log_prob(x), q, self.prior())
+        z = q.rsample((k,)) if reparameterize else q.sample((k,))
+        return Particles(z, self.decode(z).log_prob(x), q, self.prior(), q.detach() if stop_q else None)
 
     def log_weights(self, x: Tensor, k: int = 1) -> Tensor:
         """log p(x, z_k) - log q(z_k | x) for K draws per input: ``[B, X] -> [K, B]``."""

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .bounds import ELBO, Bound
+from .bounds import ELBO, IWAE, Bound, Objective, RenyiBound
 from .checkpoints import (
     append_json_line,
     load_checkpoint,
@@ -46,12 +46,15 @@ from .runs import (
     read_metrics,
     restore_model,
 )
+from .schedules import kl_weight
 
 __all__ = [
     "Setup",
     "VariationalLoss",
     "evaluate",
+    "kl_schedule",
     "load_splits",
+    "make_objective",
     "make_optimizer",
     "prepare",
     "resume",
@@ -67,12 +70,13 @@ class VariationalLoss(nn.Module):
     DistributedDataParallel) expects.
     """
 
-    def __init__(self, model: VAE, objective: ELBO, k: int = 1) -> None:
+    def __init__(self, model: VAE, objective: Objective, k: int = 1) -> None:
         super().__init__()
         self.model, self.objective, self.k = model, objective, k
 
     def forward(self, x: Tensor) -> Bound:
-        return self.objective(self.model(x, self.k))
+        o = self.objective
+        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
 
 
 class Setup(NamedTuple):
@@ -135,8 +139,33 @@ def _sums(bound: Bound) -> Tensor:
 
 
 def _means(totals: Tensor, n: int) -> dict[str, float]:
-    elbo, reconstruction, kl = (totals / n).tolist()
-    return {"elbo": elbo, "reconstruction": reconstruction, "kl": kl}
+    """The mean ELBO, its parts, and the value of the objective that produced them (``bound``).
+
+    The parts are means over the particles, so reconstruction - kl is the ELBO whatever the
+    objective (for IWAE it is the mean log-weight of its K particles).
+    """
+    bound, reconstruction, kl = (totals / n).tolist()
+    return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl, "bound": bound}
+
+
+def make_objective(config: TrainConfig) -> Objective:
+    """The training objective that ``config`` names, with its estimator and KL weight."""
+    options = {"estimator": config.estimator, "beta": config.beta}
+    if config.objective == "iwae":
+        return IWAE(**options)
+    if config.objective == "renyi":
+        return RenyiBound(config.alpha, **options)
+    return ELBO(analytic_kl=config.analytic_kl, free_bits=config.free_bits, **options)
+
+
+def kl_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float] | None:
+    """beta as a function of the training step, or ``None`` when it is constant."""
+    if config.kl_warmup:
+        return lambda step: kl_weight(step, beta=config.beta, warmup=config.kl_warmup * steps_per_epoch)
+    if config.kl_cycles:
+        cycle = math.ceil(config.epochs * steps_per_epoch / config.kl_cycles)
+        return lambda step: kl_weight(step, beta=config.beta, cycle=cycle)
+    return None
 
 
 def train_epoch(
@@ -146,15 +175,23 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     on_step: Callable[[], Any] | None = None,
-) -> dict[str, float]:
+    schedule: Callable[[int], float] | None = None,
+    first_step: int = 0,
+) -> dict[str, Any]:
     """One pass over ``x`` ``[N, X]`` in shuffled minibatches; returns the mean bound and its parts.
 
-    The running sums stay tensors until the end of the epoch: no per-step host sync.
+    With a ``schedule``, the objective's KL weight is set to ``schedule(step)`` before each
+    step (steps counted from ``first_step``) and the weights used are returned as
+    ``kl_weight``. The running sums stay tensors until the end of the epoch: no per-step host sync.
     """
     n = x.shape[0]
     order = torch.randperm(n, generator=generator)
     totals = torch.zeros(3)
-    for start in range(0, n, batch_size):
+    weights = []
+    for i, start in enumerate(range(0, n, batch_size)):
+        if schedule is not None:
+            loss.objective.beta = schedule(first_step + i)
+            weights.append(loss.objective.beta)
         bound = loss(x[order[start : start + batch_size]])
         optimizer.zero_grad(set_to_none=True)
         bound.loss.backward()
@@ -163,7 +200,7 @@ def train_epoch(
             totals += _sums(bound)
         if on_step is not None:
             on_step()
-    return _means(totals, n)
+    return _means(totals, n) | ({"kl_weight": weights} if schedule is not None else {})
 
 
 @torch.no_grad()
@@ -176,7 +213,9 @@ def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int
     totals = torch.zeros(3)
     for start in range(0, x.shape[0], batch_size):
         totals += _sums(objective(model(x[start : start + batch_size])))
-    return _means(totals, x.shape[0])
+    means = _means(totals, x.shape[0])
+    del means["bound"]  # the ELBO itself
+    return means
 
 
 def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
@@ -228,19 +267,35 @@ def _start(
 
 
 def _epoch(
-    setup: Setup, loss: VariationalLoss, optimizer: torch.optim.Optimizer, g: torch.Generator, on_step: Callable
+    setup: Setup,
+    loss: VariationalLoss,
+    optimizer: torch.optim.Optimizer,
+    g: torch.Generator,
+    on_step: Callable,
+    first_step: int,
 ) -> dict[str, Any]:
-    """Train one epoch and evaluate on the validation split: the epoch's metrics."""
+    """Train one epoch and evaluate on the validation split: the epoch's metrics.
+
+    ``train_*`` is the training objective's reported value (the true bound, whatever beta);
+    ``valid_*`` is always the ELBO, so runs with different objectives compare.
+    """
     config, model = setup.config, setup.model
     started = time.perf_counter()
     x = setup.splits["train"]
     x = binarize(x, g) if config.binarize == "dynamic" else x
     model.train()
-    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step)
+    schedule = kl_schedule(config, math.ceil(x.shape[0] / config.batch_size))
+    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step)
     seconds = time.perf_counter() - started
+    weights = train.pop("kl_weight", None)
+    bound = train.pop("bound")
     model.eval()
     valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
     record = {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
+    if config.objective != "elbo":  # the trained bound beside the ELBO, under its own name
+        record[f"train_{config.objective}"] = bound
+    if weights is not None:  # every step's beta, so the schedule is on record as it ran
+        record |= {"kl_weight": weights[-1], "kl_weight_per_step": weights}
     return record | {"seconds": seconds, "images_per_second": x.shape[0] / seconds}
 
 
@@ -268,7 +323,7 @@ def _fit(
     state, metrics = _start(path, model, optimizer, g, resume_from)
     info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running"}
     write_json(path / INFO, info)
-    loss = VariationalLoss(model, ELBO(analytic_kl=config.analytic_kl), config.k)
+    loss = VariationalLoss(model, make_objective(config), config.k)
     steps = math.ceil(setup.splits["train"].shape[0] / config.batch_size)
     bar = tqdm(
         total=config.epochs * steps,
@@ -280,8 +335,9 @@ def _fit(
     )
     with bar:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
-            record = {"epoch": epoch, "step": state["step"] + steps} | _epoch(setup, loss, optimizer, g, bar.update)
-            if not all(math.isfinite(v) for v in record.values()):
+            record = {"epoch": epoch, "step": state["step"] + steps}
+            record |= _epoch(setup, loss, optimizer, g, bar.update, state["step"])
+            if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
                 raise ElboxError(
                     f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
                     f"{record['valid_elbo']}); the last good checkpoint is in {path / CHECKPOINTS}. "
