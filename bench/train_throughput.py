@@ -30,7 +30,7 @@ from common import (
 )
 from torch import Tensor
 
-from elbox import ELBO, training
+from elbox import ELBO, IWAE, training
 
 TARGET_RATIO = 0.95
 
@@ -43,13 +43,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup-rounds", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objective", choices=("elbo", "iwae"), default="elbo", help="what both loops train")
+    parser.add_argument("--k", type=int, default=1, help="particles (iwae)")
     args = parser.parse_args()
     if args.rounds < 1 or args.steps < 1 or args.warmup_rounds < 0:
         parser.error("--rounds and --steps must be at least 1, --warmup-rounds at least 0")
     return args
 
 
-def elbox_runner(x: Tensor, seed: int, plain_adam: bool = False) -> Callable[[], None]:
+def elbox_runner(x: Tensor, seed: int, plain_adam: bool = False, k: int = 1) -> Callable[[], None]:
     """One call = one ``train_epoch`` over ``x``: exactly the step ``elbox train`` takes.
 
     With ``plain_adam``, the optimiser is the baseline's (Adam looping over parameters), so
@@ -57,17 +59,18 @@ def elbox_runner(x: Tensor, seed: int, plain_adam: bool = False) -> Callable[[],
     """
     torch.manual_seed(seed)
     model = elbox_model()
-    loss = training.VariationalLoss(model, ELBO(analytic_kl=True), k=1)
+    objective = ELBO(analytic_kl=True) if k == 1 else IWAE()
+    loss = training.VariationalLoss(model, objective, k=k)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR) if plain_adam else training.make_optimizer(model, LR)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     return lambda: training.train_epoch(loss, optimizer, x, BATCH_SIZE, generator)
 
 
-def handwritten_runner(x: Tensor, seed: int) -> Callable[[], None]:
-    """One call = one shuffled pass of the hand-written loop over ``x``."""
+def handwritten_runner(x: Tensor, seed: int, k: int = 1) -> Callable[[], None]:
+    """One call = one shuffled pass of the hand-written loop over ``x`` (vectorised IWAE_k for k > 1)."""
     model, optimizer, generator = handwritten_setup(seed)
-    return lambda: handwritten_train_epoch(model, optimizer, x, generator)
+    return lambda: handwritten_train_epoch(model, optimizer, x, generator, k=k)
 
 
 def timed(run: Callable[[], None]) -> float:
@@ -85,11 +88,15 @@ def main() -> None:
     if n > train.shape[0]:
         raise SystemExit(f"error: --steps {args.steps} needs {n} images; the training split has {train.shape[0]}.")
     x = train[:n].contiguous()
+    if args.objective == "elbo" and args.k != 1:
+        raise SystemExit("error: the elbo objective is trained with one particle here; use --objective iwae --k K")
+    k = args.k if args.objective == "iwae" else 1
+    print(f"objective {args.objective}, k = {k}")
 
     runners = {
-        "elbox": elbox_runner(x, args.seed),
-        "elbox-plain-adam": elbox_runner(x, args.seed, plain_adam=True),
-        "handwritten": handwritten_runner(x, args.seed),
+        "elbox": elbox_runner(x, args.seed, k=k),
+        "elbox-plain-adam": elbox_runner(x, args.seed, plain_adam=True, k=k),
+        "handwritten": handwritten_runner(x, args.seed, k=k),
     }
     env = environment()
     print(

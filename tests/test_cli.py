@@ -145,3 +145,17 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
         [sys.executable, "-m", "elbox", "train", "--data", str(tmp_path / "none.npy")], capture_output=True, text=True
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "none.npy" in result.stderr
+
+
+def test_objective_estimator_and_schedule_flags_reach_the_run(tmp_path, capsys):
+    flags = ["--objective", "iwae", "--k", "3", "--estimator", "dreg", "--kl-warmup", "1", "--beta", "0.5"]
+    code, _, _ = _elbox(
+        capsys, "train", *flags, "--epochs", "1", "--hidden", "16", "--out", tmp_path / "r", "--no-progress"
+    )
+    assert code == 0
+    resolved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert {k: resolved[k] for k in ("objective", "k", "estimator", "kl_warmup", "beta")} == {
+        "objective": "iwae", "k": 3, "estimator": "dreg", "kl_warmup": 1, "beta": 0.5
+    }  # fmt: skip
+    metrics = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "train_iwae" in metrics and max(metrics["kl_weight_per_step"]) < 0.5

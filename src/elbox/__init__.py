@@ -11,7 +11,7 @@ torch.Size([4, 64])
 
 __version__ = "0.1.0"  # before the imports: training records it in every run
 
-from .bounds import ELBO, Bound, Particles, elbo, iwae, log_weights
+from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
 from .config import TrainConfig
 from .errors import ElboxError
 from .models import VAE, VAEConfig
@@ -19,18 +19,24 @@ from .runs import Run, load_run
 from .training import resume, train
 
 __all__ = [
+    "CUBO",
     "ELBO",
+    "IWAE",
     "VAE",
     "Bound",
     "ElboxError",
+    "Objective",
     "Particles",
+    "RenyiBound",
     "Run",
     "TrainConfig",
     "VAEConfig",
+    "cubo",
     "elbo",
     "iwae",
     "load_run",
     "log_weights",
+    "renyi",
     "resume",
     "train",
 ]
