@@ -130,14 +130,27 @@ def test_free_bits_hold_each_dimension_at_lambda_nats():
     assert torch.equal(grad[:, 1], torch.zeros(2)) and (grad[:, 0] != 0).all()
 
 
+@pytest.mark.parametrize("objective", [ELBO(analytic_kl=False, free_bits=0.5), IWAE(free_bits=0.5)])
+def test_free_bits_stop_the_gradient_of_dimensions_under_lambda_for_any_objective(objective):
+    loc = torch.tensor([[2.0, 0.1], [2.0, -0.1]], requires_grad=True)
+    p = _known_particles(loc, torch.ones(2, 2), torch.tensor([[[1.5, 0.2], [2.5, -0.3]]] * 3))
+    b = objective(p)
+    plain = type(objective)(**({"analytic_kl": False} if isinstance(objective, ELBO) else {}))(p)
+    assert torch.allclose(b.value, plain.value) and torch.allclose(b.surrogate, plain.surrogate)  # values untouched
+    (grad,) = torch.autograd.grad(b.surrogate.sum(), loc)
+    (grad_plain,) = torch.autograd.grad(plain.surrogate.sum(), loc)
+    assert torch.equal(grad[:, 1], torch.zeros(2)) and torch.allclose(grad[:, 0], grad_plain[:, 0])
+
+
 def test_free_bits_need_factorized_distributions():
     q = Independent(Normal(torch.zeros(1, 2), torch.ones(1, 2)), 1)
     from torch.distributions import MultivariateNormal
 
     prior = MultivariateNormal(torch.zeros(2), torch.eye(2))
     p = Particles(q.rsample((1,)), torch.zeros(1, 1), q, prior)
-    with pytest.raises(ValueError, match="factorize"):
-        ELBO(free_bits=0.1, analytic_kl=False)(p)
+    for objective in (ELBO(free_bits=0.1), ELBO(free_bits=0.1, analytic_kl=False), IWAE(free_bits=0.1)):
+        with pytest.raises(ValueError, match="factorize"):
+            objective(p)
 
 
 def test_estimator_options_are_validated():

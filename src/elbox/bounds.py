@@ -173,14 +173,16 @@ def kl(q: Distribution, prior: Distribution, z: Tensor | None = None) -> Tensor:
         return (q.log_prob(z) - prior.log_prob(z)).mean(0)
 
 
-def _kl_per_dimension(p: Particles, analytic: bool) -> Tensor:
-    """KL(q(z_d | x) || p(z_d)) for each latent dimension, ``[B, D]``, for factorized q and p."""
+def _check_factorized(p: Particles) -> None:
     if not (isinstance(p.q, Independent) and isinstance(p.prior, Independent)):
         raise ValueError("free bits need a q and a prior that factorize over dimensions (Independent)")
-    if analytic:
-        return kl_divergence(p.q.base_dist, p.prior.base_dist)
+
+
+def _log_ratio_per_dimension(p: Particles) -> Tensor:
+    """log q(z_d | x) - log p(z_d) for each particle and latent dimension, ``[K, B, D]``."""
+    _check_factorized(p)
     q = p.q if p.q_stopped is None else p.q_stopped
-    return (q.base_dist.log_prob(p.z) - p.prior.base_dist.log_prob(p.z)).mean(0)
+    return q.base_dist.log_prob(p.z) - p.prior.base_dist.log_prob(p.z)
 
 
 class Objective:
@@ -195,12 +197,14 @@ class Objective:
 
     dreg_ok = False
 
-    def __init__(self, *, estimator: str = "reparam", beta: float = 1.0) -> None:
+    def __init__(self, *, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         if estimator == "dreg" and not self.dreg_ok:
             raise ValueError(f"the dreg estimator is defined for ELBO and IWAE, not {type(self).__name__}")
-        self.estimator, self.beta = estimator, beta
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be at least 0, got {free_bits}")
+        self.estimator, self.beta, self.free_bits = estimator, beta, free_bits
         self.baseline: float | None = None  # running average of the bound, for the score estimator
 
     @property
@@ -218,8 +222,16 @@ class Objective:
     def __call__(self, p: Particles) -> Bound:
         log_w = p.log_w
         value = self.bound(log_w)
-        weighted = log_w if self.beta == 1 else p.log_lik + self.beta * (p.log_prior - p.log_q)
+        weighted = log_w if self.beta == 1 and not self.free_bits else p.log_lik - self.beta * self._log_ratio(p)
         return Bound(value, self._surrogate(p, weighted), p.log_lik.mean(0), (p.log_q - p.log_prior).mean(0))
+
+    def _log_ratio(self, p: Particles) -> Tensor:
+        """log q - log p per particle, ``[K, B]``, with free bits applied."""
+        if not self.free_bits:
+            return p.log_q - p.log_prior
+        per_dim = _log_ratio_per_dimension(p)  # [K, B, D]
+        active = per_dim.detach().mean((0, 1)) >= self.free_bits  # batch-average KL per dimension, [D]
+        return torch.where(active, per_dim, per_dim.detach()).sum(-1)
 
     def _surrogate(self, p: Particles, weighted: Tensor) -> Tensor:
         """The estimator's surrogate for the (weighted) log-weights ``[K, B]``: ``[B]``."""
@@ -240,7 +252,7 @@ class Objective:
         return (value - baseline) * log_q.sum(0)
 
     def _options(self) -> str:
-        return f"estimator={self.estimator!r}, beta={self.beta}"
+        return f"estimator={self.estimator!r}, beta={self.beta}, free_bits={self.free_bits}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._options()})"
@@ -264,7 +276,8 @@ class ELBO(Objective):
         beta: the KL weight of the surrogate.
         free_bits: lambda of Kingma et al. (2016): each latent dimension's KL, averaged over
             the batch, counts as at least lambda nats, so the surrogate stops pushing
-            dimensions below lambda toward the prior. 0 turns it off.
+            dimensions below lambda toward the prior. 0 turns it off. With the closed-form KL
+            the per-dimension KLs are closed-form too.
 
     >>> from torch.distributions import Independent, Normal
     >>> q = Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1)
@@ -278,39 +291,35 @@ class ELBO(Objective):
     def __init__(
         self, *, analytic_kl: bool = True, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0
     ) -> None:
-        super().__init__(estimator=estimator, beta=beta)
-        if free_bits < 0:
-            raise ValueError(f"free_bits must be at least 0, got {free_bits}")
-        self.analytic_kl, self.free_bits = analytic_kl, free_bits
+        super().__init__(estimator=estimator, beta=beta, free_bits=free_bits)
+        self.analytic_kl = analytic_kl
 
     def bound(self, log_w: Tensor) -> Tensor:
         return elbo(log_w)
 
     def __call__(self, p: Particles) -> Bound:
-        analytic = self.analytic_kl and self.estimator == "reparam"
-        if not analytic and not self.free_bits:
+        if not (self.analytic_kl and self.estimator == "reparam"):
             return super().__call__(p)
         reconstruction = p.log_lik.mean(0)
-        divergence = kl(p.q, p.prior, p.z) if analytic else (p.log_q - p.log_prior).mean(0)
+        divergence = kl(p.q, p.prior, p.z)
         value = reconstruction - divergence
         if self.free_bits:
-            surrogate = reconstruction - self.beta * self._free_bits_kl(p, analytic)
+            surrogate = reconstruction - self.beta * self._free_bits_kl(p)
         elif self.beta == 1:
             surrogate = value
         else:
             surrogate = reconstruction - self.beta * divergence
-        if self.estimator == "score":
-            surrogate = surrogate + self._score_term(surrogate.detach(), p.log_q)
         return Bound(value, surrogate, reconstruction, divergence)
 
-    def _free_bits_kl(self, p: Particles, analytic: bool) -> Tensor:
-        """sum_d max(lambda, E_batch KL_d) per data point: dimensions under lambda give a constant."""
-        per_dim = _kl_per_dimension(p, analytic)  # [B, D]
+    def _free_bits_kl(self, p: Particles) -> Tensor:
+        """sum_d max(lambda, E_batch KL_d) per data point, closed form: dimensions under lambda give a constant."""
+        _check_factorized(p)
+        per_dim = kl_divergence(p.q.base_dist, p.prior.base_dist)  # [B, D]
         active = per_dim.mean(0) >= self.free_bits  # [D]
         return (per_dim * active).sum(-1) + self.free_bits * (~active).sum()
 
     def _options(self) -> str:
-        return f"analytic_kl={self.analytic_kl}, {super()._options()}, free_bits={self.free_bits}"
+        return f"analytic_kl={self.analytic_kl}, {super()._options()}"
 
 
 class IWAE(Objective):
@@ -330,8 +339,10 @@ class IWAE(Objective):
 class RenyiBound(Objective):
     """The Rényi bound of order alpha (Li & Turner, 2016): alpha = 0 is IWAE, alpha -> 1 the ELBO."""
 
-    def __init__(self, alpha: float = 0.5, *, estimator: str = "reparam", beta: float = 1.0) -> None:
-        super().__init__(estimator=estimator, beta=beta)
+    def __init__(
+        self, alpha: float = 0.5, *, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0
+    ) -> None:
+        super().__init__(estimator=estimator, beta=beta, free_bits=free_bits)
         self.alpha = alpha
 
     def bound(self, log_w: Tensor) -> Tensor:

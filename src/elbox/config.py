@@ -41,7 +41,7 @@ class TrainConfig:
         beta: the weight of the KL part of the surrogate (beta-VAE); its final value under a schedule.
         kl_warmup: epochs over which beta rises linearly from 0.
         kl_cycles: cyclical annealing: beta rises and holds this many times over the run.
-        free_bits: nats per latent dimension below which the KL is not pushed down (elbo).
+        free_bits: nats per latent dimension below which the KL is not pushed down.
         out: the run folder; ``runs/<data>-<time>`` when not given.
         model: the architecture (``models.VAEConfig``).
     """
@@ -91,8 +91,6 @@ class TrainConfig:
             problems.append("the dreg estimator is defined for the elbo and iwae objectives, not renyi")
         if self.objective == "renyi" and self.alpha == 1:
             problems.append("alpha = 1 is the ELBO: use --objective elbo")
-        if self.free_bits and self.objective != "elbo":
-            problems.append("free_bits applies to the KL term of the elbo objective")
         if self.free_bits < 0 or self.beta < 0 or self.kl_warmup < 0 or self.kl_cycles < 0:
             problems.append("beta, kl_warmup, kl_cycles and free_bits must be at least 0")
         if self.kl_warmup and self.kl_cycles:

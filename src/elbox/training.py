@@ -150,12 +150,12 @@ def _means(totals: Tensor, n: int) -> dict[str, float]:
 
 def make_objective(config: TrainConfig) -> Objective:
     """The training objective that ``config`` names, with its estimator and KL weight."""
-    options = {"estimator": config.estimator, "beta": config.beta}
+    options = {"estimator": config.estimator, "beta": config.beta, "free_bits": config.free_bits}
     if config.objective == "iwae":
         return IWAE(**options)
     if config.objective == "renyi":
         return RenyiBound(config.alpha, **options)
-    return ELBO(analytic_kl=config.analytic_kl, free_bits=config.free_bits, **options)
+    return ELBO(analytic_kl=config.analytic_kl, **options)
 
 
 def kl_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float] | None:
