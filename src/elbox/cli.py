@@ -151,6 +151,10 @@ def _summary(run: Any) -> str:
     for split in ("train", "valid", "test"):
         v = s[split]
         lines.append(f"{split:<22}{v['elbo']:>10.3f}  = {v['reconstruction']:>14.3f} - {v['kl']:>8.3f}")
+    c = run.config
+    if c.objective != "elbo" and run.metrics:
+        trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
+        lines.append(f"trained bound {trained}, {c.estimator} gradients: {run.metrics[-1][f'train_{c.objective}']:.3f}")
     lines += [
         "",
         "The ELBO is a lower bound on log p(x), not log p(x) itself.",
