@@ -34,7 +34,7 @@ def test_the_elbo_gradient_reaches_every_parameter(likelihood):
 
 
 def test_draws_are_reparameterized_location_plus_scale_times_noise():
-    q = DiagonalGaussian(nn.Linear(2, 4))(torch.randn(3, 2))
+    q = DiagonalGaussian(2, nn.Linear(2, 4))(torch.randn(3, 2))
     torch.manual_seed(1)
     z = q.rsample((2,))
     torch.manual_seed(1)
@@ -46,7 +46,7 @@ def test_scales_stay_above_the_floor():
     encoder = nn.Linear(2, 4)
     with torch.no_grad():
         encoder.bias[2:] = -1e4  # an encoder that drives the scale to zero
-    q = DiagonalGaussian(encoder, min_scale=1e-3)(torch.zeros(1, 2))
+    q = DiagonalGaussian(2, encoder, min_scale=1e-3)(torch.zeros(1, 2))
     assert torch.all(q.stddev >= 1e-3) and torch.isfinite(q.log_prob(q.mean)).all()
 
 

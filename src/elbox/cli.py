@@ -90,6 +90,9 @@ def train(
         bool | None,
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
     ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="q's family: diagonal, fullrank, lowrank or lowrank:R. \\[default: diagonal]")
+    ] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. \\[default: 2]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. 200,200; the decoder mirrors them.")] = None,
     activation: Annotated[str | None, typer.Option(help="tanh, relu, elu, gelu or softplus. \\[default: tanh]")] = None,
@@ -125,7 +128,7 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits,
-            latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
+            family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, out=out,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}

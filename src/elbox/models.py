@@ -8,7 +8,7 @@ from torch.distributions import Distribution, Normal
 
 from .bounds import Particles, log_weights
 from .errors import ElboxError
-from .families import DiagonalGaussian
+from .families import make_family, stop_gradient
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .networks import ACTIVATIONS, mlp
 from .priors import StandardNormal
@@ -30,6 +30,7 @@ class VAEConfig:
         levels: n for the binomial likelihood; filled in from the data.
         gaussian_scale: a fixed scale for the gaussian likelihood, or ``None`` to learn it.
         min_scale: the floor of q's standard deviations.
+        family: q's family: ``diagonal``, ``fullrank`` or ``lowrank`` / ``lowrank:R`` (``families``).
     """
 
     data_dim: int | None = None
@@ -40,6 +41,7 @@ class VAEConfig:
     levels: int | None = None
     gaussian_scale: float | None = None
     min_scale: float = field(default=1e-4)
+    family: str = "diagonal"
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -52,6 +54,10 @@ class VAEConfig:
             problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.likelihood not in (*LIKELIHOODS, "auto"):
             problems.append(f"likelihood must be auto or one of {LIKELIHOODS}, got {self.likelihood!r}")
+        try:
+            make_family(self.family, max(self.latent_dim, 1))
+        except ValueError as e:
+            problems.append(str(e))
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
             problems.append(f"gaussian_scale must be positive, got {self.gaussian_scale}")
         if problems:
@@ -93,7 +99,7 @@ class VAE(nn.Module):
         self.config = config
         d, x, h = config.latent_dim, config.data_dim, list(config.hidden)
         self.prior = StandardNormal(d)
-        self.encoder = DiagonalGaussian(mlp([x, *h, 2 * d], config.activation), min_scale=config.min_scale)
+        self.encoder = make_family(config.family, d, [x, *h], activation=config.activation, min_scale=config.min_scale)
         self.decoder = mlp([d, *reversed(h), x], config.activation)
         self.likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
 
@@ -114,7 +120,7 @@ class VAE(nn.Module):
         """
         q = self.encode(x)
         z = q.rsample((k,)) if reparameterize else q.sample((k,))
-        return Particles(z, self.decode(z).log_prob(x), q, self.prior(), q.detach() if stop_q else None)
+        return Particles(z, self.decode(z).log_prob(x), q, self.prior(), stop_gradient(q) if stop_q else None)
 
     def log_weights(self, x: Tensor, k: int = 1) -> Tensor:
         """log p(x, z_k) - log q(z_k | x) for K draws per input: ``[B, X] -> [K, B]``."""

@@ -1,8 +1,10 @@
 """Priors p(z) over the latent variables, with their closed-form KL divergences."""
 
+import math
+
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, register_kl
+from torch.distributions import Distribution, Independent, LowRankMultivariateNormal, MultivariateNormal, register_kl
 
 from .families import DiagonalNormal
 
@@ -32,6 +34,18 @@ def _kl_diagonal_unit(q: DiagonalNormal, p: UnitNormal) -> Tensor:
     """
     loc, scale = q.base_dist.loc, q.base_dist.scale
     return 0.5 * (loc.pow(2) + scale.pow(2) - 1).sum(-1) - scale.log().sum(-1)
+
+
+@register_kl(MultivariateNormal, UnitNormal)
+@register_kl(LowRankMultivariateNormal, UnitNormal)
+def _kl_gaussian_unit(q: Distribution, p: UnitNormal) -> Tensor:
+    """KL(N(m, S) || N(0, I)) = 1/2 (tr S + m^T m) + D/2 log(2 pi e) - H(q) - D/2, via q's entropy.
+
+    The entropy uses the family's own factorisation (Cholesky or low-rank), so no D x D
+    matrix is formed for the low-rank family.
+    """
+    d = q.event_shape[-1]
+    return 0.5 * (q.variance.sum(-1) + q.mean.pow(2).sum(-1)) + 0.5 * d * math.log(2 * math.pi) - q.entropy()
 
 
 class StandardNormal(nn.Module):
