@@ -19,6 +19,8 @@ from torch.distributions import (
     Normal,
 )
 
+from .networks import mlp
+
 __all__ = [
     "FAMILIES",
     "DiagonalGaussian",
@@ -26,6 +28,7 @@ __all__ = [
     "Family",
     "FullRankGaussian",
     "LowRankGaussian",
+    "check_family_name",
     "make_family",
     "stop_gradient",
 ]
@@ -205,6 +208,14 @@ class LowRankGaussian(Family):
 FAMILIES = ("diagonal", "fullrank", "lowrank")
 
 
+def check_family_name(name: str) -> tuple[str, str]:
+    """Split ``lowrank:R`` into ``("lowrank", "R")``; refuse names that are no family."""
+    kind, _, option = name.partition(":")
+    if kind not in FAMILIES or (option and (kind != "lowrank" or not option.isdigit())):
+        raise ValueError(f"unknown family {name!r}: choose diagonal, fullrank, lowrank or lowrank:R")
+    return kind, option
+
+
 def make_family(name: str, dim: int, encoder_sizes: list[int] | None = None, *, activation: str = "tanh",
                 min_scale: float = 1e-4) -> Family:  # fmt: skip
     """A family by name: ``diagonal``, ``fullrank`` or ``lowrank`` / ``lowrank:R``.
@@ -212,11 +223,7 @@ def make_family(name: str, dim: int, encoder_sizes: list[int] | None = None, *, 
     With ``encoder_sizes`` ``[X, *hidden]`` it is amortized by an MLP whose output layer has
     the family's number of raw parameters; without, it is global.
     """
-    from .networks import mlp
-
-    kind, _, option = name.partition(":")
-    if kind not in FAMILIES or (option and kind != "lowrank"):
-        raise ValueError(f"unknown family {name!r}: choose diagonal, fullrank, lowrank or lowrank:R")
+    kind, option = check_family_name(name)
     build = {
         "diagonal": lambda enc: DiagonalGaussian(dim, enc, min_scale=min_scale),
         "fullrank": lambda enc: FullRankGaussian(dim, enc, min_scale=min_scale),

@@ -8,7 +8,7 @@ from torch.distributions import Distribution, Normal
 
 from .bounds import Particles, log_weights
 from .errors import ElboxError
-from .families import make_family, stop_gradient
+from .families import check_family_name, make_family, stop_gradient
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .networks import ACTIVATIONS, mlp
 from .priors import StandardNormal
@@ -55,7 +55,7 @@ class VAEConfig:
         if self.likelihood not in (*LIKELIHOODS, "auto"):
             problems.append(f"likelihood must be auto or one of {LIKELIHOODS}, got {self.likelihood!r}")
         try:
-            make_family(self.family, max(self.latent_dim, 1))
+            check_family_name(self.family)
         except ValueError as e:
             problems.append(str(e))
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
