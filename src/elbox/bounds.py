@@ -192,7 +192,10 @@ class Objective:
     the model how to draw the particles for the chosen estimator; ``beta`` weights the
     prior-to-posterior part of every log-weight, log p(x | z) + beta (log p(z) - log q(z | x))
     (the beta-VAE of Higgins et al. 2017, and KL annealing when a schedule sets it per step).
-    The reported ``value`` is always the bound at beta = 1.
+    ``free_bits`` (lambda, Kingma et al. 2016) stops the gradient of each latent dimension's
+    share of log q - log p while that dimension's KL, averaged over the batch, is below lambda
+    nats, so the surrogate no longer pushes it toward the prior. The reported ``value`` is
+    always the bound itself, at beta = 1 and without free bits.
     """
 
     dreg_ok = False
@@ -247,8 +250,9 @@ class Objective:
 
     def _score_term(self, value: Tensor, log_q: Tensor) -> Tensor:
         """(f - b) sum_k log q(z_k), with b a running average of f taken before this batch."""
-        baseline = value.mean().item() if self.baseline is None else self.baseline
-        self.baseline = 0.9 * baseline + 0.1 * value.mean().item()
+        mean = value.mean().item()
+        baseline = mean if self.baseline is None else self.baseline
+        self.baseline = 0.9 * baseline + 0.1 * mean
         return (value - baseline) * log_q.sum(0)
 
     def _options(self) -> str:

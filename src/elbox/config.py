@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .bounds import ESTIMATORS
 from .errors import ElboxError
 from .models import VAEConfig
 
@@ -16,7 +17,6 @@ __all__ = ["TrainConfig", "read_config_file"]
 
 BINARIZE = ("none", "static", "dynamic")
 OBJECTIVES = ("elbo", "iwae", "renyi")
-ESTIMATORS = ("reparam", "stl", "dreg", "score")
 
 
 @dataclass

@@ -49,16 +49,12 @@ class DiagonalNormal(Independent):
         shape = torch.Size(batch_shape) + self.event_shape
         return type(self)(self.base_dist.loc.expand(shape), self.base_dist.scale.expand(shape))
 
-    def detach(self) -> "DiagonalNormal":
-        """The same distribution with its parameters cut from the graph: ``log_prob`` then
-        passes gradients to the point only (the STL and DReG estimators)."""
-        return DiagonalNormal(self.base_dist.loc.detach(), self.base_dist.scale.detach())
-
 
 def stop_gradient(q: Distribution) -> Distribution:
-    """``q`` with its parameters detached, for the STL and DReG estimators."""
+    """``q`` with its parameters cut from the graph: ``log_prob`` then passes gradients to the
+    point only (the STL and DReG estimators)."""
     if isinstance(q, DiagonalNormal):
-        return q.detach()
+        return DiagonalNormal(q.base_dist.loc.detach(), q.base_dist.scale.detach())
     if isinstance(q, MultivariateNormal):
         return MultivariateNormal(q.loc.detach(), scale_tril=q.scale_tril.detach(), validate_args=False)
     if isinstance(q, LowRankMultivariateNormal):

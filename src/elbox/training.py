@@ -272,6 +272,7 @@ def _epoch(
     optimizer: torch.optim.Optimizer,
     g: torch.Generator,
     on_step: Callable,
+    schedule: Callable[[int], float] | None,
     first_step: int,
 ) -> dict[str, Any]:
     """Train one epoch and evaluate on the validation split: the epoch's metrics.
@@ -284,7 +285,6 @@ def _epoch(
     x = setup.splits["train"]
     x = binarize(x, g) if config.binarize == "dynamic" else x
     model.train()
-    schedule = kl_schedule(config, math.ceil(x.shape[0] / config.batch_size))
     train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step)
     seconds = time.perf_counter() - started
     weights = train.pop("kl_weight", None)
@@ -325,6 +325,7 @@ def _fit(
     write_json(path / INFO, info)
     loss = VariationalLoss(model, make_objective(config), config.k)
     steps = math.ceil(setup.splits["train"].shape[0] / config.batch_size)
+    schedule = kl_schedule(config, steps)
     bar = tqdm(
         total=config.epochs * steps,
         initial=state["epoch"] * steps,
@@ -336,7 +337,7 @@ def _fit(
     with bar:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             record = {"epoch": epoch, "step": state["step"] + steps}
-            record |= _epoch(setup, loss, optimizer, g, bar.update, state["step"])
+            record |= _epoch(setup, loss, optimizer, g, bar.update, schedule, state["step"])
             if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
                 raise ElboxError(
                     f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
