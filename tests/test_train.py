@@ -139,3 +139,14 @@ def test_on_epoch_sees_every_epoch_and_its_draws_leave_the_run_unchanged(tmp_pat
     watched = elbox.train(epochs=3, out=tmp_path / "b", on_epoch=on_epoch, **SMALL)  # paths may be Path objects
     assert seen == [1, 2, 3]
     assert [m["valid_elbo"] for m in plain.metrics] == [m["valid_elbo"] for m in watched.metrics]
+
+
+@pytest.mark.parametrize("family", ["iaf:2", "mixture:3"])
+def test_a_run_with_a_flow_or_mixture_family_saves_and_loads(tmp_path, family):
+    run = elbox.train(epochs=1, out=str(tmp_path / "run"), family=family, **SMALL)
+    again = load_run(run.path)
+    x = torch.rand(3, 64).round() * 16
+    torch.manual_seed(0)
+    expected = run.model.log_weights(x, 4)
+    torch.manual_seed(0)
+    assert torch.equal(again.model.log_weights(x, 4), expected)

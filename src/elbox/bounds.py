@@ -60,6 +60,10 @@ class Particles:
         prior: p(z), batch shape ``[]`` or ``[B]``, event shape ``[D]``.
         q_stopped: q with its parameters detached, when log q must pass gradients to z
             only (``stl``, ``dreg``); ``None`` evaluates log q with ``q`` itself.
+        log_q_drawn: log q(z) ``[K, B]`` computed together with the draws, where that is
+            cheaper than ``q.log_prob(z)`` (a flow's fused sample-and-log-prob); it carries the
+            same gradients as the live ``q.log_prob(z)``, so it is only given when there is
+            no ``q_stopped``.
 
     ``log_prior`` and ``log_q`` (``[K, B]``) are computed on first use, so a closed-form
     ELBO never pays for them.
@@ -70,6 +74,11 @@ class Particles:
     q: Distribution
     prior: Distribution
     q_stopped: Distribution | None = None
+    log_q_drawn: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.q_stopped is not None and self.log_q_drawn is not None:
+            raise ValueError("log_q_drawn carries q's live gradients; it cannot stand for a stopped q")
 
     @cached_property
     def log_prior(self) -> Tensor:
@@ -77,6 +86,8 @@ class Particles:
 
     @cached_property
     def log_q(self) -> Tensor:
+        if self.log_q_drawn is not None:
+            return self.log_q_drawn
         return (self.q if self.q_stopped is None else self.q_stopped).log_prob(self.z)
 
     @property
@@ -267,7 +278,8 @@ class ELBO(Objective):
 
     With ``analytic_kl`` and the ``reparam`` estimator, the KL is in closed form where
     torch.distributions registers one (lower variance; Kingma & Welling 2014, eq. 10);
-    otherwise it is estimated from the same draws as the reconstruction, which makes the
+    otherwise (no closed form, or another estimator) it is estimated from the same draws as
+    the reconstruction, which makes the
     value exactly the mean of the log-weights. The two differ at the exact posterior: there
     every log-weight equals log p(x), so the Monte Carlo form is exact with one particle,
     while the closed form is exact only in expectation (its reconstruction term still
@@ -304,8 +316,11 @@ class ELBO(Objective):
     def __call__(self, p: Particles) -> Bound:
         if not (self.analytic_kl and self.estimator == "reparam"):
             return super().__call__(p)
+        try:
+            divergence = kl_divergence(p.q, p.prior)
+        except NotImplementedError:  # no closed form (flows, mixtures): the mean of the log-weights
+            return super().__call__(p)
         reconstruction = p.log_lik.mean(0)
-        divergence = kl(p.q, p.prior, p.z)
         value = reconstruction - divergence
         if self.free_bits:
             surrogate = reconstruction - self.beta * self._free_bits_kl(p)

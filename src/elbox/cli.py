@@ -91,7 +91,11 @@ def train(
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
     ] = None,
     family: Annotated[
-        str | None, typer.Option(help="q's family: diagonal, fullrank, lowrank or lowrank:R. \\[default: diagonal]")
+        str | None,
+        typer.Option(
+            help="q's family: diagonal, fullrank, lowrank[:R] (rank R), flows iaf, maf, nsf, realnvp [:L steps], "
+            "or mixture[:K] (K components). \\[default: diagonal]"
+        ),
     ] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. \\[default: 2]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. 200,200; the decoder mirrors them.")] = None,

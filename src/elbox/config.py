@@ -95,6 +95,11 @@ class TrainConfig:
             problems.append("beta, kl_warmup, kl_cycles and free_bits must be at least 0")
         if self.kl_warmup and self.kl_cycles:
             problems.append("choose one KL schedule: kl_warmup or kl_cycles")
+        if self.free_bits and self.model.family != "diagonal":
+            problems.append(
+                f"free bits act on each latent dimension's KL, which needs a q that factorizes over "
+                f"dimensions: use --family diagonal, not {self.model.family}"
+            )
         return problems
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Variational families q: diagonal, full-rank and low-rank Gaussians, global or amortized.
+"""Variational families q: Gaussians (diagonal, full-rank, low-rank), normalizing flows and
+mixtures, global or amortized.
 
 A family turns a vector of raw parameters into a distribution. The raw parameters come from
 an encoder (amortized, q(z | x): ``family(x)`` has batch shape ``[B]``) or are free parameters
@@ -7,16 +8,21 @@ of the family itself (global, one q(z) over all of a Bayesian model's parameters
 """
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+import zuko
 from torch import Tensor, nn
 from torch.distributions import (
+    Categorical,
     Distribution,
     Independent,
     LowRankMultivariateNormal,
+    MixtureSameFamily,
     MultivariateNormal,
     Normal,
+    constraints,
 )
 
 from .networks import mlp
@@ -26,8 +32,13 @@ __all__ = [
     "DiagonalGaussian",
     "DiagonalNormal",
     "Family",
+    "Flow",
+    "FlowNormal",
     "FullRankGaussian",
     "LowRankGaussian",
+    "Mixture",
+    "MixtureNormal",
+    "center",
     "check_family_name",
     "make_family",
     "stop_gradient",
@@ -53,6 +64,8 @@ class DiagonalNormal(Independent):
 def stop_gradient(q: Distribution) -> Distribution:
     """``q`` with its parameters cut from the graph: ``log_prob`` then passes gradients to the
     point only (the STL and DReG estimators)."""
+    if isinstance(q, FlowNormal | MixtureNormal):
+        return q.stopped()
     if isinstance(q, DiagonalNormal):
         return DiagonalNormal(q.base_dist.loc.detach(), q.base_dist.scale.detach())
     if isinstance(q, MultivariateNormal):
@@ -201,30 +214,271 @@ class LowRankGaussian(Family):
         return f"dim={self.dim}, rank={self.rank}"
 
 
-FAMILIES = ("diagonal", "fullrank", "lowrank")
+_SCALAR = torch.Size()  # the default sample shape: one draw
+
+
+def _standard_normal_log_prob(eps: Tensor) -> Tensor:
+    """log N(eps; 0, I) summed over the last dimension: ``[..., D] -> [...]``."""
+    return -0.5 * (eps.pow(2).sum(-1) + eps.shape[-1] * math.log(2 * math.pi))
+
+
+class FlowNormal(Distribution):
+    """A normalizing flow on a standard normal, placed by a diagonal affine map:
+
+        eps ~ N(0, I),   u = f(eps; h),   z = loc + scale * u,
+        log q(z) = log N(eps; 0, I) - log |det df/deps| - sum_d log scale_d.
+
+    f is a stack of zuko transforms conditioned on the context h (``None`` for a global q).
+    The flow works in standardised coordinates, where splines (defined on [-5, 5]) act, and
+    the affine map alone is the diagonal Gaussian family: a flow starting near the identity
+    starts there. ``rsample_and_log_prob`` computes log q along the draw, in the flow's fast
+    direction; ``log_prob`` at an arbitrary z runs f backward, which for an IAF or NSF takes
+    D sequential passes (Kingma et al. 2016), for a MAF is one pass.
+
+    Shapes: ``loc``, ``scale`` ``[*B, D]``; ``context`` ``[*B, C]``; draws ``[*S, *B, D]``.
+    """
+
+    arg_constraints: dict = {}  # noqa: RUF012 -- torch's attribute; the parameters live in a network
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(
+        self, flow: "FlowTransform", loc: Tensor, scale: Tensor, context: Tensor | None,
+        params: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        self.flow, self.loc, self.scale, self.context, self.params = flow, loc, scale, context, params
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def _flow(self, x: Tensor, sampling: bool) -> tuple[Tensor, Tensor]:
+        if self.params is None:
+            return self.flow(x, self.context, sampling)
+        return torch.func.functional_call(self.flow, self.params, (x, self.context, sampling))
+
+    def rsample_and_log_prob(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor]:
+        """Reparameterized draws ``[*S, *B, D]`` and their log q ``[*S, *B]``, in one pass."""
+        eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        u, ladj = self._flow(eps, sampling=True)
+        log_q = _standard_normal_log_prob(eps) - ladj - self.scale.log().sum(-1)
+        return self.loc + self.scale * u, log_q
+
+    def rsample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        eps, ladj = self._flow((z - self.loc) / self.scale, sampling=False)
+        return _standard_normal_log_prob(eps) + ladj - self.scale.log().sum(-1)
+
+    def center(self) -> Tensor:
+        """loc + scale * f(0): the image of the base's center, ``[*B, D]`` (the median when D = 1)."""
+        u, _ = self._flow(torch.zeros_like(self.loc), sampling=True)
+        return self.loc + self.scale * u
+
+    def stopped(self) -> "FlowNormal":
+        """The same q with every parameter, the flow's included, cut from the graph."""
+        params = {name: p.detach() for name, p in self.flow.named_parameters()}
+        context = None if self.context is None else self.context.detach()
+        return FlowNormal(self.flow, self.loc.detach(), self.scale.detach(), context, params)
+
+
+class FlowTransform(nn.Module):
+    """f(eps; h) of a flow family: zuko's lazy transforms, run toward samples or toward the base.
+
+    zuko's transforms map data to noise. ``fast_sampling`` inverts them, so that drawing (and
+    log q along a draw) is one parallel pass: the inverse autoregressive flow (Kingma et al.
+    2016). Returns the output and log |det| of the Jacobian of the map that was run, ``[...]``.
+    """
+
+    def __init__(self, steps: zuko.lazy.LazyTransform, fast_sampling: bool) -> None:
+        super().__init__()
+        self.steps, self.fast_sampling = steps, fast_sampling
+
+    def forward(self, x: Tensor, context: Tensor | None, sampling: bool) -> tuple[Tensor, Tensor]:
+        t = self.steps(context)
+        return (t if sampling == self.fast_sampling else t.inv).call_and_ladj(x)
+
+
+def _near_identity(steps: nn.Module) -> None:
+    """Scale each step's last layer to about zero, so the flow starts at about the identity.
+
+    The family then starts as the diagonal Gaussian (as Kingma et al. 2016 initialise IAF);
+    the weights stay non-zero so that every layer receives a gradient from the first step.
+    """
+    for module in steps.modules():
+        if isinstance(getattr(module, "hyper", None), nn.Sequential):
+            last = module.hyper[-1]
+            with torch.no_grad():
+                last.weight.mul_(1e-2)
+                last.bias.zero_()
+        for phi in getattr(module, "phi", ()):  # zuko's global one-dimensional steps
+            with torch.no_grad():
+                phi.zero_()
+
+
+FLOWS = ("iaf", "maf", "nsf", "realnvp")
+
+
+class Flow(Family):
+    """A normalizing-flow family (``FlowNormal``): L zuko steps between N(0, I) and a diagonal
+    affine map. Raw parameters: loc and scale (D each), then the context h (C) that conditions
+    every step; a global flow has no context and its steps hold all its freedom.
+
+    Kinds:
+        ``iaf``: affine autoregressive steps sampled in one pass (Kingma et al. 2016);
+        ``maf``: the same steps the other way, density in one pass (Papamakarios et al. 2017);
+        ``nsf``: rational-quadratic spline autoregressive steps, sampled in one pass (Durkan et al. 2019);
+        ``realnvp``: affine coupling steps, both ways in one pass (Dinh et al. 2017); D >= 2.
+
+    >>> q = Flow(3, nn.Linear(4, 6 + 16), kind="iaf", transforms=2)(torch.zeros(5, 4))
+    >>> z, log_q = q.rsample_and_log_prob((7,))
+    >>> z.shape, log_q.shape, bool(torch.allclose(q.log_prob(z), log_q, atol=1e-4))
+    (torch.Size([7, 5, 3]), torch.Size([7, 5]), True)
+    """
+
+    def __init__(
+        self, dim: int, encoder: nn.Module | None = None, *, kind: str = "iaf", transforms: int = 4,
+        context: int | None = None, hidden: int | None = None, min_scale: float = 1e-4,
+    ) -> None:  # fmt: skip
+        if kind not in FLOWS:
+            raise ValueError(f"kind must be one of {FLOWS}, got {kind!r}")
+        if kind == "realnvp" and dim < 2:
+            raise ValueError("coupling (realnvp) needs at least 2 dimensions to split; use iaf or nsf in 1-D")
+        if transforms < 1:
+            raise ValueError(f"a flow needs at least one transform, got {transforms}")
+        self.kind, self.transforms = kind, transforms
+        self.context = 0 if encoder is None else (context if context is not None else max(16, 2 * dim))
+        super().__init__(dim, encoder, min_scale=min_scale)
+        options = dict(transforms=transforms, hidden_features=[hidden or max(64, 2 * dim)] * 2, activation=nn.ELU)
+        build = {"iaf": zuko.flows.MAF, "maf": zuko.flows.MAF, "nsf": zuko.flows.NSF, "realnvp": zuko.flows.RealNVP}
+        steps = build[kind](dim, self.context, **options).transform  # zuko's base is ours: dropped
+        _near_identity(steps)
+        self.flow = FlowTransform(steps, fast_sampling=kind != "maf")
+
+    def num_params(self) -> int:
+        return 2 * self.dim + self.context
+
+    def initial(self) -> Tensor:
+        return torch.cat([torch.zeros(self.dim), torch.full((self.dim,), _inverse_positive(1.0, self.min_scale))])
+
+    def distribution(self, raw: Tensor) -> Distribution:
+        loc, raw_scale, context = raw.split([self.dim, self.dim, self.context], dim=-1)
+        return FlowNormal(self.flow, loc, _positive(raw_scale, self.min_scale), context if self.context else None)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, kind={self.kind!r}, transforms={self.transforms}, context={self.context}"
+
+
+class MixtureNormal(MixtureSameFamily):
+    """An equal-weight mixture of M diagonal Gaussians, q(z) = (1/M) sum_m N(z; mu_m, diag s_m^2),
+    with reparameterized draws.
+
+    A draw picks its component by systematic sampling: draw k of a batch element takes
+    component (r + k) mod M, with one uniform offset r per element, then z = mu_m + s_m * eps.
+    Each draw is therefore marginally a draw from q, so the mean of log w is an unbiased ELBO
+    and the mean of w an unbiased p(x): every bound keeps its meaning. K draws spread evenly
+    over the components, which lowers the variance. With equal weights the choice of
+    component needs no gradient, so every gradient is pathwise; learned weights would need a
+    score-function or implicit gradient for the discrete choice (Jankowiak & Obermeyer 2018).
+
+    Shapes: ``loc``, ``scale`` ``[*B, M, D]``; draws ``[*S, *B, D]``.
+    """
+
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+        weights = Categorical(logits=loc.new_zeros(loc.shape[:-1]), validate_args=False)
+        super().__init__(weights, DiagonalNormal(loc, scale), validate_args=False)
+
+    def rsample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
+        components = self.component_distribution.base_dist
+        loc, scale = components.loc, components.scale  # [*B, M, D]
+        m, n = loc.shape[-2], math.prod(sample_shape)
+        offset = torch.randint(m, self.batch_shape, device=loc.device)  # [*B]
+        index = (offset + torch.arange(n, device=loc.device).reshape(n, *[1] * offset.ndim)) % m  # [n, *B]
+        index = index[..., None, None].expand(n, *loc.shape[:-2], 1, loc.shape[-1])
+        pick = lambda t: torch.take_along_dim(t.expand(n, *t.shape), index, dim=-2).squeeze(-2)  # noqa: E731
+        z = pick(loc) + pick(scale) * torch.randn(n, *self.batch_shape, *self.event_shape, dtype=loc.dtype,
+                                                  device=loc.device)  # fmt: skip
+        return z.reshape(self._extended_shape(sample_shape))
+
+    def sample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def stopped(self) -> "MixtureNormal":
+        components = self.component_distribution.base_dist
+        return MixtureNormal(components.loc.detach(), components.scale.detach())
+
+
+class Mixture(Family):
+    """An equal-weight mixture of K diagonal Gaussians (``MixtureNormal``): 2 K D raw parameters.
+
+    For multi-modal posteriors. A global mixture starts with its means spread by N(0, 1/4).
+
+    >>> q = Mixture(2, components=3)()
+    >>> q.rsample((5,)).shape, q.log_prob(torch.zeros(2)).shape
+    (torch.Size([5, 2]), torch.Size([]))
+    """
+
+    def __init__(
+        self, dim: int, encoder: nn.Module | None = None, *, components: int = 4, min_scale: float = 1e-4
+    ) -> None:
+        if components < 1:
+            raise ValueError(f"a mixture needs at least one component, got {components}")
+        self.components = components
+        super().__init__(dim, encoder, min_scale=min_scale)
+
+    def num_params(self) -> int:
+        return 2 * self.components * self.dim
+
+    def initial(self) -> Tensor:
+        loc = 0.5 * torch.randn(self.components * self.dim)
+        return torch.cat([loc, torch.full_like(loc, _inverse_positive(1.0, self.min_scale))])
+
+    def distribution(self, raw: Tensor) -> Distribution:
+        loc, raw_scale = raw.unflatten(-1, (2, self.components, self.dim)).unbind(-3)
+        return MixtureNormal(loc, _positive(raw_scale, self.min_scale))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, components={self.components}"
+
+
+def center(q: Distribution) -> Tensor:
+    """A central point of q, ``[*B, D]``: its mean when known in closed form, else the image of
+    a flow's base center. What reconstructions and interpolations decode."""
+    return q.center() if isinstance(q, FlowNormal) else q.mean
+
+
+FAMILIES = ("diagonal", "fullrank", "lowrank", *FLOWS, "mixture")
+_OPTION = {"lowrank": "R", "mixture": "K", **dict.fromkeys(FLOWS, "L")}
 
 
 def check_family_name(name: str) -> tuple[str, str]:
-    """Split ``lowrank:R`` into ``("lowrank", "R")``; refuse names that are no family."""
+    """Split ``lowrank:R``, ``iaf:L`` or ``mixture:K`` into its kind and option; refuse names that are no family."""
     kind, _, option = name.partition(":")
-    if kind not in FAMILIES or (option and (kind != "lowrank" or not option.isdigit())):
-        raise ValueError(f"unknown family {name!r}: choose diagonal, fullrank, lowrank or lowrank:R")
+    if kind not in FAMILIES or (option and (kind not in _OPTION or not option.isdigit() or int(option) < 1)):
+        raise ValueError(
+            f"unknown family {name!r}: choose diagonal, fullrank, lowrank[:R] (rank R), "
+            "iaf[:L], maf[:L], nsf[:L], realnvp[:L] (L flow steps) or mixture[:K] (K components)"
+        )
     return kind, option
 
 
 def make_family(name: str, dim: int, encoder_sizes: list[int] | None = None, *, activation: str = "tanh",
                 min_scale: float = 1e-4) -> Family:  # fmt: skip
-    """A family by name: ``diagonal``, ``fullrank`` or ``lowrank`` / ``lowrank:R``.
+    """A family by name (``check_family_name``): ``diagonal``, ``fullrank``, ``lowrank[:R]``,
+    ``iaf|maf|nsf|realnvp[:L]`` (default 4 steps) or ``mixture[:K]`` (default 4 components).
 
     With ``encoder_sizes`` ``[X, *hidden]`` it is amortized by an MLP whose output layer has
     the family's number of raw parameters; without, it is global.
     """
     kind, option = check_family_name(name)
-    build = {
-        "diagonal": lambda enc: DiagonalGaussian(dim, enc, min_scale=min_scale),
-        "fullrank": lambda enc: FullRankGaussian(dim, enc, min_scale=min_scale),
-        "lowrank": lambda enc: LowRankGaussian(dim, enc, rank=int(option) if option else None, min_scale=min_scale),
-    }[kind]
+    number = int(option) if option else None
+    options = {"lowrank": {"rank": number}, "mixture": {"components": number or 4}}.get(kind, {})
+    if kind in FLOWS:
+        options = {"kind": kind, "transforms": number or 4}
+    cls = {"diagonal": DiagonalGaussian, "fullrank": FullRankGaussian, "lowrank": LowRankGaussian,
+           "mixture": Mixture, **dict.fromkeys(FLOWS, Flow)}[kind]  # fmt: skip
+    build = partial(cls, dim, min_scale=min_scale, **options)
     if encoder_sizes is None:
         return build(None)
     size = build(nn.Identity()).num_params()  # a placeholder encoder: nothing is initialised

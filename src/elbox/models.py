@@ -8,7 +8,7 @@ from torch.distributions import Distribution, Normal
 
 from .bounds import Particles, log_weights
 from .errors import ElboxError
-from .families import check_family_name, make_family, stop_gradient
+from .families import center, check_family_name, make_family, stop_gradient
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .networks import ACTIVATIONS, mlp
 from .priors import StandardNormal
@@ -30,7 +30,8 @@ class VAEConfig:
         levels: n for the binomial likelihood; filled in from the data.
         gaussian_scale: a fixed scale for the gaussian likelihood, or ``None`` to learn it.
         min_scale: the floor of q's standard deviations.
-        family: q's family: ``diagonal``, ``fullrank`` or ``lowrank`` / ``lowrank:R`` (``families``).
+        family: q's family: ``diagonal``, ``fullrank``, ``lowrank[:R]``, a flow ``iaf|maf|nsf|realnvp[:L]``
+            or ``mixture[:K]`` (``families.make_family``).
     """
 
     data_dim: int | None = None
@@ -78,7 +79,8 @@ class VAE(nn.Module):
     """A variational autoencoder (Kingma & Welling, 2014; Rezende, Mohamed & Wierstra, 2014).
 
     Generative model p(z) = N(0, I), p(x | z) = likelihood(decoder(z)); amortized family
-    q(z | x) = N(mu(x), diag sigma(x)^2) from an MLP encoder. ``forward(x, k)`` draws K
+    q(z | x) from an MLP encoder: N(mu(x), diag sigma(x)^2) by default, or any family of
+    ``families`` (full-rank, low-rank, flows, mixtures). ``forward(x, k)`` draws K
     reparameterized particles per input and returns what every bound needs
     (``bounds.Particles``); ``log_weights(x, k)`` is their ``[K, B]`` log-weights.
 
@@ -119,8 +121,12 @@ class VAE(nn.Module):
         parameters detached for STL and DReG.
         """
         q = self.encode(x)
-        z = q.rsample((k,)) if reparameterize else q.sample((k,))
-        return Particles(z, self.decode(z).log_prob(x), q, self.prior(), stop_gradient(q) if stop_q else None)
+        stopped, log_q = stop_gradient(q) if stop_q else None, None
+        if reparameterize and stopped is None and hasattr(q, "rsample_and_log_prob"):
+            z, log_q = q.rsample_and_log_prob((k,))  # a flow: log q along the draw, in its fast direction
+        else:
+            z = q.rsample((k,)) if reparameterize else q.sample((k,))
+        return Particles(z, self.decode(z).log_prob(x), q, self.prior(), stopped, log_q)
 
     def log_weights(self, x: Tensor, k: int = 1) -> Tensor:
         """log p(x, z_k) - log q(z_k | x) for K draws per input: ``[B, X] -> [K, B]``."""
@@ -143,13 +149,13 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """The mean of p(x | z) at z = the mean of q(z | x): ``[B, X] -> [B, X]``."""
-        return self.decode(self.encode(x).mean).mean
+        """The mean of p(x | z) at the center of q(z | x) (its mean where known): ``[B, X] -> [B, X]``."""
+        return self.decode(center(self.encode(x))).mean
 
     @torch.no_grad()
     def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Tensor:
-        """Decode the straight line between the posterior means of two inputs ``[X]``: ``[steps, X]``."""
-        z_a, z_b = self.encode(torch.stack([x_a, x_b])).mean
+        """Decode the straight line between the posterior centers of two inputs ``[X]``: ``[steps, X]``."""
+        z_a, z_b = center(self.encode(torch.stack([x_a, x_b])))
         t = torch.linspace(0, 1, steps, device=z_a.device)[:, None]
         return self.decode((1 - t) * z_a + t * z_b).mean
 
