@@ -7,6 +7,8 @@ written once here so that the throughput and the quality benchmark compare elbox
 very same loop.
 """
 
+import argparse
+import json
 import math
 import os
 import platform
@@ -61,11 +63,20 @@ def environment() -> dict:
     }
 
 
-def elbox_model() -> VAE:
-    """elbox's VAE of the benchmark, built from the global RNG (seed it first)."""
+def write_results(args: argparse.Namespace, results: dict) -> None:
+    """Write the settings (``args``), the environment and ``results`` as JSON to ``args.json``."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"settings": settings, "environment": environment(), "results": results}, indent=2))
+    print(f"wrote {args.json}")
+
+
+def elbox_model(family: str = "diagonal") -> VAE:
+    """elbox's VAE of the benchmark with q in ``family``, built from the global RNG (seed it first)."""
     config = VAEConfig(
-        data_dim=DATA_DIM, latent_dim=LATENT_DIM, hidden=HIDDEN, activation="tanh", likelihood="bernoulli"
-    )
+        data_dim=DATA_DIM, latent_dim=LATENT_DIM, hidden=HIDDEN, activation="tanh", likelihood="bernoulli",
+        family=family,
+    )  # fmt: skip
     return VAE(config)
 
 

@@ -159,3 +159,29 @@ def test_objective_estimator_and_schedule_flags_reach_the_run(tmp_path, capsys):
     }  # fmt: skip
     metrics = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
     assert "train_iwae" in metrics and max(metrics["kl_weight_per_step"]) < 0.5
+
+
+def test_evaluate_prints_the_table_and_writes_evaluation_json(run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    flags = ["--k", "50", "--gap-points", "3", "--gap-steps", "10", "--mi-points", "40", "--no-progress"]
+    code, out, _ = _elbox(capsys, "evaluate", copy, *flags)
+    assert code == 0
+    for words in ("log p(x)", "Nats per data point", "±", "IWAE_50", "CUBO_2", "active units", "amortization"):
+        assert words in out, words
+    written = json.loads((copy / "evaluation.json").read_text())
+    assert written["source"]["split"] == "test" and written["config"]["k"] == 50
+    assert str(copy / "evaluation.json") in out
+    # the same seed gives the same numbers; another split and file on request
+    code, _, _ = _elbox(capsys, "evaluate", copy, *flags, "--split", "valid", "-o", tmp_path / "valid.json")
+    again = json.loads((tmp_path / "valid.json").read_text())
+    assert code == 0 and again["source"]["split"] == "valid" and again["log_px"] != written["log_px"]
+
+
+def test_evaluate_refuses_bad_options_in_one_paragraph(run, capsys):
+    before = _snapshot(run)
+    bad = {"split": ["--split", "tests"], "k must be": ["--k", "0"], "max-memory": ["--max-memory", "0.0001"]}
+    for words, flags in bad.items():
+        code, out, err = _elbox(capsys, "evaluate", run, *flags)
+        assert code == 2 and words in err and "Traceback" not in err + out, err
+    assert _snapshot(run) == before

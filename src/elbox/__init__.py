@@ -14,6 +14,7 @@ __version__ = "0.1.0"  # before the imports: training records it in every run
 from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
 from .config import TrainConfig
 from .errors import ElboxError
+from .evaluate import Evaluation, EvaluationConfig, log_likelihood
 from .models import VAE, VAEConfig
 from .runs import Run, load_run
 from .training import resume, train
@@ -25,6 +26,8 @@ __all__ = [
     "VAE",
     "Bound",
     "ElboxError",
+    "Evaluation",
+    "EvaluationConfig",
     "Objective",
     "Particles",
     "RenyiBound",
@@ -35,6 +38,7 @@ __all__ = [
     "elbo",
     "iwae",
     "load_run",
+    "log_likelihood",
     "log_weights",
     "renyi",
     "resume",

@@ -259,6 +259,96 @@ def manifold(
     typer.echo(f"wrote {path}\nwrote {between}")
 
 
+@_command
+def evaluate(
+    run: Run,
+    split: Split = "test",
+    k: Annotated[int, typer.Option(help="Particles per data point for the log p(x) estimate (IWAE_K).")] = 5000,
+    chunk: Annotated[
+        int | None, typer.Option(help="Particles per decoder pass. \\[default: as many as --max-memory holds]")
+    ] = None,
+    max_memory: Annotated[float, typer.Option(help="MiB one chunk of particles may take (estimated).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Data points per pass.")] = 100,
+    gap_points: Annotated[
+        int, typer.Option(help="Points of the approximation / amortization gap split; 0 skips it.")
+    ] = 100,
+    gap_steps: Annotated[int, typer.Option(help="Adam steps of the per-point optimisation of q.")] = 500,
+    mi_points: Annotated[int, typer.Option(help="Points whose q(z | x) make the aggregate posterior.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    checkpoint: Checkpoint = "last",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="JSON to write. \\[default: RUN/evaluation.json]")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]"),
+    ] = None,
+) -> None:
+    """Estimate log p(x) with error bars, the bounds around it, rate, distortion, collapse and the gap split."""
+    from .evaluate import evaluate as evaluate_run
+
+    result = evaluate_run(
+        run, split=split, checkpoint=checkpoint, k=k, chunk=chunk, max_memory=max_memory * 2**20,
+        batch_size=batch_size, gap_points=gap_points, gap_steps=gap_steps, mi_points=mi_points, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    path = result.save(output if output is not None else run / "evaluation.json")
+    typer.echo(f"{result.table()}\n\nwrote {path}")
+
+
+@_command
+def fit(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A built-in model: eight_schools_noncentered, eight_schools_centered, kilpisjarvi, blr, diamonds, "
+            "low_dim_gauss_mix, hmm_example (posteriordb names such as sblrc-blr work too)."
+        ),
+    ],
+    family: Annotated[
+        str,
+        typer.Option(
+            help="q's family: diagonal, lowrank[:R], fullrank, flow, iaf|nsf|realnvp|maf[:L], mixture[:K], or auto "
+            "(diagonal -> lowrank -> fullrank -> flow until the verdict trusts one)."
+        ),
+    ] = "auto",
+    steps: Annotated[
+        int, typer.Option(min=1, help="The most steps per family; the convergence rule stops earlier.")
+    ] = 20_000,
+    particles: Annotated[int, typer.Option(min=1, help="Draws from q per step.")] = 16,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam's learning rate in posterior sds. \\[default: 0.02; flows 0.005]")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    posteriordb: Annotated[
+        Path | None,
+        typer.Option(help="posteriordb folder. \\[default: $ELBOX_POSTERIORDB or ../shared/data/posteriordb]"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to write (fit, diagnostics, figures).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]"),
+    ] = None,
+) -> None:
+    """Fit q to a Bayesian model's posterior; print the summary, diagnostics, verdict and, where reference
+    draws exist, the comparison with them."""
+    from . import bayes
+    from .bayes.report import describe, write_run
+
+    reference = bayes.load(model, posteriordb)
+    posterior = bayes.fit(reference.model, reference.data, family=family, steps=steps, particles=particles, lr=lr,
+                          seed=seed, progress=progress)  # fmt: skip
+    comparison = None
+    if reference.draws is not None:
+        comparison = bayes.compare(posterior.columns(10_000, seed=seed + 1), reference.draws)
+    typer.echo(describe(posterior, comparison))
+    if out is not None:
+        extra = {"comparison": comparison.to_dict()} if comparison is not None else None
+        path = write_run(posterior, out, reference=reference.draws, overwrite=overwrite, extra=extra)
+        typer.echo(f"\nRun written to {path} (config.json, posterior.json, metrics.jsonl, checkpoints/, figures/).")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``elbox`` command."""
     app(args=argv, prog_name="elbox")

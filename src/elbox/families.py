@@ -483,3 +483,63 @@ def make_family(name: str, dim: int, encoder_sizes: list[int] | None = None, *, 
         return build(None)
     size = build(nn.Identity()).num_params()  # a placeholder encoder: nothing is initialised
     return build(mlp([*encoder_sizes, size], activation))
+
+
+def start_at(family: Family, loc: Tensor, covariance: Tensor) -> None:
+    """Set a global family's raw parameters so that q starts at N(loc, covariance), or at the
+    family's nearest form of it (a Laplace approximation, say):
+
+    - diagonal: the marginal variances; a mixture puts every component there;
+    - full-rank: the Cholesky factor;
+    - low-rank: W W^T + diag(d^2) by iterated principal factors: W from the top R eigenpairs
+      of covariance - diag(d^2), then d^2 = the marginal variances that W leaves, from the
+      isotropic start of probabilistic PCA (Tipping & Bishop 1999); exact when the covariance
+      has that form;
+    - flows: loc and the marginal scales; the steps stay near the identity.
+
+    ``loc`` ``[D]``, ``covariance`` ``[D, D]``. Scales below the family's ``min_scale`` are raised to it.
+
+    >>> q = LowRankGaussian(3, rank=1)
+    >>> start_at(q, torch.zeros(3), torch.tensor([[2.0, 1.9, 0.0], [1.9, 2.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> torch.allclose(q().covariance_matrix, torch.tensor([[2.0, 1.9, 0.0], [1.9, 2.0, 0.0], [0.0, 0.0, 1.0]]))
+    True
+    """
+    if family.encoder is not None:
+        raise ValueError("start_at sets a global family; an amortized family's parameters come from its encoder")
+    loc, covariance = loc.to(family.raw), covariance.to(family.raw)
+    floor = family.min_scale * (1 + 1e-6)
+    raw_scale = lambda sd: _inverse_positive_tensor(sd.clamp(min=floor), family.min_scale)  # noqa: E731
+    sd = covariance.diagonal().sqrt()
+    if isinstance(family, FullRankGaussian):
+        tril = torch.linalg.cholesky(covariance)
+        rows, cols = torch.tril_indices(family.dim, family.dim)
+        entries = tril[rows, cols]
+        raw = torch.cat([loc, torch.where(rows == cols, raw_scale(entries), entries)])
+    elif isinstance(family, LowRankGaussian):
+        factor, diag = _principal_factors(covariance, family.rank)
+        raw = torch.cat([loc, factor.reshape(-1), raw_scale(diag)])
+    elif isinstance(family, Mixture):
+        raw = torch.cat([loc.repeat(family.components), raw_scale(sd).repeat(family.components)])
+    elif isinstance(family, DiagonalGaussian | Flow):
+        raw = torch.cat([loc, raw_scale(sd)])
+    else:
+        raise NotImplementedError(f"start_at does not know {type(family).__name__}")
+    with torch.no_grad():
+        family.raw.copy_(raw)
+
+
+def _inverse_positive_tensor(value: Tensor, floor: float) -> Tensor:
+    """``_inverse_positive`` elementwise on a tensor."""
+    v = value - floor
+    return v + torch.log(-torch.expm1(-v))
+
+
+def _principal_factors(covariance: Tensor, rank: int, iterations: int = 50) -> tuple[Tensor, Tensor]:
+    """W ``[D, R]`` and d ``[D]`` with W W^T + diag(d^2) ~ covariance, its diagonal kept (see ``start_at``)."""
+    values = torch.linalg.eigvalsh(covariance)  # ascending
+    noise = values[:-rank].mean().expand(covariance.shape[0]) if rank < covariance.shape[0] else values.new_zeros(1)
+    for _ in range(iterations):
+        values, vectors = torch.linalg.eigh(covariance - torch.diag(noise.expand(covariance.shape[0])))
+        factor = vectors[:, -rank:] * values[-rank:].clamp(min=0).sqrt()
+        noise = (covariance.diagonal() - factor.pow(2).sum(-1)).clamp(min=0)
+    return factor, noise.sqrt()

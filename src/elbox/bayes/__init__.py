@@ -1,0 +1,57 @@
+"""Bayesian models: named, constrained parameters and a log-joint; one global q fitted to their
+posterior; PSIS diagnostics and a trust verdict; ArviZ export; built-in reference models.
+
+Rubin's eight schools, non-centered:
+
+>>> import torch
+>>> from torch.distributions import HalfCauchy, Normal, constraints
+>>> from elbox import bayes
+>>> def prior(p):  # each parameter arrives with a leading dimension of K particles
+...     return (Normal(0.0, 5.0).log_prob(p["mu"]) + HalfCauchy(5.0).log_prob(p["tau"])
+...             + Normal(0.0, 1.0).log_prob(p["eta"]).sum(-1))
+>>> def likelihood(p, data):  # one term per school: [K, 8]
+...     theta = p["mu"][:, None] + p["tau"][:, None] * p["eta"]
+...     return Normal(theta, data["sigma"]).log_prob(data["y"])
+>>> params = {"mu": bayes.Param(), "tau": bayes.Param(support=constraints.positive), "eta": bayes.Param(8)}
+>>> model = bayes.Model(params, prior, likelihood, observed=("y", "sigma"))
+>>> data = {"y": [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
+...         "sigma": [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]}
+>>> posterior = bayes.fit(model, data, family="fullrank", progress=False)
+>>> draws = posterior.sample(4000, seed=0)  # constrained: {"mu": [4000], "tau": [4000], "eta": [4000, 8]}
+>>> draws["eta"].shape, bool((draws["tau"] > 0).all()), 3.5 < draws["mu"].mean().item() < 5.5
+(torch.Size([4000, 8]), True, True)
+>>> posterior.diagnostics().verdict in ("trust", "do not trust")  # with its reasons; print() shows all
+True
+"""
+
+from .diagnostics import Diagnostics, diagnose, psis, verdict
+from .fitting import AUTO, FLOW, Convergence, fit
+from .laplace import Start, find_start
+from .model import Model, Param, ordered, positive_ordered
+from .posterior import Posterior, Summary
+from .references import Comparison, Reference, compare, eight_schools, linear_regression, load
+
+__all__ = [
+    "AUTO",
+    "FLOW",
+    "Comparison",
+    "Convergence",
+    "Diagnostics",
+    "Model",
+    "Param",
+    "Posterior",
+    "Reference",
+    "Start",
+    "Summary",
+    "compare",
+    "diagnose",
+    "eight_schools",
+    "find_start",
+    "fit",
+    "linear_regression",
+    "load",
+    "ordered",
+    "positive_ordered",
+    "psis",
+    "verdict",
+]

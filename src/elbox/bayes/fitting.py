@@ -1,0 +1,306 @@
+"""Fitting one global q to a Bayesian model: the step, the convergence rule, family escalation.
+
+Each step draws K particles u_k ~ q, evaluates log p(theta(u_k), x) + log |det J| (on a
+minibatch, with the likelihood scaled by N / batch size, when asked), and ascends the
+objective (``bounds``: ELBO, IWAE, Rényi) of the log-weights
+
+    log w_k = log p(x | theta(u_k)) + log p(u_k) - log q(u_k)                 # [K, 1]
+
+with Adam, in the standardised coordinates of ``affine`` from the start of ``laplace``.
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+from tqdm.auto import tqdm
+
+from ..bounds import ELBO, Bound, Objective, Particles
+from ..errors import ElboxError
+from ..families import FLOWS, check_family_name, make_family, start_at
+from .affine import place, stopped
+from .diagnostics import agreement
+from .laplace import Start, find_start, plain
+from .model import Model
+from .posterior import THREADS, Posterior
+from .posterior import threads as use_threads
+
+__all__ = ["AUTO", "FLOW", "Convergence", "fit"]
+
+FLOW = "realnvp:8"  # what ``family="flow"`` means: couplings sample and evaluate log q in one pass each way
+AUTO = ("diagonal", "lowrank", "fullrank", FLOW)  # the escalation of ``family="auto"``
+LR, FLOW_LR = 0.02, 0.005  # Adam's default learning rates, in posterior sds per step
+MAX_FAILURES = 10  # steps in a row with a non-finite objective before a fit gives up
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """When to stop: a running-window test on the noisy objective trace, with learning-rate decay.
+
+    Every ``window`` steps the mean objective of the last ``window`` steps is compared with
+    that of the ``window`` steps before: the rise r = m_new - m_old and its standard error
+    se = sqrt(s_old^2 / w + s_new^2 / w) (steps are independent draws). The trace has
+    *stalled* when r < max(``tol``, 2 se): the rise is either negligible or cannot be told
+    from the noise. A single relative change (PyMC's rule) compares two noisy numbers and,
+    on a noisy ELBO, fires at random or never; the window test averages the noise away and
+    fires once the trend is flat at the noise's own resolution. At each stall the learning
+    rate is multiplied by ``factor`` (smaller steps: the iterates settle closer to the
+    optimum) until ``decays`` decays are spent; a stall at the last rate ends the fit. The
+    ``steps`` given to ``fit`` cap it all.
+    """
+
+    window: int = 200
+    tol: float = 0.01
+    decays: int = 2
+    factor: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.window < 2 or self.tol < 0 or self.decays < 0 or not 0 < self.factor <= 1:
+            raise ElboxError(f"Convergence needs window >= 2, tol >= 0, decays >= 0 and 0 < factor <= 1; got {self}")
+
+    def stalled(self, trace: np.ndarray) -> bool:
+        """Whether the last two windows of ``trace`` show no rise beyond max(tol, 2 se)."""
+        w = self.window
+        if len(trace) < 2 * w:
+            return False
+        old, new = trace[-2 * w : -w], trace[-w:]
+        rise = new.mean() - old.mean()
+        se = math.sqrt((old.var(ddof=1) + new.var(ddof=1)) / w)
+        return bool(rise < max(self.tol, 2 * se))
+
+
+class UnconstrainedPrior(Distribution):
+    """p(u) = p(theta(u)) |det d theta / d u|: the model's prior carried to R^d."""
+
+    arg_constraints: dict = {}  # noqa: RUF012 -- torch's attribute
+    support = constraints.real_vector
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        super().__init__(torch.Size(), torch.Size([model.dim]), validate_args=False)
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        flat = u.reshape(-1, u.shape[-1])
+        params, ladj = self.model.constrain(flat)
+        return (self.model.prior(params) + ladj).reshape(u.shape[:-1])
+
+
+@dataclass(eq=False)
+class ModelParticles(Particles):
+    """Particles whose log p(u) was computed in the same pass through the transforms as the likelihood."""
+
+    log_prior_value: Tensor | None = None
+
+    @property
+    def log_prior(self) -> Tensor:  # type: ignore[override]
+        return self.log_prior_value
+
+
+def default_objective(family: str) -> Objective:
+    """The ELBO with sticking-the-landing gradients (Roeder et al. 2017: zero variance at the exact
+    posterior) where log q at a drawn point costs one pass: the Gaussians, mixtures and the
+    coupling and masked flows (``realnvp``, ``maf``). An ``iaf`` or ``nsf`` would run backward in D
+    passes for it: they get the plain reparameterization gradient with their fused log q."""
+    return ELBO(estimator="reparam" if check_family_name(family)[0] in ("iaf", "nsf") else "stl")
+
+
+class _Stepper:
+    """One step's objective for a family placed by (shift, scale) on a model's unconstrained space."""
+
+    def __init__(
+        self, model: Model, family: torch.nn.Module, shift: Tensor, scale: Tensor, objective: Objective
+    ) -> None:
+        self.model, self.family, self.shift, self.scale, self.objective = model, family, shift, scale, objective
+        self.prior = UnconstrainedPrior(model)
+
+    def q(self) -> Distribution:
+        return place(self.family(), self.shift, self.scale)
+
+    def __call__(self, k: int, data: dict, n_scale: float) -> Bound:
+        q, objective, log_q = self.q(), self.objective, None
+        if objective.stop_q or not objective.reparameterize:
+            u = q.rsample((k,)) if objective.reparameterize else q.sample((k,))
+        elif hasattr(q, "rsample_and_log_prob"):
+            u, log_q = q.rsample_and_log_prob((k,))
+            log_q = log_q[:, None]
+        else:
+            u = q.rsample((k,))
+        params, ladj = self.model.constrain(u)
+        log_prior, log_lik = self.model.log_parts(params, data, scale=n_scale)
+        particles = ModelParticles(
+            u[:, None], log_lik[:, None], q, self.prior, stopped(q) if objective.stop_q else None, log_q,
+            log_prior_value=(log_prior + ladj)[:, None],
+        )  # fmt: skip
+        return objective(particles)
+
+
+def _check(family: str, particles: int, steps: int, lr: float | None, batch_size: int | None, n: int | None) -> None:
+    if family not in ("auto", "flow"):
+        try:
+            check_family_name(family)
+        except ValueError as e:
+            raise ElboxError(f"{e}, or auto (escalate until the verdict trusts the fit), or flow ({FLOW})") from None
+    if particles < 1 or steps < 1 or (lr is not None and not lr > 0):
+        raise ElboxError(f"particles and steps must be at least 1 and lr positive; got {particles}, {steps}, {lr}")
+    if batch_size is not None:
+        if n is None:
+            raise ElboxError("data subsampling (batch_size) needs the model to name its observed arrays: "
+                             "Model(..., observed=('y', 'x')), each with one row per observation")  # fmt: skip
+        if not 1 <= batch_size <= n:
+            raise ElboxError(f"batch_size must be between 1 and the number of observations N = {n}, got {batch_size}")
+
+
+def fit(
+    model: Model, data: dict[str, Any] | None = None, *, family: str = "diagonal", objective: Objective | None = None,
+    particles: int = 16, steps: int = 20_000, lr: float | None = None, batch_size: int | None = None,
+    init: str | Start = "mode", convergence: Convergence | None = None, seed: int = 0, progress: bool | None = None,
+    dtype: torch.dtype = torch.float64, threads: int | None = THREADS,
+) -> Posterior:  # fmt: skip
+    """Fit q in ``family`` to the posterior of ``model`` given ``data``; a ``Posterior``.
+
+    Args:
+        family: ``diagonal``, ``lowrank[:R]``, ``fullrank``, a flow (``iaf``, ``nsf``, ``realnvp``,
+            ``maf`` with ``:L`` steps; ``flow`` is ``realnvp:8``), ``mixture[:K]``, or ``auto``:
+            diagonal, low-rank, full-rank, then a flow, until the verdict of ``diagnostics``
+            trusts the fit (the posterior says which was chosen and why).
+        objective: a bound of ``elbox.bounds`` (default: the ELBO, STL gradients for Gaussians).
+        particles: K draws per step.
+        steps: the most steps; ``convergence`` usually stops the fit earlier.
+        lr: Adam's learning rate, in posterior standard deviations (see ``affine``); default 0.02,
+            and 0.005 for flows, whose network weights move every coordinate at once.
+        batch_size: draw this many observations per step (the model's ``observed`` arrays) and
+            scale their log-likelihood by N / batch size, N read from the data.
+        init: ``mode`` (mode and Hessian, falling back to a plain start), ``plain`` (u = 0,
+            scale 1) or a ``laplace.Start``.
+        seed: seeds every draw; the caller's random state is left as it was.
+        progress: a progress bar (default: when stderr is a terminal).
+        dtype: of q and the data; float64 by default (posteriors with correlations of -0.99999 need it).
+        threads: torch's intra-op threads during the fit and its diagnostics (restored after);
+            1 by default, see ``posterior.threads``; ``None`` leaves torch's setting.
+    """
+    convergence = convergence or Convergence()
+    prepared, n = model.prepare(data, dtype)
+    _check(family, particles, steps, lr, batch_size, n)
+    options = dict(objective=objective, particles=particles, steps=steps, lr=lr, batch_size=batch_size,
+                   convergence=convergence, seed=seed, progress=progress, dtype=dtype, threads=threads)  # fmt: skip
+    with torch.random.fork_rng(devices=[]), use_threads(threads):
+        torch.manual_seed(seed)
+        start = init if isinstance(init, Start) else _start(model, prepared, init, dtype)
+        if family == "auto":
+            return _escalate(model, prepared, n, start, options)
+        return _fit_one(model, prepared, n, FLOW if family == "flow" else family, start, **options)
+
+
+def _start(model: Model, data: dict, init: str, dtype: torch.dtype) -> Start:
+    if init == "mode":
+        return find_start(model, data, dtype=dtype)
+    if init == "plain":
+        return plain(model.dim, dtype, "asked for (init='plain')")
+    raise ElboxError(f"init must be 'mode', 'plain' or a laplace.Start, got {init!r}")
+
+
+def _fit_one(
+    model: Model, data: dict, n: int | None, family: str, start: Start, *, objective: Objective | None,
+    particles: int, steps: int, lr: float | None, batch_size: int | None, convergence: Convergence, seed: int,
+    progress: bool | None, dtype: torch.dtype, threads: int | None,
+) -> Posterior:  # fmt: skip
+    t0 = time.perf_counter()
+    q_family = make_family(family, model.dim).to(dtype)
+    kind = check_family_name(family)[0]
+    full = kind in ("fullrank", *FLOWS)
+    if kind == "lowrank" and start.hessian is not None:  # its correlations start at the Laplace approximation's
+        start_at(q_family, torch.zeros_like(start.shift), start.whitened_covariance())
+    stepper = _Stepper(model, q_family, start.shift, start.scale(full), objective or default_objective(family))
+    lr = lr or (FLOW_LR if check_family_name(family)[0] in FLOWS else LR)
+    optimizer = torch.optim.Adam(q_family.parameters(), lr=lr, fused=True)  # one kernel over all of q's tensors
+    trace, converged = _run(stepper, optimizer, data, n, particles, steps, batch_size, convergence, progress)
+    return Posterior(
+        model=model, data=data, family_name=family, family=q_family, shift=start.shift, scale=stepper.scale,
+        start=start, elbo_trace=trace, converged=converged, seconds=time.perf_counter() - t0, seed=seed,
+        options=dict(objective=repr(stepper.objective), particles=particles, steps=steps, lr=lr,
+                     batch_size=batch_size, convergence=repr(convergence), threads=threads),
+    )  # fmt: skip
+
+
+def _run(
+    stepper: _Stepper, optimizer: torch.optim.Optimizer, data: dict, n: int | None, k: int, steps: int,
+    batch_size: int | None, convergence: Convergence, progress: bool | None,
+) -> tuple[np.ndarray, bool]:  # fmt: skip
+    """Adam steps until the convergence rule fires at the last learning rate, or ``steps`` run out."""
+    trace, phase_start, decays, failures = np.empty(steps), 0, 0, 0
+    bar = tqdm(total=steps, disable=not (sys.stderr.isatty() if progress is None else progress), unit="step")
+    step = 0
+    for step in range(steps):
+        batch, n_scale = _minibatch(stepper.model, data, n, batch_size)
+        bound = stepper(k, batch, n_scale)
+        loss = bound.loss
+        if not torch.isfinite(loss):  # a draw far in a tail where the density over- or underflows: skip it
+            failures += 1
+            if failures < MAX_FAILURES:
+                trace[step] = trace[step - 1] if step else math.nan
+                continue
+            bar.close()
+            raise ElboxError(
+                f"the objective was not finite at {MAX_FAILURES} steps in a row, up to step {step} (draws where the "
+                "model's log density is -inf or NaN, or a too large learning rate): check the log density at the "
+                "supports' edges, or lower lr"
+            )
+        failures = 0
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        trace[step] = bound.value.item()
+        bar.update()
+        if (step + 1 - phase_start) % convergence.window == 0:
+            bar.set_postfix(elbo=f"{trace[step + 1 - convergence.window : step + 1].mean():.3f}", refresh=False)
+            if convergence.stalled(trace[phase_start : step + 1]):
+                if decays == convergence.decays:
+                    bar.close()
+                    return trace[: step + 1].copy(), True
+                decays, phase_start = decays + 1, step + 1
+                for group in optimizer.param_groups:
+                    group["lr"] *= convergence.factor
+    bar.close()
+    return trace[: step + 1].copy(), False
+
+
+def _minibatch(model: Model, data: dict, n: int | None, batch_size: int | None) -> tuple[dict, float]:
+    if batch_size is None or batch_size == n:
+        return data, 1.0
+    index = torch.randperm(n)[:batch_size]
+    return data | {key: data[key][index] for key in model.observed}, n / batch_size
+
+
+def _escalate(model: Model, data: dict, n: int | None, start: Start, options: dict[str, Any]) -> Posterior:
+    """Fit the families of ``AUTO`` in turn until the verdict trusts one; after the flow, try the
+    agreement of the flow with the full-rank fit (``diagnostics.agreement``)."""
+    attempts: list[dict[str, Any]] = []
+    gaussian = None
+    for family in AUTO:
+        torch.manual_seed(options["seed"])  # each family's fit is the one ``fit(..., family=family)`` makes
+        posterior = _fit_one(model, data, n, family, start, **options)
+        d = posterior.diagnostics()
+        attempts.append({"family": family, "verdict": d.verdict, "reasons": d.reasons, "khat": d.khat,
+                         "seconds": posterior.seconds})  # fmt: skip
+        if d.trusted:
+            why = f"chose {family}: the first family of {' -> '.join(AUTO)} whose verdict is 'trust'"
+            break
+        if family == FLOW and gaussian is not None:
+            agree, how = agreement(gaussian.diagnostics(), d)
+            attempts[-1]["agreement"] = how
+            if agree:
+                d.verdict, d.reasons = "trust", [how]
+                why = f"chose {family}: {how}"
+                break
+        gaussian = posterior if family == "fullrank" else gaussian
+    else:
+        why = (f"no family could be trusted ({' -> '.join(AUTO)} all failed the verdict); "
+               f"showing the richest, {family}: do not rely on it")  # fmt: skip
+    posterior.attempts, posterior.choice = attempts, why
+    return posterior

@@ -1,0 +1,50 @@
+"""elbox fit: prints the fit, diagnostics, verdict and comparison; writes a run folder; bad input exits 2."""
+
+import json
+
+import pytest
+
+from elbox.cli import main
+
+
+def _elbox(capsys, *args):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_fit_prints_summary_diagnostics_and_the_reference_comparison(tmp_path, capsys, shared_data):
+    out = tmp_path / "fit"
+    args = ("fit", "kilpisjarvi", "--family", "fullrank", "--steps", "400", "--no-progress",
+            "--posteriordb", shared_data / "posteriordb", "--out", out)  # fmt: skip
+    code, text, _ = _elbox(capsys, *args)
+    assert code == 0, text
+    for expected in ("q = fullrank", "Posterior (draws from q", "PSIS k-hat", "verdict:", "Against the reference",
+                     "targets (every mean within 0.1 sd", f"Run written to {out}"):  # fmt: skip
+        assert expected in text
+    saved = json.loads((out / "posterior.json").read_text())
+    assert saved["family"] == "fullrank" and saved["diagnostics"]["verdict"] in ("trust", "do not trust")
+    assert set(saved["comparison"]) == {"alpha", "beta", "sigma"}
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "checkpoints/q.safetensors",
+        "figures/marginals.png",
+        "figures/elbo.png",
+    ):
+        assert (out / name).is_file(), name
+    code, _, err = _elbox(capsys, *args)  # the folder is not empty now
+    assert code == 2 and "--overwrite" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("fit", "radon"), "unknown model 'radon'"),
+        (("fit", "eight_schools_centered", "--family", "gauss"), "unknown family"),
+    ],
+)
+def test_bad_input_prints_one_paragraph_and_exits_2(capsys, args, message):
+    code, _, err = _elbox(capsys, *args)
+    assert code == 2 and message in err and err.startswith("elbox: error:") and "Traceback" not in err

@@ -1,0 +1,102 @@
+"""bayes.diagnostics: PSIS k-hat and ESS, and a verdict that trusts good fits and never bad ones,
+checked against exact posteriors and posteriordb's reference draws."""
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal
+
+from elbox.bayes import Convergence, Model, Param, compare, fit, linear_regression, load, psis
+from elbox.bayes.diagnostics import KHAT_MAX, Diagnostics, agreement, verdict
+from elbox.bayes.references import linear_regression_posterior
+
+FAST = Convergence(window=100)
+
+
+def _diagnostics(khat=(0.3, 0.4), shift=0.0, ratio=1.0, q_mean=0.0, q_sd=1.0, n=3):
+    full = lambda v: np.full(n, v, dtype=float)  # noqa: E731
+    d = Diagnostics(
+        draws=1000, replicates=len(khat), khat=list(khat), ess=[900.0] * len(khat), elbo=(-1.0, 0.01),
+        log_evidence=(-0.9, 0.01), names=[f"x[{i}]" for i in range(n)], q_mean=full(q_mean), q_sd=full(q_sd),
+        psis_mean=full(q_mean), psis_sd=full(q_sd), mean_shift=full(shift), mean_shift_se=full(0.005),
+        sd_ratio=full(ratio), sd_ratio_se=full(0.005),
+    )  # fmt: skip
+    d.verdict, d.reasons = verdict(d)
+    return d
+
+
+def test_the_verdict_needs_every_k_hat_and_the_moments_to_agree():
+    assert _diagnostics().verdict == "trust"
+    high = _diagnostics(khat=(0.3, 0.75))  # one set of four over the line is enough: the upper end decides
+    assert high.verdict == "do not trust" and "k-hat reaches 0.75" in high.reasons[0]
+    assert "mean of x[0] is +0.080" in _diagnostics(shift=0.08).reasons[0]
+    assert "0.930" in _diagnostics(ratio=0.93).reasons[0] and "do not trust" in str(_diagnostics(ratio=0.93))
+    assert _diagnostics(shift=0.07).verdict == "do not trust"  # within tolerance, but not with two SEs added
+
+
+def test_agreement_between_a_gaussian_and_a_flow_rescues_only_moderate_k_hats():
+    gaussian, flow = _diagnostics(khat=(0.8, 0.85)), _diagnostics(khat=(0.75, 0.8), q_mean=0.02, q_sd=1.02)
+    assert gaussian.verdict == flow.verdict == "do not trust"
+    agree, how = agreement(gaussian, flow)
+    assert agree and "agree" in how
+    assert not agreement(gaussian, _diagnostics(khat=(0.75, 0.8), q_sd=1.1))[0]  # sds 10% apart
+    assert not agreement(gaussian, _diagnostics(khat=(0.9, 1.2)))[0]  # importance sampling fails outright
+    assert not agreement(gaussian, _diagnostics(khat=(0.75, 0.8), shift=0.2))[0]  # PSIS refutes the flow
+
+
+@pytest.fixture(scope="module")
+def good_fit():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    data = {"X": x, "y": x @ torch.tensor([1.0, -1.0], dtype=torch.float64) + torch.randn(30, generator=g).double()}
+    return fit(linear_regression(2), data, family="fullrank", convergence=FAST, progress=False), data
+
+
+def test_k_hat_is_low_and_the_fit_trusted_when_q_is_the_exact_posterior(good_fit):
+    posterior, data = good_fit
+    d = posterior.diagnostics(draws=2000, replicates=4)
+    assert d.khat_max < 0.5 and d.trusted and min(d.ess) > 1900
+    mean, cov, _ = linear_regression_posterior(data["X"], data["y"])
+    assert np.allclose(d.psis_mean[:2], mean.numpy(), atol=0.02 * cov.diagonal().sqrt().max().item())
+    assert d.to_dict()["verdict"] == "trust" and "TRUST" in str(d)
+
+
+def test_psis_smooths_weights_and_flags_heavy_tails():
+    light, k = psis(torch.randn(4000) * 0.5)
+    assert k < 0.5 and torch.isclose(light.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    heavy = 3 * torch.distributions.Cauchy(0.0, 1.0).sample((4000,)).abs().log()
+    assert psis(heavy)[1] > KHAT_MAX
+
+
+def test_a_too_narrow_q_is_not_trusted():
+    """q = N(0, 0.6^2) for p = N(0, 1): the weights' tail has shape k = 1 - 0.36 = 0.64 in theory, and the
+    PSIS-corrected sd says q's is 40% too small."""
+    model = Model({"x": Param()}, lambda p: Normal(0.0, 1.0).log_prob(p["x"]))
+    posterior = fit(model, family="diagonal", steps=1, lr=1e-9, init="plain", progress=False)
+    with torch.no_grad():
+        posterior.family.raw[1] = torch.log(torch.expm1(torch.tensor(0.6 - 1e-4)))  # scale 0.6
+    d = posterior.diagnostics(draws=5000, replicates=4)
+    assert d.verdict == "do not trust" and any("sd of x" in r for r in d.reasons)
+    assert 0.5 < d.sd_ratio[0] < 0.75
+
+
+def test_mean_field_on_kilpisjarvi_has_a_high_k_hat_and_is_not_trusted(shared_data):
+    """corr(alpha, beta) = -0.99999: mean-field sds are hundreds of times too small; k-hat > 0.7."""
+    reference = load("kilpisjarvi", shared_data / "posteriordb")
+    posterior = fit(reference.model, reference.data, family="diagonal", convergence=FAST, progress=False)
+    d = posterior.diagnostics()
+    c = compare(posterior.columns(10_000, seed=1), reference.draws)
+    assert d.khat_max > 0.7 and min(d.khat) > 0.7 and d.verdict == "do not trust"
+    assert c.sd_ratio.min() < 0.05 and not c.passes()
+
+
+@pytest.mark.parametrize(("name", "family"), [("blr", "lowrank"), ("eight_schools_centered", "fullrank")])
+def test_the_verdict_agrees_with_the_reference_draws(name, family, shared_data):
+    """Trusted fits meet the targets (means within 0.1 reference sd, sds within 10%); fits that miss
+    them are not trusted: a low-rank fit of sblrc-blr is near exact, a full-rank fit of the centered
+    eight schools (a funnel) is far too narrow."""
+    reference = load(name, shared_data / "posteriordb")
+    posterior = fit(reference.model, reference.data, family=family, steps=1500, convergence=FAST, progress=False)
+    d = posterior.diagnostics()
+    passes = compare(posterior.columns(10_000, seed=1), reference.draws).passes()
+    assert passes == d.trusted == (name == "blr"), (d.reasons, d.khat)
