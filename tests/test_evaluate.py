@@ -17,14 +17,11 @@ from elbox import VAE, ElboxError, VAEConfig
 from elbox.evaluate import (
     ACTIVE_THRESHOLD,
     EvaluationConfig,
-    effective_sample_size,
     evaluate,
     inference_gaps,
     iwae_curve,
     log_likelihood,
-    log_px_standard_error,
     mutual_information,
-    psis_khat,
 )
 
 F64 = torch.float64
@@ -147,15 +144,6 @@ def test_evaluation_is_deterministic_and_leaves_the_callers_random_state_alone()
     assert torch.allclose(a.gaps.approximation, b.gaps.approximation, atol=1e-10)
 
 
-def test_effective_sample_size_and_standard_error_formulas():
-    log_w = torch.randn(1000, 3, dtype=F64)
-    w = log_w.exp()
-    assert torch.allclose(effective_sample_size(log_w), w.sum(0) ** 2 / w.pow(2).sum(0))
-    direct = w.std(0) / math.sqrt(1000) / w.mean(0)  # SE(p^) / p^
-    assert torch.allclose(log_px_standard_error(log_w), direct, rtol=1e-9)
-    assert effective_sample_size(torch.zeros(50, 1)).item() == pytest.approx(50)
-
-
 def test_iwae_curve_from_disjoint_groups():
     log_w = torch.randn(12, 2, dtype=F64)
     curve = iwae_curve(log_w, (1, 3, 5, 12))
@@ -169,22 +157,6 @@ def test_iwae_curve_from_disjoint_groups():
     assert torch.allclose(curve[12], mean_of_groups(12, (0,)))
     with pytest.raises(ValueError, match="k <= K"):
         iwae_curve(log_w, (13,))
-
-
-@pytest.mark.parametrize("shape", [0.25, 0.5, 0.9])
-def test_psis_khat_recovers_the_tail_shape_of_pareto_weights(shape):
-    """log w ~ Exponential(1 / k) makes w Pareto with tail index 1 / k, whose fitted shape is k.
-
-    The fit (Zhang & Stephens 2009, as Vehtari et al. 2024 use it) shrinks k toward 0.5 by a
-    prior worth 10 observations, against the M = 3 sqrt(K) = 212 tail draws at K = 5000.
-    """
-    g = torch.Generator().manual_seed(0)
-    log_w = torch.empty(5000, 40, dtype=F64).exponential_(1 / shape, generator=g)
-    khat = psis_khat(log_w)
-    m = math.ceil(3 * math.sqrt(5000))
-    expected = (m * shape + 10 * 0.5) / (m + 10)
-    assert abs(khat.mean().item() - expected) < 3 * khat.std().item() / math.sqrt(40), (khat.mean(), expected)
-    assert torch.isnan(psis_khat(torch.zeros(100, 2))).all()  # equal weights: no tail to fit
 
 
 # ----------------------------------------------------------------- bounds, rate and distortion

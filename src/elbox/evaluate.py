@@ -23,7 +23,6 @@ otherwise. Randomness goes through ``seed`` only: the caller's random state is l
 
 import math
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -40,6 +39,7 @@ from .bounds import cubo, iwae, log_mean_exp
 from .checkpoints import write_json
 from .data import binarize
 from .errors import ElboxError
+from .importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis_khat
 from .models import VAE
 from .runs import Run, load_run
 
@@ -47,27 +47,22 @@ __all__ = [
     "ACTIVE_THRESHOLD",
     "BLOCK",
     "COLLAPSE_MI",
-    "KHAT_THRESHOLD",
     "KS",
     "Estimate",
     "Evaluation",
     "EvaluationConfig",
     "Gaps",
     "LogLikelihood",
-    "effective_sample_size",
     "evaluate",
     "inference_gaps",
     "iwae_curve",
     "log_likelihood",
-    "log_px_standard_error",
     "mutual_information",
-    "psis_khat",
     "unit_activity",
 ]
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): unit d is active when Cov_x(E_q[z_d | x]) exceeds it
 COLLAPSE_MI = 0.05  # nats: with less I(x; z) than this, the code says next to nothing about x
-KHAT_THRESHOLD = 0.7  # Vehtari et al. (2024): above it, importance sampling is not to be trusted
 BLOCK = 100  # particles drawn under one seed: a chunk is whole blocks, so its size never changes the draws
 KS = (1, 5, 50, 500, 5000)  # the IWAE_k curve
 
@@ -102,34 +97,6 @@ class Estimate(NamedTuple):
 # ----------------------------------------------------------------- pure functions of log-weights
 
 
-def effective_sample_size(log_w: Tensor) -> Tensor:
-    """Importance ESS 1 / sum_k w~_k^2 of the normalised weights w~ (Kish 1965): ``[K, B] -> [B]``.
-
-    Between 1 (one particle holds all the weight) and K (equal weights).
-
-    >>> effective_sample_size(torch.tensor([[0.0, 0.0], [0.0, -100.0]]))
-    tensor([2., 1.])
-    """
-    return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
-
-
-def log_px_standard_error(log_w: Tensor) -> Tensor:
-    """Monte Carlo standard error of the estimate log (1/K) sum_k w_k of log p(x): ``[K, B] -> [B]``.
-
-    The delta method: the sample variance of w over the square of its mean is
-    (K / (K - 1)) (K / ESS - 1), so SE(log p^) ~ SE(p^) / p^ = sqrt((K / ESS - 1) / (K - 1)).
-    It is itself estimated from the weights, so it is too small exactly when the weights are
-    heavy-tailed: read it with PSIS k-hat. NaN for K = 1.
-
-    >>> log_px_standard_error(torch.zeros(100, 1))  # equal weights: the estimate is exact
-    tensor([0.])
-    """
-    k = log_w.shape[0]
-    if k < 2:
-        return torch.full(log_w.shape[1:], math.nan, dtype=log_w.dtype, device=log_w.device)
-    return ((k / effective_sample_size(log_w) - 1).clamp(min=0) / (k - 1)).sqrt()
-
-
 def iwae_curve(log_w: Tensor, ks: Iterable[int]) -> dict[int, Tensor]:
     """IWAE_k for each k of ``ks``, from one set of K particles: ``[K, B] -> {k: [B]}``.
 
@@ -150,43 +117,6 @@ def iwae_curve(log_w: Tensor, ks: Iterable[int]) -> dict[int, Tensor]:
         groups = k_all // k
         curve[k] = log_mean_exp(log_w[: groups * k].reshape(groups, k, *rest), 1).mean(0)
     return curve
-
-
-def _arviz() -> Any:
-    """ArviZ, imported on first use (it takes a second or two) without its import-time FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
-
-    return arviz
-
-
-def psis_khat(log_w: Tensor) -> Tensor:
-    """Pareto k-hat of the importance weights of each column, ``[K, B] -> [B]`` (float64).
-
-    Pareto-smoothed importance sampling (Vehtari, Simpson, Gelman, Yao & Gabry 2024) fits a
-    generalised Pareto distribution to the largest min(K / 5, 3 sqrt(K)) weights; its shape k
-    says how heavy the tail is. Below 0.7 the importance-sampling estimate is reliable;
-    above, its variance is (nearly) infinite and the estimate can be far off whatever its
-    standard error says (Yao, Vehtari, Simpson & Gelman 2018 use it to diagnose VI).
-    Computed by ArviZ's ``psislw``. NaN where all weights are equal (a perfect proposal:
-    there is no tail to fit) or K < 10; ArviZ's inf where fewer than 5 weights exceed the
-    tail's cut-off (a few weights dominate).
-
-    >>> torch.manual_seed(0)
-    <torch._C.Generator object at ...>
-    >>> light, heavy = torch.randn(5000, 1), 3 * torch.distributions.Cauchy(0.0, 1.0).sample((5000, 1)).abs().log()
-    >>> psis_khat(light).item() < 0.7 < psis_khat(heavy).item()
-    True
-    """
-    k, rest = log_w.shape[0], log_w.shape[1:]
-    flat = log_w.detach().reshape(k, -1).T.double().cpu().numpy()  # [B, K]: ArviZ takes the draws last
-    if k < 10:
-        return torch.full(rest, math.nan, dtype=torch.float64)
-    with np.errstate(all="ignore"):
-        _, khat = _arviz().psislw(flat)
-    khat = torch.as_tensor(np.asarray(khat, dtype=np.float64)).reshape(rest)
-    return torch.where(torch.as_tensor(np.ptp(flat, axis=1) == 0).reshape(rest), math.nan, khat)
 
 
 def unit_activity(means: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ Rubin's eight schools, non-centered:
 True
 """
 
-from .diagnostics import Diagnostics, diagnose, psis, verdict
+from .diagnostics import Diagnostics, diagnose, verdict
 from .fitting import AUTO, FLOW, Convergence, fit
 from .laplace import Start, find_start
 from .model import Model, Param, ordered, positive_ordered
@@ -52,6 +52,5 @@ __all__ = [
     "load",
     "ordered",
     "positive_ordered",
-    "psis",
     "verdict",
 ]

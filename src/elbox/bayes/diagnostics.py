@@ -41,15 +41,14 @@ with the reasons.
 """
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..bounds import log_mean_exp
+from ..importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis
 from .posterior import flatten
 
 if TYPE_CHECKING:
@@ -62,40 +61,15 @@ __all__ = [
     "SD_TOL",
     "Diagnostics",
     "agreement",
-    "arviz",
     "diagnose",
-    "psis",
     "verdict",
 ]
 
-KHAT_MAX = 0.7  # Yao et al. (2018): above it, the importance weights (and q) are not to be trusted
+KHAT_MAX = KHAT_THRESHOLD  # Yao et al. (2018): above it, the importance weights (and q) are not to be trusted
 KHAT_LIMIT = 1.0  # above it, importance sampling does not even converge: no agreement can rescue q
 MEAN_TOL = 0.075  # posterior sds between the PSIS-corrected and q's means: 3/4 of the target 0.1
 SD_TOL = 0.075  # relative difference between the PSIS-corrected and q's sds: 3/4 of the target 10%
 AGREE_MEAN, AGREE_SD = 0.05, 0.05  # between a Gaussian and a flow fit's own moments (little noise)
-
-
-def arviz() -> Any:
-    """ArviZ, imported on first use (it takes a second or two) without its import-time FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
-
-    return arviz
-
-
-def psis(log_w: Tensor) -> tuple[Tensor, float]:
-    """Pareto-smoothed, normalised log-weights ``[S]`` of one set of draws, and its k-hat (ArviZ ``psislw``).
-
-    >>> torch.manual_seed(0)
-    <torch._C.Generator object at ...>
-    >>> smoothed, k = psis(torch.randn(4000) * 0.1)
-    >>> k < 0.5, round(float(smoothed.exp().sum()), 6)
-    (True, 1.0)
-    """
-    with np.errstate(all="ignore"):
-        smoothed, khat = arviz().psislw(log_w.detach().double().cpu().numpy())
-    return torch.as_tensor(np.asarray(smoothed)), float(khat)
 
 
 @dataclass
@@ -184,9 +158,10 @@ def diagnose(posterior: "Posterior", *, draws: int = 5000, replicates: int = 4, 
         x = flatten(posterior.model.quantities(posterior.model.constrain(u)[0]))
         smoothed, k = psis(log_w)
         w = smoothed.exp().numpy()
+        k = 0.0 if math.isnan(k) else float(k)  # NaN: every weight equal, q is p; no tail at all
         q_mean, q_sd = _moments(x)
         p_mean, p_sd = _moments(x, w)
-        sets.append((k, 1 / float(np.sum(w**2)), q_mean, q_sd, p_mean, p_sd))
+        sets.append((k, float(effective_sample_size(smoothed)), q_mean, q_sd, p_mean, p_sd))
         all_log_w.append(log_w)
     log_w = torch.cat(all_log_w).double()
     khat, ess, q_mean, q_sd, p_mean, p_sd = (
@@ -200,19 +175,12 @@ def diagnose(posterior: "Posterior", *, draws: int = 5000, replicates: int = 4, 
     d = Diagnostics(
         draws=draws, replicates=replicates, khat=khat, ess=ess,
         elbo=(float(log_w.mean()), float(log_w.std() / math.sqrt(log_w.numel()))),
-        log_evidence=(float(log_mean_exp(log_w, 0)), _delta_se(log_w)),
+        log_evidence=(float(log_mean_exp(log_w, 0)), float(log_px_standard_error(log_w))),
         names=names, q_mean=q_mean.mean(0), q_sd=q_sd.mean(0), psis_mean=p_mean.mean(0), psis_sd=p_sd.mean(0),
         mean_shift=shift, mean_shift_se=shift_se, sd_ratio=ratio, sd_ratio_se=ratio_se,
     )  # fmt: skip
     d.verdict, d.reasons = verdict(d)
     return d
-
-
-def _delta_se(log_w: Tensor) -> float:
-    """SE of log (1/S) sum w by the delta method: sqrt((S / ESS - 1) / (S - 1)), ESS = (sum w)^2 / sum w^2."""
-    s = log_w.numel()
-    ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
-    return math.sqrt(max(s / ess - 1, 0.0) / (s - 1))
 
 
 def _moment_reasons(d: Diagnostics) -> list[str]:

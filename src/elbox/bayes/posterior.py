@@ -155,7 +155,7 @@ class Posterior:
     def to_arviz(self, n: int = 4000, seed: int = 0) -> Any:
         """n draws from q as an ``arviz.InferenceData``: one chain in ``posterior``; ``lp`` (log p(u, x)
         with log |det J|) and ``log_weight`` (log p - log q) in ``sample_stats``; the fit in ``attrs``."""
-        from .diagnostics import arviz
+        from ..importance import arviz
 
         u, log_w = self.log_weights(n, seed)
         with torch.no_grad():
