@@ -223,6 +223,28 @@ def test_gaps_of_the_diagonal_family_the_exact_kl_of_the_mean_field_optimum():
     assert abs(err.mean()) < 3 * err.std() / math.sqrt(6) + 0.01
 
 
+def test_a_poor_encoder_proposal_is_caught_by_the_gap_points_tighter_estimate():
+    """An encoder far too narrow and off-centre is a poor proposal: with K = 50 its IWAE estimate sits well
+    below log p(x). The gap split's proposal holds q*, here the exact posterior (full-rank family), so its
+    estimate is near exact; the evaluation reports the shortfall and warns. An exact encoder gets none."""
+    vae = _fullrank_twin(_correlated_vae())
+    _set_encoder_near_posterior(vae, shrink=0.7, widen=0.5, shift=0.5)
+    x = _sample_x(vae, 20)
+    e = evaluate(vae, x, k=50, gap_points=20, gap_steps=300, gap_lr=0.05, khat=False, mi_points=20)
+    exact = exact_log_px(vae, x).detach()
+    assert (e.gaps.log_px - exact).abs().max() < 0.25  # q* mixed in: near exact at K = 50 (mean shortfall ~6)
+    truth_gap = (exact - e.log_px).mean().item()
+    assert e.proposal_shortfall.mean > 1.0 and e.proposal_shortfall.mean == pytest.approx(truth_gap, abs=0.1)
+    assert any("poor importance-sampling proposal" in w for w in e.warnings)
+    assert "encoder alone as proposal" in e.table()
+    assert e.to_dict()["gaps"]["proposal_shortfall"]["mean"] == pytest.approx(e.proposal_shortfall.mean)
+
+    good = linear_gaussian_vae(x_dim=6, z_dim=2, orthogonal=True)
+    set_encoder_to_posterior(good)
+    e = evaluate(good, _sample_x(good, 8), k=50, gap_points=8, gap_steps=50, khat=False, mi_points=8)
+    assert abs(e.proposal_shortfall.mean) < 1e-3 and e.proposal_warning is None
+
+
 # ----------------------------------------------------------------- collapse
 
 

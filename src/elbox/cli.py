@@ -50,6 +50,9 @@ Run = Annotated[Path, typer.Argument(help="A run folder written by `elbox train`
 Checkpoint = Annotated[str, typer.Option(help="Which weights: last (end of training) or best (validation).")]
 Split = Annotated[str, typer.Option(help="Which inputs: train, valid or test.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to write. \\[default: in RUN/figures/]")]
+Progress = Annotated[
+    bool | None, typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]")
+]
 
 
 @_command
@@ -114,10 +117,7 @@ def train(
         Path | None,
         typer.Option(help="Continue this run from its last checkpoint (with --epochs to extend it)."),
     ] = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]"),
-    ] = None,
+    progress: Progress = None,
 ) -> None:
     """Train a VAE by maximising the ELBO, and write a run folder."""
     from . import training
@@ -279,10 +279,7 @@ def evaluate(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="JSON to write. \\[default: RUN/evaluation.json]")
     ] = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]"),
-    ] = None,
+    progress: Progress = None,
 ) -> None:
     """Estimate log p(x) with error bars, the bounds around it, rate, distortion, collapse and the gap split."""
     from .evaluate import evaluate as evaluate_run
@@ -326,10 +323,7 @@ def fit(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to write (fit, diagnostics, figures).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]"),
-    ] = None,
+    progress: Progress = None,
 ) -> None:
     """Fit q to a Bayesian model's posterior; print the summary, diagnostics, verdict and, where reference
     draws exist, the comparison with them."""

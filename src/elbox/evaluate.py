@@ -48,6 +48,7 @@ __all__ = [
     "BLOCK",
     "COLLAPSE_MI",
     "KS",
+    "SHORTFALL",
     "Estimate",
     "Evaluation",
     "EvaluationConfig",
@@ -63,6 +64,7 @@ __all__ = [
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): unit d is active when Cov_x(E_q[z_d | x]) exceeds it
 COLLAPSE_MI = 0.05  # nats: with less I(x; z) than this, the code says next to nothing about x
+SHORTFALL = 0.1  # nats: a log p(x) estimate this far below a better proposal's is worth a warning
 BLOCK = 100  # particles drawn under one seed: a chunk is whole blocks, so its size never changes the draws
 KS = (1, 5, 50, 500, 5000)  # the IWAE_k curve
 
@@ -716,6 +718,8 @@ class Evaluation:
         means: E_q[z | x] ``[N, D]`` (closed form, else the mean of the K particles).
         mutual_information: ``[M]`` (``mutual_information``) on ``config.mi_points`` points.
         gaps: the approximation/amortization split on ``config.gap_points`` points, or ``None``.
+        gap_log_px: ``log_px`` (the encoder as the only proposal) on the gap points ``[G]``, to
+            compare with ``gaps.log_px`` (q* mixed in): see ``proposal_shortfall``.
         seconds: wall time.
     """
 
@@ -733,12 +737,40 @@ class Evaluation:
     means: Tensor
     mutual_information: Tensor
     gaps: Gaps | None
+    gap_log_px: Tensor | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if message := self.collapse_warning:
-            self.warnings.append(message)
+        for message in (self.collapse_warning, self.proposal_warning):
+            if message:
+                self.warnings.append(message)
+
+    @property
+    def proposal_shortfall(self) -> Estimate | None:
+        """How far the encoder-only log p(x) estimate falls below the one with q* mixed in, on the gap points.
+
+        Both are IWAE estimates, lower bounds in expectation; the mixture's proposal holds the
+        per-point optimum q*, so where the encoder is a poor proposal (k-hat above 0.7) the
+        mixture finds mass the encoder's K particles miss. A shortfall well above zero says the
+        headline log p(x) is biased low by about that much: a bound read as an estimate.
+        """
+        if self.gaps is None or self.gap_log_px is None:
+            return None
+        return Estimate.of(self.gaps.log_px - self.gap_log_px)
+
+    @property
+    def proposal_warning(self) -> str | None:
+        """A message when ``proposal_shortfall`` exceeds ``SHORTFALL`` nats by more than 3 standard errors."""
+        short = self.proposal_shortfall
+        if short is None or not short.mean - 3 * (0.0 if math.isnan(short.se) else short.se) > SHORTFALL:
+            return None
+        return (
+            f"the encoder is a poor importance-sampling proposal: on the {self.gap_log_px.shape[0]} gap points, "
+            f"with the per-point optimum q* mixed into the proposal, log p(x) comes out {short:.2f} nats higher "
+            f"than with the encoder alone. The log p(x) above is biased low by about that much (it is a "
+            "stochastic lower bound, not the value); raise K, or read the gap table's log p(x)."
+        )
 
     @property
     def points(self) -> int:
@@ -801,7 +833,10 @@ class Evaluation:
             "mutual_information": Estimate.of(self.mutual_information).to_dict() | {
                 "points": int(self.mutual_information.shape[0]), "ceiling": math.log(self.mutual_information.shape[0]),
             },
-            "gaps": None if self.gaps is None else self.gaps.to_dict(),
+            "gaps": None if self.gaps is None else self.gaps.to_dict() | {
+                "log_px_encoder_proposal": Estimate.of(self.gap_log_px).to_dict(),
+                "proposal_shortfall": self.proposal_shortfall._asdict(),
+            },
             "warnings": self.warnings,
             "seconds": self.seconds,
             "per_point": {
@@ -873,6 +908,9 @@ def _table(e: Evaluation) -> Iterator[str]:
     yield _row(f"I(x; z), aggregate posterior of {m:,} points", f"{Estimate.of(e.mutual_information):.3f}", note)
     if e.gaps is not None:
         yield from _gap_rows(e.gaps)
+        yield _row("log p(x) here, encoder alone as proposal", f"{Estimate.of(e.gap_log_px):.3f}")
+        yield _row("log p(x) here, encoder and q* as proposal", f"{Estimate.of(e.gaps.log_px):.3f}",
+                   f"higher by {e.proposal_shortfall:.3f}")  # fmt: skip
     for message in e.warnings:
         yield ""
         yield f"warning: {message}"
@@ -918,7 +956,12 @@ def _split(run: Run, config: EvaluationConfig) -> Tensor:
 
 def _spread(x: Tensor, n: int) -> Tensor:
     """n rows evenly spaced through ``x`` (splits sorted by class then give every class)."""
-    return x[torch.linspace(0, x.shape[0] - 1, min(n, x.shape[0])).round().long()]
+    return x[_spread_index(x.shape[0], n)]
+
+
+def _spread_index(size: int, n: int) -> Tensor:
+    """The indices of ``_spread``: min(n, size) of range(size), evenly spaced."""
+    return torch.linspace(0, size - 1, min(n, size)).round().long()
 
 
 def evaluate(
@@ -960,10 +1003,12 @@ def evaluate(
     with _evaluating(model):
         stats = _pass(model, x, config, khat=config.khat, progress=progress)
         mi = _mi_values(model, _spread(x, config.mi_points), config.mi_samples, config.seed)
-        gaps = _gaps(model, _spread(x, config.gap_points), config) if config.gap_points else None
+        gap_index = _spread_index(x.shape[0], config.gap_points)
+        gaps = _gaps(model, x[gap_index], config) if config.gap_points else None
     return Evaluation(
         config=config, source=described | {"points": x.shape[0]}, log_px=stats["log_px"], mc_se=stats["mc_se"],
         ess=stats["ess"], khat=stats.get("khat"), iwae={j: stats[f"iwae_{j}"] for j in config.ks}, cubo=stats["cubo"],
         reconstruction=stats["reconstruction"], kl=stats["kl"], kl_per_dimension=stats.get("kl_dims"),
-        means=stats["mean"], mutual_information=mi, gaps=gaps, seconds=time.perf_counter() - started,
+        means=stats["mean"], mutual_information=mi, gaps=gaps, gap_log_px=stats["log_px"][gap_index] if gaps else None,
+        seconds=time.perf_counter() - started,
     )  # fmt: skip

@@ -20,8 +20,12 @@ Rubin's eight schools, non-centered:
 >>> draws = posterior.sample(4000, seed=0)  # constrained: {"mu": [4000], "tau": [4000], "eta": [4000, 8]}
 >>> draws["eta"].shape, bool((draws["tau"] > 0).all()), 3.5 < draws["mu"].mean().item() < 5.5
 (torch.Size([4000, 8]), True, True)
->>> posterior.diagnostics().verdict in ("trust", "do not trust")  # with its reasons; print() shows all
-True
+>>> posterior.diagnostics().verdict  # a Gaussian misses tau's tail: family="auto" moves on to a flow
+'do not trust'
+>>> print(posterior.diagnostics())  # k-hats, ESS, ELBO and log p(x) ± SE, the verdict and its reasons
+PSIS k-hat over 4 x 5000 draws: ...
+verdict: DO NOT TRUST
+  - ...
 """
 
 from .diagnostics import Diagnostics, diagnose, verdict

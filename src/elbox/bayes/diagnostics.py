@@ -196,7 +196,7 @@ def _moment_reasons(d: Diagnostics) -> list[str]:
     worst = int(np.argmax(sd_bound))
     if not sd_bound[worst] < SD_TOL:
         reasons.append(f"q's sd of {d.names[worst]} is {d.sd_ratio[worst]:.3f} ± {se(d.sd_ratio_se)[worst]:.3f} "
-                       f"times the PSIS-corrected sd (tolerance {SD_TOL:.0%})")  # fmt: skip
+                       f"times the PSIS-corrected sd (tolerance {SD_TOL:.1%})")  # fmt: skip
     return reasons
 
 
