@@ -166,6 +166,7 @@ def _summary(run: Any) -> str:
         "",
         "The ELBO is a lower bound on log p(x), not log p(x) itself.",
         f"Run written to {run.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
+        f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the encoder's.",
     ]
     return "\n".join(lines)
 
@@ -337,6 +338,8 @@ def fit(
     if reference.draws is not None:
         comparison = bayes.compare(posterior.columns(10_000, seed=seed + 1), reference.draws)
     typer.echo(describe(posterior, comparison))
+    if comparison is None:
+        typer.echo("\n(No reference draws found to compare with: pass --posteriordb DIR or set ELBOX_POSTERIORDB.)")
     if out is not None:
         extra = {"comparison": comparison.to_dict()} if comparison is not None else None
         path = write_run(posterior, out, reference=reference.draws, overwrite=overwrite, extra=extra)
