@@ -8,6 +8,9 @@
       figures/marginals.png       q's marginals (beside the reference draws' where given)
       figures/elbo.png            the objective trace
 
+Further figures of a fit, not written by ``write_run``: ``pairs`` (the most correlated pairs of
+quantities) and ``khat`` (the PSIS k-hat of each replicate set).
+
 Matplotlib's object-oriented API on the Agg canvas, as in ``elbox.plots``: no pyplot, no window.
 """
 
@@ -20,9 +23,10 @@ from matplotlib.figure import Figure
 
 from ..checkpoints import save_checkpoint, write_atomic, write_json, write_json_lines
 from ..errors import ElboxError
+from .diagnostics import KHAT_MAX, Diagnostics
 from .posterior import Posterior
 
-__all__ = ["describe", "marginals", "trace", "write_run"]
+__all__ = ["correlated_pairs", "describe", "khat", "marginals", "pairs", "trace", "write_run"]
 
 PER_LINE = 100  # steps averaged into one line of metrics.jsonl
 
@@ -88,6 +92,82 @@ def trace(elbo_trace: np.ndarray) -> Figure:
     ax.set_xlabel("step")
     ax.set_ylabel("objective (nats)")
     ax.legend(fontsize=8)
+    return fig
+
+
+KHAT_GOOD = 0.5  # Vehtari et al. (2024): below it PSIS estimates converge fast; up to KHAT_MAX they are usable
+PAIR_POINTS = 2000  # draws shown per panel of ``pairs``: more only hide each other
+
+
+def correlated_pairs(draws: dict[str, np.ndarray], n_pairs: int = 4) -> list[tuple[str, str, float]]:
+    """The ``n_pairs`` pairs of quantities whose draws ``[S]`` correlate most (largest |r|), with r.
+
+    >>> x = np.arange(10.0)
+    >>> correlated_pairs({"a": x, "b": -x, "c": np.tile([0.0, 1.0], 5)}, 1)
+    [('a', 'b', -1.0)]
+    """
+    names = list(draws)
+    if len(names) < 2:
+        raise ValueError(f"pairs needs at least two quantities, got {names}")
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant quantity has no correlation: r = nan
+        r = np.corrcoef(np.stack([np.asarray(draws[n], dtype=float) for n in names]))
+    i, j = np.triu_indices(len(names), k=1)
+    strength = np.nan_to_num(np.abs(r[i, j]), nan=-1.0)
+    order = np.argsort(-strength, kind="stable")[:n_pairs]
+    return [(names[i[o]], names[j[o]], round(float(r[i[o], j[o]]), 6)) for o in order]
+
+
+def pairs(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None = None, n_pairs: int = 4) -> Figure:
+    """Scatter plots of q's draws for the ``n_pairs`` most correlated pairs of scalar quantities
+    (``correlated_pairs``, at most ``PAIR_POINTS`` draws each), the reference draws over them in
+    black when given. A mean-field q cannot show a correlation the posterior has: these panels
+    are where that shows."""
+    chosen = correlated_pairs(draws, n_pairs)
+    cols = min(4, len(chosen))
+    rows = -(-len(chosen) // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.0 * rows), layout="constrained")
+    for k, (a, b, r) in enumerate(chosen):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.scatter(_thin(draws[a]), _thin(draws[b]), s=3, alpha=0.3, label="q")
+        if reference is not None and a in reference and b in reference:
+            ax.scatter(_thin(reference[a]), _thin(reference[b]), s=2, alpha=0.2, color="black", label="reference")
+        ax.set_xlabel(a, fontsize=8)
+        ax.set_ylabel(b, fontsize=8)
+        ax.set_title(f"r = {r:.2f} under q", fontsize=9)
+        ax.tick_params(labelsize=7)
+        if k == 0 and reference is not None:
+            ax.legend(fontsize=7, markerscale=3)
+    return fig
+
+
+def _thin(x: np.ndarray) -> np.ndarray:
+    """At most ``PAIR_POINTS`` evenly spaced entries of ``x``: the same ones for every quantity, so pairs stay pairs."""
+    return np.asarray(x)[:: max(1, -(-len(x) // PAIR_POINTS))]
+
+
+def khat(diagnostics: Diagnostics) -> Figure:
+    """The PSIS k-hat of each replicate set of draws, against the thresholds of Yao et al. (2018)
+    and Vehtari et al. (2024): below 0.5 good, 0.5 to 0.7 usable, above 0.7 do not trust q."""
+    values = np.asarray(diagnostics.khat, dtype=float)
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    top = max(1.0, float(np.nanmax(values)) + 0.1) if len(values) else 1.0
+    bottom = min(0.0, float(np.nanmin(values)) - 0.1) if len(values) else 0.0
+    regions = [(bottom, KHAT_GOOD, "tab:green", "good"), (KHAT_GOOD, KHAT_MAX, "gold", "usable"),
+               (KHAT_MAX, top, "tab:red", "do not trust")]  # fmt: skip
+    for low, high, colour, label in regions:
+        ax.axhspan(low, high, color=colour, alpha=0.12)
+        ax.text(1.01, (low + high) / 2, label, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    for level in (KHAT_GOOD, KHAT_MAX):
+        ax.axhline(level, color="gray", lw=0.8, ls="--")
+    replicate = np.arange(1, len(values) + 1)
+    ax.plot(replicate, values, "o", color="black")
+    ax.set_ylim(bottom, top)
+    ax.set_xlim(0.5, len(values) + 0.5)
+    ax.set_xticks(replicate)
+    ax.set_xlabel(f"replicate set ({diagnostics.draws} draws each)")
+    ax.set_ylabel("PSIS k-hat")
+    ax.set_title(f"Pareto k-hat of q's importance weights (max {diagnostics.khat_max:.2f})", fontsize=10)
     return fig
 
 
