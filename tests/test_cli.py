@@ -58,6 +58,8 @@ def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
         (["reconstruct", "-n", "8"], "reconstructions.png"),
         (["interpolate", "--pairs", "2"], "interpolation.png"),
         (["manifold", "--grid", "5"], "manifold.png"),
+        (["traverse", "--dims", "1,0", "--steps", "5"], "traversals.png"),
+        (["embed", "-n", "50"], "embedding.png"),
     ],
 )
 def test_figure_commands_write_a_png(run, tmp_path, capsys, command, figure):
@@ -172,6 +174,8 @@ def test_evaluate_prints_the_table_and_writes_evaluation_json(run, tmp_path, cap
     written = json.loads((copy / "evaluation.json").read_text())
     assert written["source"]["split"] == "test" and written["config"]["k"] == 50
     assert str(copy / "evaluation.json") in out
+    for figure in ("bound_tightness", "rate_distortion", "kl_per_dimension", "gaps"):
+        assert (copy / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     # the same seed gives the same numbers; another split and file on request
     code, _, _ = _elbox(capsys, "evaluate", copy, *flags, "--split", "valid", "-o", tmp_path / "valid.json")
     again = json.loads((tmp_path / "valid.json").read_text())
@@ -184,4 +188,12 @@ def test_evaluate_refuses_bad_options_in_one_paragraph(run, capsys):
     for words, flags in bad.items():
         code, out, err = _elbox(capsys, "evaluate", run, *flags)
         assert code == 2 and words in err and "Traceback" not in err + out, err
+    assert _snapshot(run) == before
+
+
+def test_traverse_refuses_dimensions_the_latent_space_lacks(run, capsys):
+    before = _snapshot(run)
+    for dims in ("7", "a,b"):
+        code, out, err = _elbox(capsys, "traverse", run, "--dims", dims)
+        assert code == 2 and "--dims" in err and "Traceback" not in err + out, err
     assert _snapshot(run) == before

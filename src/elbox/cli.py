@@ -261,6 +261,59 @@ def manifold(
 
 
 @_command
+def traverse(
+    run: Run,
+    dims: Annotated[
+        str | None, typer.Option(help="Latent dimensions, e.g. 0,3,7. \\[default: the active units, at most 10]")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=2, help="Values of z_d per row.")] = 9,
+    span: Annotated[float, typer.Option(min=0.0, help="z_d moves over +-span around its posterior mean.")] = 3.0,
+    split: Split = "test",
+    output: Output = None,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """Decode one input with one latent dimension moved at a time (rows: dimensions)."""
+    from . import plots
+
+    r = _load(run, checkpoint)
+    chosen = None if dims is None else _ints(dims, "--dims")
+    try:
+        figure = plots.traversals(r.model, _held_out(r, split), chosen, steps, span, r.image_shape)
+    except ValueError as e:
+        raise ElboxError(f"{e}; pass --dims as comma-separated latent dimensions") from None
+    typer.echo(f"wrote {plots.save(figure, _out(r, output, 'traversals.png'))}")
+
+
+@_command
+def embed(
+    run: Run,
+    n: Annotated[int, typer.Option("-n", min=2, help="How many inputs, spread through the split.")] = 1000,
+    split: Split = "test",
+    output: Output = None,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """Scatter the posterior means E_q[z | x] in 2-D (PCA beyond two dimensions), coloured by label."""
+    from . import plots
+    from .training import load_splits
+
+    r = _load(run, checkpoint)
+    dataset, splits = load_splits(r.config)
+    if split not in splits:
+        raise ElboxError(f"--split must be train, valid or test, got {split!r}.")
+    labels = dataset.labels.get(split)  # spread picks the same rows of both
+    labels = None if labels is None else plots.spread(labels, n)
+    figure = plots.embedding(r.model, plots.spread(splits[split], n), labels)
+    typer.echo(f"wrote {plots.save(figure, _out(r, output, 'embedding.png'))}")
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ElboxError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+@_command
 def evaluate(
     run: Run,
     split: Split = "test",
@@ -290,8 +343,11 @@ def evaluate(
         batch_size=batch_size, gap_points=gap_points, gap_steps=gap_steps, mi_points=mi_points, seed=seed,
         progress=progress,
     )  # fmt: skip
+    from .plots import write_evaluation_figures
+
     path = result.save(output if output is not None else run / "evaluation.json")
-    typer.echo(f"{result.table()}\n\nwrote {path}")
+    figures = write_evaluation_figures(result, path.parent / "figures")
+    typer.echo(f"{result.table()}\n\nwrote {path} and {len(figures)} figures in {path.parent / 'figures'}")
 
 
 @_command

@@ -39,6 +39,7 @@ __all__ = [
     "spread",
     "tile",
     "traversals",
+    "write_evaluation_figures",
     "write_figures",
 ]
 
@@ -398,15 +399,20 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def write_figures(run: Run, x: Tensor, directory: str | Path | None = None) -> list[Path]:
+def write_figures(
+    run: Run, x: Tensor, directory: str | Path | None = None, labels: Tensor | None = None
+) -> list[Path]:
     """The figures of a run into ``RUN/figures``: curves, samples, reconstructions of ``x``,
-    interpolations and, for a 2-D latent space, the manifold."""
+    interpolations, latent traversals, the embedding of ``x`` (coloured by ``labels`` where
+    known) and, for a 2-D latent space, the manifold."""
     directory = Path(directory or run.path / "figures")
     shape, model = run.image_shape, run.model
     written = [
         save(curves(run.metrics), directory / "curves.png"),
         save(samples(model, 64, shape), directory / "samples.png"),
         save(reconstructions(model, x[:20], shape), directory / "reconstructions.png"),
+        save(traversals(model, x, image_shape=shape), directory / "traversals.png"),
+        save(embedding(model, x, labels), directory / "embedding.png"),
     ]
     if x.shape[0] >= 2:
         written.append(
@@ -417,4 +423,19 @@ def write_figures(run: Run, x: Tensor, directory: str | Path | None = None) -> l
         )
     if model.config.latent_dim == 2:
         written.append(save(manifold(model, 20, shape), directory / "manifold.png"))
+    return written
+
+
+def write_evaluation_figures(evaluation: Evaluation, directory: str | Path) -> list[Path]:
+    """The figures of an evaluation into ``directory``: bound tightness, rate and distortion, and
+    where the evaluation has them, the KL per latent dimension and the gap decomposition."""
+    directory = Path(directory)
+    written = [
+        save(bound_tightness(evaluation), directory / "bound_tightness.png"),
+        save(rate_distortion(evaluation), directory / "rate_distortion.png"),
+    ]
+    if evaluation.kl_per_dimension is not None:
+        written.append(save(kl_per_dimension(evaluation), directory / "kl_per_dimension.png"))
+    if evaluation.gaps is not None:
+        written.append(save(gaps(evaluation), directory / "gaps.png"))
     return written

@@ -379,7 +379,7 @@ def _finish(
     run = load_run(path)
     from .plots import write_figures  # matplotlib is imported only when figures are drawn
 
-    write_figures(run, setup.splits["test"])
+    write_figures(run, setup.splits["test"], labels=setup.dataset.labels.get("test"))
     return run
 
 

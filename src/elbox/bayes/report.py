@@ -203,4 +203,7 @@ def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.
                                                                      "model": posterior.model.name})  # fmt: skip
     _save(marginals(columns, reference), out / "figures" / "marginals.png")
     _save(trace(posterior.elbo_trace), out / "figures" / "elbo.png")
+    if len(columns) >= 2:
+        _save(pairs(columns, reference), out / "figures" / "pairs.png")
+    _save(khat(diagnostics), out / "figures" / "khat.png")
     return out
