@@ -297,7 +297,7 @@ def _training_table(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> T
 
 def _training_notes(metrics: list[dict[str, Any]], info: dict[str, Any]) -> list[str]:
     s, d = info.get("summary") or {}, info.get("dataset") or {}
-    notes = [f"data set {d['name']}." if d.get("name") else ""]
+    notes = [f"Data set: {d['name']}." if d.get("name") else ""]
     if s:
         notes.append(f"{s.get('epochs', len(metrics))} epochs in {_number(s.get('seconds'), 1)} s; best validation "
                      f"ELBO at epoch {s.get('best_epoch', '—')}; status {info.get('status', 'unknown')}.")  # fmt: skip
