@@ -53,6 +53,7 @@ Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to writ
 Progress = Annotated[
     bool | None, typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]")
 ]
+Report = Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html at the end (no evaluation).")]
 
 
 @_command
@@ -118,6 +119,7 @@ def train(
         typer.Option(help="Continue this run from its last checkpoint (with --epochs to extend it)."),
     ] = None,
     progress: Progress = None,
+    report: Report = True,
 ) -> None:
     """Train a VAE by maximising the ELBO, and write a run folder."""
     from . import training
@@ -138,6 +140,14 @@ def train(
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
     typer.echo(_summary(run))
+    if report:
+        typer.echo(f"Report written to {_write_report(run.path)}.")
+
+
+def _write_report(run: Path) -> Path:
+    from .report import write_report
+
+    return write_report(run)
 
 
 def _flatten(options: dict[str, Any]) -> dict[str, Any]:
@@ -381,6 +391,7 @@ def fit(
     out: Annotated[Path | None, typer.Option(help="Run folder to write (fit, diagnostics, figures).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
     progress: Progress = None,
+    report: Report = True,
 ) -> None:
     """Fit q to a Bayesian model's posterior; print the summary, diagnostics, verdict and, where reference
     draws exist, the comparison with them."""
@@ -400,6 +411,17 @@ def fit(
         extra = {"comparison": comparison.to_dict()} if comparison is not None else None
         path = write_run(posterior, out, reference=reference.draws, overwrite=overwrite, extra=extra)
         typer.echo(f"\nRun written to {path} (config.json, posterior.json, metrics.jsonl, checkpoints/, figures/).")
+        if report:
+            typer.echo(f"Report written to {_write_report(path)}.")
+
+
+@_command
+def report(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `elbox train` or `elbox fit --out`.")],
+) -> None:
+    """Write RUN/report.html: one self-contained page of the run's configuration, curves, evaluation, figures
+    and plain-language diagnostics. It reads the run's files and runs no evaluation."""
+    typer.echo(f"wrote {_write_report(run)}")
 
 
 def main(argv: list[str] | None = None) -> None:
