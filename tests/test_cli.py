@@ -174,6 +174,7 @@ def test_evaluate_prints_the_table_and_writes_evaluation_json(run, tmp_path, cap
     written = json.loads((copy / "evaluation.json").read_text())
     assert written["source"]["split"] == "test" and written["config"]["k"] == 50
     assert str(copy / "evaluation.json") in out
+    assert "approximation gap" in (copy / "report.html").read_text()  # the report was brought up to date
     for figure in ("bound_tightness", "rate_distortion", "kl_per_dimension", "gaps"):
         assert (copy / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     # the same seed gives the same numbers; another split and file on request

@@ -358,6 +358,10 @@ def evaluate(
     path = result.save(output if output is not None else run / "evaluation.json")
     figures = write_evaluation_figures(result, path.parent / "figures")
     typer.echo(f"{result.table()}\n\nwrote {path} and {len(figures)} figures in {path.parent / 'figures'}")
+    if output is None and (run / "report.html").exists():  # keep the run's report in step with its evaluation
+        from .report import write_report
+
+        typer.echo(f"updated {write_report(run)}")
 
 
 @_command
