@@ -90,6 +90,11 @@ def train(
     kl_warmup: Annotated[int | None, typer.Option(help="Epochs of linear KL warm-up from 0 to beta.")] = None,
     kl_cycles: Annotated[int | None, typer.Option(help="Cyclical KL annealing: cycles over the run.")] = None,
     free_bits: Annotated[float | None, typer.Option(help="Nats per latent dimension kept free of KL pressure.")] = None,
+    tensorboard: Annotated[
+        bool | None,
+        typer.Option("--tensorboard/--no-tensorboard", help="Also log each epoch to RUN/tensorboard (pip install "
+                     "'elbox[tensorboard]'). \\[default: off]"),
+    ] = None,
     mc_kl: Annotated[
         bool | None,
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
@@ -133,7 +138,7 @@ def train(
             data=data, data_dir=data_dir, download=download, binarize=binarize, epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
-            kl_cycles=kl_cycles, free_bits=free_bits,
+            kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, out=out,
         )  # fmt: skip

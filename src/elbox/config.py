@@ -43,6 +43,8 @@ class TrainConfig:
         kl_cycles: cyclical annealing: beta rises and holds this many times over the run.
         free_bits: nats per latent dimension below which the KL is not pushed down.
         out: the run folder; ``runs/<data>-<time>`` when not given.
+        tensorboard: also log each epoch to ``RUN/tensorboard`` (``elbox.tensorboard``; needs the
+            ``tensorboard`` package).
         model: the architecture (``models.VAEConfig``).
     """
 
@@ -64,6 +66,7 @@ class TrainConfig:
     kl_cycles: int = 0
     free_bits: float = 0.0
     out: str | None = None
+    tensorboard: bool = False
     model: VAEConfig = field(default_factory=VAEConfig)
 
     def __post_init__(self) -> None:

@@ -123,6 +123,10 @@ def prepare(config: TrainConfig) -> Setup:
     Nothing is written: every problem with the user's input surfaces here, before a run
     folder is touched. The weights are initialised from ``config.seed``.
     """
+    if config.tensorboard:
+        from .tensorboard import check_installed
+
+        check_installed()
     dataset, splits = load_splits(config)
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
     torch.manual_seed(config.seed)
@@ -334,6 +338,7 @@ def _fit(
         desc=f"training {path.name}",
         leave=False,
     )
+    hooks = [h for h in (on_epoch, _tensorboard(setup, path)) if h is not None]
     with bar:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             record = {"epoch": epoch, "step": state["step"] + steps}
@@ -352,10 +357,21 @@ def _fit(
                 _checkpoint(path / CHECKPOINTS / "best.safetensors", model, optimizer, g, state)
             _checkpoint(path / CHECKPOINTS / "last.safetensors", model, optimizer, g, state)
             bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{record['valid_elbo']:.2f}")
-            if on_epoch is not None:
+            for hook in hooks:
                 with torch.random.fork_rng():  # whatever it draws leaves the run's numbers unchanged
-                    on_epoch(record, model)
+                    hook(record, model)
+    for hook in hooks:
+        getattr(hook, "close", lambda: None)()
     return _finish(setup, path, info, state, metrics)
+
+
+def _tensorboard(setup: Setup, path: Path) -> OnEpoch | None:
+    """The TensorBoard hook when the config asks for it (``elbox.tensorboard``), else None."""
+    if not setup.config.tensorboard:
+        return None
+    from .tensorboard import epoch_logger
+
+    return epoch_logger(path, setup.dataset.image_shape, setup.config.seed)
 
 
 def _finish(
