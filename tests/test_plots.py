@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from figures import saves_as_png
 
 from elbox import VAE, VAEConfig, plots
 
@@ -38,12 +39,9 @@ def test_every_figure_renders_for_image_and_non_image_data(tmp_path):
             "curves": plots.curves(metrics),
         }
         for name, figure in figures.items():
-            path = plots.save(figure, tmp_path / f"{name}-{data_dim}.png")
-            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000, name
-
-
-def _png(path):
-    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+            assert saves_as_png(figure, tmp_path / f"{name}-{data_dim}.png"), name
+    scheduled = [m | {"step": 10 * m["epoch"], "kl_weight_per_step": [0.1 * m["epoch"]] * 10} for m in metrics]
+    assert len(plots.curves(scheduled).axes) == 4 and len(plots.curves(metrics).axes) == 3  # beta has its panel
 
 
 def _evaluation(latent_dim, gap_points=4):
@@ -69,7 +67,7 @@ def test_traversals_and_embedding_render_for_2d_and_higher_latents(tmp_path):
                 "embedding-values": plots.embedding(vae, x, np.linspace(0, 1, 12)),
             }
             for name, figure in figures.items():
-                assert _png(plots.save(figure, tmp_path / f"{name}-{latent_dim}-{data_dim}.png")), name
+                assert saves_as_png(figure, tmp_path / f"{name}-{latent_dim}-{data_dim}.png"), name
 
 
 def test_traversals_default_to_active_units_largest_first():
@@ -103,7 +101,7 @@ def test_evaluation_figures_render_for_2d_and_higher_latents(tmp_path):
             "rate_distortion-many": plots.rate_distortion([e, e], labels=["a", "b"], iso_elbo=False),
         }
         for name, figure in figures.items():
-            assert _png(plots.save(figure, tmp_path / f"{name}-{latent_dim}.png")), name
+            assert saves_as_png(figure, tmp_path / f"{name}-{latent_dim}.png"), name
 
 
 def test_evaluation_figures_refuse_what_the_evaluation_lacks():

@@ -122,11 +122,19 @@ def interpolation(model: VAE, x: Tensor, steps: int = 10, image_shape: tuple[int
 
 
 def curves(metrics: list[dict[str, Any]]) -> Figure:
-    """ELBO, reconstruction and KL per epoch, training and validation, in nats per data point."""
-    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    """ELBO, reconstruction and KL per epoch, training and validation, in nats per data point; and
+    where a KL schedule ran (``kl_weight_per_step``), a fourth panel with its weight beta per step."""
+    schedule = [w for m in metrics for w in m.get("kl_weight_per_step") or ()]
+    fig = Figure(figsize=(16 if schedule else 12, 3.6), layout="constrained")
     epochs = [m["epoch"] for m in metrics]
+    axes = fig.subplots(1, 4 if schedule else 3)
+    if schedule:
+        steps = np.arange(1, len(schedule) + 1) * (metrics[-1]["step"] / len(schedule))
+        axes[3].plot(steps, schedule)
+        axes[3].set(title="KL weight beta (schedule)", xlabel="step", ylabel="beta")
+        axes[3].grid(alpha=0.3)
     for ax, (key, label) in zip(
-        fig.subplots(1, 3),
+        axes[:3],
         [
             ("elbo", "ELBO"),
             ("reconstruction", "reconstruction  E_q log p(x|z)"),
