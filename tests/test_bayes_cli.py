@@ -3,22 +3,14 @@
 import json
 
 import pytest
-
-from elbox.cli import main
-
-
-def _elbox(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+from command import run_cli
 
 
 def test_fit_prints_summary_diagnostics_and_the_reference_comparison(tmp_path, capsys, shared_data):
     out = tmp_path / "fit"
     args = ("fit", "kilpisjarvi", "--family", "fullrank", "--steps", "400", "--no-progress",
             "--posteriordb", shared_data / "posteriordb", "--out", out)  # fmt: skip
-    code, text, _ = _elbox(capsys, *args)
+    code, text, _ = run_cli(capsys, *args)
     assert code == 0, text
     for expected in ("q = fullrank", "Posterior (draws from q", "PSIS k-hat", "verdict:", "Against the reference",
                      "targets (every mean within 0.1 sd", f"Run written to {out}"):  # fmt: skip
@@ -34,7 +26,7 @@ def test_fit_prints_summary_diagnostics_and_the_reference_comparison(tmp_path, c
         "figures/elbo.png",
     ):
         assert (out / name).is_file(), name
-    code, _, err = _elbox(capsys, *args)  # the folder is not empty now
+    code, _, err = run_cli(capsys, *args)  # the folder is not empty now
     assert code == 2 and "--overwrite" in err
 
 
@@ -46,5 +38,5 @@ def test_fit_prints_summary_diagnostics_and_the_reference_comparison(tmp_path, c
     ],
 )
 def test_bad_input_prints_one_paragraph_and_exits_2(capsys, args, message):
-    code, _, err = _elbox(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 2 and message in err and err.startswith("elbox: error:") and "Traceback" not in err

@@ -7,16 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from elbox.cli import main
-
-
-def _elbox(capsys, *args):
-    """Run the command line in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+from command import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +26,7 @@ def _snapshot(path):
 
 
 def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
-    code, out, _ = _elbox(capsys, "train", "--epochs", "1", "--hidden", "16", "--out", tmp_path / "r", "--no-progress")
+    code, out, _ = run_cli(capsys, "train", "--epochs", "1", "--hidden", "16", "--out", tmp_path / "r", "--no-progress")
     assert code == 0
     assert "reconstruction" in out and "KL" in out and "valid" in out and str(tmp_path / "r") in out
     for name in ("config.json", "run.json", "metrics.jsonl", "checkpoints/last.safetensors", "figures/samples.png"):
@@ -45,7 +36,7 @@ def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
 def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text("epochs = 2\nlatent_dim = 3\nhidden = [16]\n")
-    code, _, _ = _elbox(capsys, "train", "--config", config, "--epochs", "1", "--out", tmp_path / "r", "--no-progress")
+    code, _, _ = run_cli(capsys, "train", "--config", config, "--epochs", "1", "--out", tmp_path / "r", "--no-progress")
     assert code == 0
     resolved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert resolved["epochs"] == 1 and resolved["model"]["latent_dim"] == 3 and resolved["model"]["hidden"] == [16]
@@ -64,7 +55,7 @@ def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
 )
 def test_figure_commands_write_a_png(run, tmp_path, capsys, command, figure):
     out = tmp_path / figure
-    code, stdout, _ = _elbox(capsys, command[0], run, *command[1:], "-o", out)
+    code, stdout, _ = run_cli(capsys, command[0], run, *command[1:], "-o", out)
     assert code == 0 and str(out) in stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -103,7 +94,7 @@ def _write(path, text):
 def test_bad_training_input_gives_one_paragraph_and_exit_code_2(run, tmp_path, capsys, case):
     args, words = _bad_inputs(tmp_path)[case]
     before = _snapshot(run)
-    code, out, err = _elbox(capsys, "train", *args, "--out", run)
+    code, out, err = run_cli(capsys, "train", *args, "--out", run)
     assert code == 2
     assert err.startswith("elbox: error:") and words in err and "Traceback" not in err + out
     assert "\n\n" not in err.strip()
@@ -117,15 +108,15 @@ def test_a_corrupt_checkpoint_gives_a_clear_error_and_stays_as_it_is(run, tmp_pa
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     before = _snapshot(copy)
     for command in (["sample", copy], ["train", "--resume", copy]):
-        code, _, err = _elbox(capsys, *command)
+        code, _, err = run_cli(capsys, *command)
         assert code == 2 and "corrupt" in err and "Traceback" not in err
     assert _snapshot(copy) == before
 
 
 def test_a_missing_run_folder_and_a_non_2d_manifold_are_explained(run, tmp_path, capsys):
-    code, _, err = _elbox(capsys, "sample", tmp_path / "nothing")
+    code, _, err = run_cli(capsys, "sample", tmp_path / "nothing")
     assert code == 2 and "does not exist" in err
-    _elbox(
+    run_cli(
         capsys,
         "train",
         "--epochs",
@@ -138,7 +129,7 @@ def test_a_missing_run_folder_and_a_non_2d_manifold_are_explained(run, tmp_path,
         tmp_path / "r3",
         "--no-progress",
     )
-    code, _, err = _elbox(capsys, "manifold", tmp_path / "r3")
+    code, _, err = run_cli(capsys, "manifold", tmp_path / "r3")
     assert code == 2 and "2-D" in err
 
 
@@ -151,7 +142,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
 
 def test_objective_estimator_and_schedule_flags_reach_the_run(tmp_path, capsys):
     flags = ["--objective", "iwae", "--k", "3", "--estimator", "dreg", "--kl-warmup", "1", "--beta", "0.5"]
-    code, _, _ = _elbox(
+    code, _, _ = run_cli(
         capsys, "train", *flags, "--epochs", "1", "--hidden", "16", "--out", tmp_path / "r", "--no-progress"
     )
     assert code == 0
@@ -167,7 +158,7 @@ def test_evaluate_prints_the_table_and_writes_evaluation_json(run, tmp_path, cap
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     flags = ["--k", "50", "--gap-points", "3", "--gap-steps", "10", "--mi-points", "40", "--no-progress"]
-    code, out, _ = _elbox(capsys, "evaluate", copy, *flags)
+    code, out, _ = run_cli(capsys, "evaluate", copy, *flags)
     assert code == 0
     for words in ("log p(x)", "Nats per data point", "±", "IWAE_50", "CUBO_2", "active units", "amortization"):
         assert words in out, words
@@ -178,7 +169,7 @@ def test_evaluate_prints_the_table_and_writes_evaluation_json(run, tmp_path, cap
     for figure in ("bound_tightness", "rate_distortion", "kl_per_dimension", "gaps"):
         assert (copy / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     # the same seed gives the same numbers; another split and file on request
-    code, _, _ = _elbox(capsys, "evaluate", copy, *flags, "--split", "valid", "-o", tmp_path / "valid.json")
+    code, _, _ = run_cli(capsys, "evaluate", copy, *flags, "--split", "valid", "-o", tmp_path / "valid.json")
     again = json.loads((tmp_path / "valid.json").read_text())
     assert code == 0 and again["source"]["split"] == "valid" and again["log_px"] != written["log_px"]
 
@@ -187,7 +178,7 @@ def test_evaluate_refuses_bad_options_in_one_paragraph(run, capsys):
     before = _snapshot(run)
     bad = {"split": ["--split", "tests"], "k must be": ["--k", "0"], "max-memory": ["--max-memory", "0.0001"]}
     for words, flags in bad.items():
-        code, out, err = _elbox(capsys, "evaluate", run, *flags)
+        code, out, err = run_cli(capsys, "evaluate", run, *flags)
         assert code == 2 and words in err and "Traceback" not in err + out, err
     assert _snapshot(run) == before
 
@@ -195,6 +186,6 @@ def test_evaluate_refuses_bad_options_in_one_paragraph(run, capsys):
 def test_traverse_refuses_dimensions_the_latent_space_lacks(run, capsys):
     before = _snapshot(run)
     for dims in ("7", "a,b"):
-        code, out, err = _elbox(capsys, "traverse", run, "--dims", dims)
+        code, out, err = run_cli(capsys, "traverse", run, "--dims", dims)
         assert code == 2 and "--dims" in err and "Traceback" not in err + out, err
     assert _snapshot(run) == before

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from command import run_cli
 
 from elbox.cli import main
 from elbox.report import verdicts_of_evaluation, verdicts_of_gaps, verdicts_of_posterior, write_report
@@ -18,11 +19,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 EVIL = "<script>alert(1)</script>"
 
 
-def _elbox(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +139,13 @@ def test_khat_verdicts():
 def test_report_command_writes_the_page(vae_run, tmp_path, capsys):
     run = _copy(vae_run, tmp_path)
     (run / "report.html").unlink()
-    code, out, _ = _elbox(capsys, "report", run)
+    code, out, _ = run_cli(capsys, "report", run)
     assert code == 0 and (run / "report.html").is_file() and str(run / "report.html") in out
 
 
 def test_train_without_report(tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, _ = _elbox(capsys, "train", "--epochs", "1", "--hidden", "8", "--out", out, "--no-progress",
+    code, _, _ = run_cli(capsys, "train", "--epochs", "1", "--hidden", "8", "--out", out, "--no-progress",
                         "--no-report")  # fmt: skip
     assert code == 0 and (out / "config.json").is_file() and not (out / "report.html").exists()
 
@@ -157,7 +153,7 @@ def test_train_without_report(tmp_path, capsys):
 @pytest.mark.parametrize(("make", "message"), [(lambda p: p / "missing", "does not exist"),
                                                (lambda p: p, "holds no config.json")])  # fmt: skip
 def test_bad_folder_prints_one_paragraph_and_exits_2(tmp_path, capsys, make, message):
-    code, out, err = _elbox(capsys, "report", make(tmp_path))
+    code, out, err = run_cli(capsys, "report", make(tmp_path))
     assert code == 2 and message in err and err.startswith("elbox: error:") and "Traceback" not in err
     assert "\n\n" not in err.strip() and out == ""
 

@@ -27,6 +27,8 @@ import jinja2
 
 from .checkpoints import write_atomic
 from .errors import ElboxError
+from .importance import KHAT_THRESHOLD
+from .runs import read_metrics
 
 __all__ = [
     "Figure",
@@ -48,7 +50,6 @@ __all__ = [
 
 REPORT = "report.html"
 TEMPLATE = "report.html.j2"
-KHAT_THRESHOLD = 0.7  # Vehtari et al. (2024, PSIS): above it the importance weights' variance is not finite
 GAP_MATTERS = 1.0  # nats per data point: a gap below this is not worth a richer family
 TRAINING, GENERATION, LATENT, EVALUATION = (
     ("curves", "elbo", "trace", "loss"),
@@ -108,19 +109,6 @@ def _read_json(path: Path) -> Any:
 
 def _optional_json(path: Path) -> Any:
     return _read_json(path) if path.is_file() else None
-
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """JSON lines; a torn last line (a crash mid-write) ends the list."""
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def _check_run(run_dir: Path) -> None:
@@ -352,7 +340,7 @@ def vae_sections(run_dir: str | Path) -> list[Section]:
     """The sections of a VAE run's report."""
     run_dir = Path(run_dir)
     config, info = _read_json(run_dir / "config.json"), _optional_json(run_dir / "run.json") or {}
-    metrics, evaluation = _read_lines(run_dir / "metrics.jsonl"), _optional_json(run_dir / "evaluation.json")
+    metrics, evaluation = read_metrics(run_dir), _optional_json(run_dir / "evaluation.json")
     figures = figures_of(run_dir)
     diagnostics = Section("diagnostics", "Diagnostics", figures=figures["other"])
     if evaluation is None:
