@@ -203,3 +203,10 @@ def test_report_in_a_real_browser(vae_run, tmp_path):
             browser.close()
     assert errors == [] and fetched == []
     assert matplotlib.image.imread(shot).var() > 0
+
+
+def test_a_gap_verdict_within_its_error_of_the_line_says_it_is_not_decided():
+    sure = verdicts_of_gaps({"approximation": {"mean": 1.7, "se": 0.1}, "amortization": {"mean": 0.2, "se": 0.1}})
+    unsure = verdicts_of_gaps({"approximation": {"mean": 1.7, "se": 1.6}, "amortization": {"mean": 0.2, "se": 0.1}})
+    assert "not decided" not in sure[0].text and "could help" in sure[0].text
+    assert "not decided" in unsure[0].text and "could help" in unsure[0].text

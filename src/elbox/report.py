@@ -12,8 +12,8 @@ A VAE run (written by ``elbox train``) has the sections ``configuration``, ``tra
 ``elbox fit --out``; it holds ``posterior.json``) has ``configuration``, ``training``,
 ``posterior``, ``diagnostics``, ``comparison`` and ``figures``.
 
->>> verdicts_of_gaps({"approximation": {"mean": 1.4, "se": 0.2}, "amortization": {"mean": 0.3, "se": 0.1}})[0].text
-'approximation gap 1.40 ± 0.20 nats: a richer family could help (--family fullrank or a flow).'
+>>> verdicts_of_gaps({"approximation": {"mean": 1.6, "se": 0.2}, "amortization": {"mean": 0.3, "se": 0.1}})[0].text
+'approximation gap 1.60 ± 0.20 nats: a richer family could help (--family fullrank or a flow).'
 """
 
 import base64
@@ -207,9 +207,11 @@ def verdicts_of_gaps(gaps: dict[str, Any]) -> list[Verdict]:
     approximation, amortization = gaps["approximation"]["mean"], gaps["amortization"]["mean"]
     a, m = _pm(gaps["approximation"], 2), _pm(gaps["amortization"], 2)
     verdicts = [
-        Verdict("warn", f"approximation gap {a} nats: a richer family could help (--family fullrank or a flow).")
+        Verdict("warn", f"approximation gap {a} nats: a richer family could help (--family fullrank or a flow)"
+                + _unsure(gaps["approximation"]) + ".")
         if approximation >= GAP_MATTERS
-        else Verdict("ok", f"approximation gap {a} nats: q's family is not what limits the bound.")
+        else Verdict("ok", f"approximation gap {a} nats: q's family is not what limits the bound"
+                     + _unsure(gaps["approximation"]) + ".")
     ]
     if amortization > approximation and amortization >= GAP_MATTERS / 2:
         verdicts.append(Verdict("warn", f"amortization gap {m} nats, larger than the approximation gap: the encoder "
@@ -221,6 +223,14 @@ def verdicts_of_gaps(gaps: dict[str, Any]) -> list[Verdict]:
     else:
         verdicts.append(Verdict("ok", f"amortization gap {m} nats: the encoder finds nearly the best q of its family."))
     return verdicts
+
+
+def _unsure(estimate: dict[str, Any]) -> str:
+    """A caveat when two standard errors reach across ``GAP_MATTERS``: the verdict could go either way."""
+    mean, se = estimate["mean"], estimate.get("se")
+    if se is None or not math.isfinite(se) or abs(mean - GAP_MATTERS) > 2 * se:
+        return ""
+    return f" (not decided: {GAP_MATTERS:g} nat is within two standard errors; more --gap-points would tell)"
 
 
 def _khat_verdict(khat: dict[str, Any]) -> Verdict:
