@@ -1,12 +1,14 @@
 """train: learning happens, runs are reproducible, resume continues exactly, nothing is lost."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
 import elbox
+from elbox import training
 from elbox.config import TrainConfig, read_config_file
 from elbox.errors import ElboxError
 from elbox.runs import load_run, read_metrics
@@ -150,3 +152,74 @@ def test_a_run_with_a_flow_or_mixture_family_saves_and_loads(tmp_path, family):
     expected = run.model.log_weights(x, 4)
     torch.manual_seed(0)
     assert torch.equal(again.model.log_weights(x, 4), expected)
+
+
+def _poison(decoder, bad=None):
+    """NaN in the decoder's output at the calls ``bad`` names (counted from 0; ``None``: every call).
+
+    A forward hook: the module and its state dict stay as they are, so checkpoints still load.
+    """
+    calls = [0]
+
+    def hook(module, inputs, out):
+        hit = bad is None or calls[0] in bad
+        calls[0] += 1
+        if hit:
+            out = out.clone()
+            out[..., 0] = float("nan")
+        return out
+
+    decoder.register_forward_hook(hook)
+
+
+def _loss(seed=0):
+    torch.manual_seed(seed)
+    model = elbox.VAE(elbox.VAEConfig(data_dim=16, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
+    return training.VariationalLoss(model, elbox.ELBO(), k=1)
+
+
+def test_a_step_with_a_nan_is_skipped_counted_and_changes_nothing():
+    """NaN in batch 2's decoder output: that step is skipped; the other steps are exactly those of a
+    run that never saw batch 2 (same order, same updates), and the epoch's means leave it out."""
+    x = torch.randint(0, 2, (40, 16)).float()
+    clean, poisoned = _loss(), _loss()
+    _poison(poisoned.model.decoder, bad={2})
+    results = []
+    for loss in (clean, poisoned):
+        optimizer = torch.optim.Adam(loss.parameters(), lr=1e-2)
+        results.append(training.train_epoch(loss, optimizer, x, 10, torch.Generator().manual_seed(0)))
+    assert results[0]["skipped_steps"] == 0 and results[1]["skipped_steps"] == 1
+    assert all(math.isfinite(results[1][k]) for k in ("elbo", "reconstruction", "kl"))
+    assert all(torch.isfinite(p).all() for p in poisoned.parameters())  # the NaN never reached the weights
+
+
+def test_nan_at_every_step_stops_the_run_naming_the_tensor_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    elbox.train(epochs=2, hidden=(16,), out=out, progress=False, max_nonfinite=3)
+    checkpoint = (out / "checkpoints" / "last.safetensors").read_bytes()
+    real_prepare = training.prepare
+
+    def poisoned_prepare(config):
+        setup = real_prepare(config)
+        _poison(setup.model.decoder)
+        return setup
+
+    monkeypatch.setattr(training, "prepare", poisoned_prepare)
+    with pytest.raises(ElboxError) as e:
+        elbox.resume(out, epochs=4, progress=False)
+    message = str(e.value)
+    assert "3 training steps in a row" in message and "reconstruction term" in message
+    assert "step 31:" in message  # the first after 2 epochs of 15 steps
+    assert "epoch 2" in message and "unchanged" in message
+    assert (out / "checkpoints" / "last.safetensors").read_bytes() == checkpoint
+    assert [m["epoch"] for m in read_metrics(out)] == [1, 2]
+
+
+def test_the_nan_guard_names_the_first_non_finite_gradient():
+    loss = _loss()
+    bound = loss(torch.randint(0, 2, (4, 16)).float())
+    bound.loss.backward()
+    assert training._finite(bound, loss)
+    next(loss.model.decoder.parameters()).grad[0, 0] = float("inf")
+    assert not training._finite(bound, loss)
+    assert training._first_nonfinite(bound, loss).startswith("the gradient of decoder.")

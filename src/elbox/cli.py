@@ -90,6 +90,11 @@ def train(
     kl_warmup: Annotated[int | None, typer.Option(help="Epochs of linear KL warm-up from 0 to beta.")] = None,
     kl_cycles: Annotated[int | None, typer.Option(help="Cyclical KL annealing: cycles over the run.")] = None,
     free_bits: Annotated[float | None, typer.Option(help="Nats per latent dimension kept free of KL pressure.")] = None,
+    max_nonfinite: Annotated[
+        int | None,
+        typer.Option(help="Steps in a row with a non-finite loss or gradient (skipped) before the run stops. "
+                     "\\[default: 10]"),
+    ] = None,
     tensorboard: Annotated[
         bool | None,
         typer.Option("--tensorboard/--no-tensorboard", help="Also log each epoch to RUN/tensorboard (pip install "
@@ -138,7 +143,7 @@ def train(
             data=data, data_dir=data_dir, download=download, binarize=binarize, epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
-            kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard,
+            kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, out=out,
         )  # fmt: skip

@@ -42,6 +42,8 @@ class TrainConfig:
         kl_warmup: epochs over which beta rises linearly from 0.
         kl_cycles: cyclical annealing: beta rises and holds this many times over the run.
         free_bits: nats per latent dimension below which the KL is not pushed down.
+        max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
+            the run stops, naming the first tensor that went non-finite.
         out: the run folder; ``runs/<data>-<time>`` when not given.
         tensorboard: also log each epoch to ``RUN/tensorboard`` (``elbox.tensorboard``; needs the
             ``tensorboard`` package).
@@ -65,6 +67,7 @@ class TrainConfig:
     kl_warmup: int = 0
     kl_cycles: int = 0
     free_bits: float = 0.0
+    max_nonfinite: int = 10
     out: str | None = None
     tensorboard: bool = False
     model: VAEConfig = field(default_factory=VAEConfig)
@@ -73,7 +76,7 @@ class TrainConfig:
         problems = []
         if self.binarize not in BINARIZE:
             problems.append(f"binarize must be one of {BINARIZE}, got {self.binarize!r}")
-        for name in ("epochs", "batch_size", "k"):
+        for name in ("epochs", "batch_size", "k", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:

@@ -49,6 +49,7 @@ from .runs import (
 from .schedules import kl_weight
 
 __all__ = [
+    "NonFiniteError",
     "Setup",
     "VariationalLoss",
     "evaluate",
@@ -172,6 +173,32 @@ def kl_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], fl
     return None
 
 
+class NonFiniteError(ElboxError):
+    """Too many training steps in a row had a non-finite loss or gradient."""
+
+
+def _finite(bound: Bound, loss: nn.Module) -> bool:
+    """Whether a step's loss and every gradient are finite: one fused check, one host sync.
+
+    A NaN or an infinity anywhere makes the sum non-finite (inf - inf is NaN), so the sum of
+    the loss and of each gradient's sum decides for all of them at once.
+    """
+    grads = [p.grad.sum() for p in loss.parameters() if p.grad is not None]
+    return bool(torch.isfinite(bound.loss.detach() + torch.stack(grads).sum() if grads else bound.loss.detach()))
+
+
+def _first_nonfinite(bound: Bound, loss: nn.Module) -> str:
+    """The first tensor of a failed step that is not finite: the objective's parts, then the gradients."""
+    for name, value in (("the reconstruction term E_q log p(x | z)", bound.reconstruction), ("the KL term", bound.kl),
+                        ("the objective", bound.loss)):  # fmt: skip
+        if not torch.isfinite(value).all():
+            return f"{name} ({int((~torch.isfinite(value)).sum())} non-finite values)"
+    for name, p in loss.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return f"the gradient of {name.removeprefix('model.')}"
+    return "no tensor (the check raced a change of the parameters)"
+
+
 def train_epoch(
     loss: VariationalLoss,
     optimizer: torch.optim.Optimizer,
@@ -181,30 +208,45 @@ def train_epoch(
     on_step: Callable[[], Any] | None = None,
     schedule: Callable[[int], float] | None = None,
     first_step: int = 0,
+    max_nonfinite: int = 10,
 ) -> dict[str, Any]:
     """One pass over ``x`` ``[N, X]`` in shuffled minibatches; returns the mean bound and its parts.
 
     With a ``schedule``, the objective's KL weight is set to ``schedule(step)`` before each
     step (steps counted from ``first_step``) and the weights used are returned as
-    ``kl_weight``. The running sums stay tensors until the end of the epoch: no per-step host sync.
+    ``kl_weight``. The running sums stay tensors until the end of the epoch.
+
+    A step whose loss or any gradient is not finite is skipped (no update; its batch left out
+    of the means) and counted in ``skipped_steps``; after ``max_nonfinite`` such steps in a row
+    ``NonFiniteError`` is raised, naming the first tensor that went non-finite at the first of them.
     """
     n = x.shape[0]
     order = torch.randperm(n, generator=generator)
-    totals = torch.zeros(3)
-    weights = []
+    totals, used = torch.zeros(3), 0
+    weights, skipped, in_a_row, first_bad = [], 0, 0, ""
     for i, start in enumerate(range(0, n, batch_size)):
         if schedule is not None:
             loss.objective.beta = schedule(first_step + i)
             weights.append(loss.objective.beta)
-        bound = loss(x[order[start : start + batch_size]])
+        batch = x[order[start : start + batch_size]]
+        bound = loss(batch)
         optimizer.zero_grad(set_to_none=True)
         bound.loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            totals += _sums(bound)
+        if _finite(bound, loss):
+            optimizer.step()
+            in_a_row, used = 0, used + batch.shape[0]
+            with torch.no_grad():
+                totals += _sums(bound)
+        else:
+            skipped, in_a_row = skipped + 1, in_a_row + 1
+            first_bad = first_bad if in_a_row > 1 else f"step {first_step + i + 1}: {_first_nonfinite(bound, loss)}"
+            if in_a_row >= max_nonfinite:
+                raise NonFiniteError(f"{in_a_row} training steps in a row had a non-finite loss or gradient "
+                                     f"(the first, {first_bad}); the run stopped.")  # fmt: skip
         if on_step is not None:
             on_step()
-    return _means(totals, n) | ({"kl_weight": weights} if schedule is not None else {})
+    means = _means(totals, used) if used else dict.fromkeys(("elbo", "reconstruction", "kl", "bound"), math.nan)
+    return means | {"skipped_steps": skipped} | ({"kl_weight": weights} if schedule is not None else {})
 
 
 @torch.no_grad()
@@ -289,10 +331,10 @@ def _epoch(
     x = setup.splits["train"]
     x = binarize(x, g) if config.binarize == "dynamic" else x
     model.train()
-    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step)
+    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step, config.max_nonfinite)
     seconds = time.perf_counter() - started
     weights = train.pop("kl_weight", None)
-    bound = train.pop("bound")
+    bound, skipped = train.pop("bound"), train.pop("skipped_steps")
     model.eval()
     valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
     record = {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
@@ -300,7 +342,7 @@ def _epoch(
         record[f"train_{config.objective}"] = bound
     if weights is not None:  # every step's beta, so the schedule is on record as it ran
         record |= {"kl_weight": weights[-1], "kl_weight_per_step": weights}
-    return record | {"seconds": seconds, "images_per_second": x.shape[0] / seconds}
+    return record | {"skipped_steps": skipped, "seconds": seconds, "images_per_second": x.shape[0] / seconds}
 
 
 OnEpoch = Callable[[dict[str, Any], VAE], Any]
@@ -342,7 +384,14 @@ def _fit(
     with bar:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             record = {"epoch": epoch, "step": state["step"] + steps}
-            record |= _epoch(setup, loss, optimizer, g, bar.update, schedule, state["step"])
+            try:
+                record |= _epoch(setup, loss, optimizer, g, bar.update, schedule, state["step"])
+            except NonFiniteError as e:
+                raise ElboxError(
+                    f"{e} The last good checkpoint (epoch {state['epoch']}) is in {path / CHECKPOINTS}, unchanged. "
+                    "Lower --lr, look for outliers in the data, or check the model's likelihood; continue with "
+                    f"`elbox train --resume {path}`."
+                ) from None
             if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
                 raise ElboxError(
                     f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
