@@ -1,6 +1,7 @@
 """Training configuration: plain typed data, read from files, written beside the results."""
 
 import json
+import math
 import os
 import tomllib
 import types
@@ -79,8 +80,13 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "k", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"lr must be positive and finite, got {self.lr}")
+        if not all(math.isfinite(v) for v in (self.beta, self.alpha, self.free_bits)):
+            problems.append(f"beta, alpha and free_bits must be finite, got {self.beta}, {self.alpha}, "
+                            f"{self.free_bits}")
+        if not self.data:
+            problems.append("data must name a data set or a .npy / .npz file, got an empty string")
         problems += self._objective_problems()
         if problems:
             raise ElboxError("invalid training options: " + "; ".join(problems) + ".")
@@ -120,7 +126,10 @@ class TrainConfig:
         Flat keys that name a model option (``latent_dim``, ``hidden``, ...) go to the model.
         """
         d = dict(d)
-        model = dict(d.pop("model", {}) or {})
+        model = d.pop("model", None) or {}
+        if not isinstance(model, dict):
+            raise ElboxError(f"option 'model' must be a table of model options ([model] in TOML), got {model!r}.")
+        model = dict(model)
         model_keys = {f.name for f in fields(VAEConfig)}
         train_keys = {f.name for f in fields(cls)} - {"model"}
         for key in list(d):

@@ -1,5 +1,6 @@
 """Latent-variable models p(x, z) = p(z) p(x | z) with an amortized q(z | x): the VAE."""
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -59,8 +60,10 @@ class VAEConfig:
             check_family_name(self.family)
         except ValueError as e:
             problems.append(str(e))
-        if self.gaussian_scale is not None and not self.gaussian_scale > 0:
-            problems.append(f"gaussian_scale must be positive, got {self.gaussian_scale}")
+        if self.gaussian_scale is not None and not 0 < self.gaussian_scale < math.inf:
+            problems.append(f"gaussian_scale must be positive and finite, got {self.gaussian_scale}")
+        if not 0 < self.min_scale < math.inf:
+            problems.append(f"min_scale must be positive and finite, got {self.min_scale}")
         if problems:
             raise ElboxError("invalid model options: " + "; ".join(problems) + ".")
 
