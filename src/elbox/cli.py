@@ -198,11 +198,17 @@ def _load(run: Path, checkpoint: str) -> Any:
 
 
 def _held_out(run: Any, split: str) -> Any:
+    return _labelled(run, split)[0]
+
+
+def _labelled(run: Any, split: str) -> tuple[Any, Any]:
+    """A split of the run's data as it was trained on, and its labels (None where unknown)."""
     from .training import load_splits
 
     if split not in ("train", "valid", "test"):
         raise ElboxError(f"--split must be train, valid or test, got {split!r}.")
-    return load_splits(run.config)[1][split]
+    dataset, splits = load_splits(run.config)
+    return splits[split], dataset.labels.get(split)
 
 
 def _out(run: Any, given: Path | None, name: str) -> Path:
@@ -314,15 +320,11 @@ def embed(
 ) -> None:
     """Scatter the posterior means E_q[z | x] in 2-D (PCA beyond two dimensions), coloured by label."""
     from . import plots
-    from .training import load_splits
 
     r = _load(run, checkpoint)
-    dataset, splits = load_splits(r.config)
-    if split not in splits:
-        raise ElboxError(f"--split must be train, valid or test, got {split!r}.")
-    labels = dataset.labels.get(split)  # spread picks the same rows of both
-    labels = None if labels is None else plots.spread(labels, n)
-    figure = plots.embedding(r.model, plots.spread(splits[split], n), labels)
+    x, labels = _labelled(r, split)
+    labels = None if labels is None else plots.spread(labels, n)  # spread picks the same rows of both
+    figure = plots.embedding(r.model, plots.spread(x, n), labels)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'embedding.png'))}")
 
 
@@ -357,21 +359,18 @@ def evaluate(
 ) -> None:
     """Estimate log p(x) with error bars, the bounds around it, rate, distortion, collapse and the gap split."""
     from .evaluate import evaluate as evaluate_run
+    from .plots import write_evaluation_figures
 
     result = evaluate_run(
         run, split=split, checkpoint=checkpoint, k=k, chunk=chunk, max_memory=max_memory * 2**20,
         batch_size=batch_size, gap_points=gap_points, gap_steps=gap_steps, mi_points=mi_points, seed=seed,
         progress=progress,
     )  # fmt: skip
-    from .plots import write_evaluation_figures
-
     path = result.save(output if output is not None else run / "evaluation.json")
     figures = write_evaluation_figures(result, path.parent / "figures")
     typer.echo(f"{result.table()}\n\nwrote {path} and {len(figures)} figures in {path.parent / 'figures'}")
     if output is None and (run / "report.html").exists():  # keep the run's report in step with its evaluation
-        from .report import write_report
-
-        typer.echo(f"updated {write_report(run)}")
+        typer.echo(f"updated {_write_report(run)}")
 
 
 @_command

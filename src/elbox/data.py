@@ -24,6 +24,8 @@ __all__ = [
     "load_dataset",
     "read_amat",
     "read_idx",
+    "spread",
+    "spread_index",
 ]
 
 DATASETS: tuple[str, ...] = ("digits", "binarized-mnist", "mnist", "fashion-mnist")
@@ -645,3 +647,14 @@ def _tensor(x: np.ndarray) -> Tensor:
 
 def _labels_tensor(y: np.ndarray) -> Tensor:
     return torch.from_numpy(np.array(y, dtype=np.int64))
+
+
+def spread_index(size: int, n: int) -> Tensor:
+    """min(n, size) indices of range(size), evenly spaced, both ends included: ``[n]``."""
+    return torch.linspace(0, size - 1, min(n, size)).round().long()
+
+
+def spread(x: Tensor, n: int) -> Tensor:
+    """n rows of ``x`` ``[N, ...]`` evenly spaced through it: data sets sorted by class (the
+    binarized MNIST test split is) then show every class, not n copies of the first."""
+    return x[spread_index(x.shape[0], n)]

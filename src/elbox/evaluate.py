@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .bounds import cubo, iwae, log_mean_exp
 from .checkpoints import write_json
-from .data import binarize
+from .data import binarize, spread, spread_index
 from .errors import ElboxError
 from .importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis_khat
 from .models import VAE
@@ -954,16 +954,6 @@ def _split(run: Run, config: EvaluationConfig) -> Tensor:
     return x
 
 
-def _spread(x: Tensor, n: int) -> Tensor:
-    """n rows evenly spaced through ``x`` (splits sorted by class then give every class)."""
-    return x[_spread_index(x.shape[0], n)]
-
-
-def _spread_index(size: int, n: int) -> Tensor:
-    """The indices of ``_spread``: min(n, size) of range(size), evenly spaced."""
-    return torch.linspace(0, size - 1, min(n, size)).round().long()
-
-
 def evaluate(
     source: "VAE | Run | str | Path",
     x: Tensor | None = None,
@@ -1002,8 +992,8 @@ def evaluate(
     x = _check_data(model, x)
     with _evaluating(model):
         stats = _pass(model, x, config, khat=config.khat, progress=progress)
-        mi = _mi_values(model, _spread(x, config.mi_points), config.mi_samples, config.seed)
-        gap_index = _spread_index(x.shape[0], config.gap_points)
+        mi = _mi_values(model, spread(x, config.mi_points), config.mi_samples, config.seed)
+        gap_index = spread_index(x.shape[0], config.gap_points)
         gaps = _gaps(model, x[gap_index], config) if config.gap_points else None
     return Evaluation(
         config=config, source=described | {"points": x.shape[0]}, log_px=stats["log_px"], mc_se=stats["mc_se"],

@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from torch import Tensor
 
 from .checkpoints import write_atomic
+from .data import spread  # re-exported: figures of a sorted split take its rows evenly spread
 from .evaluate import ACTIVE_THRESHOLD, Estimate, Evaluation, unit_activity
 from .families import center
 from .models import VAE
@@ -52,13 +53,6 @@ def _as_images(x: Tensor, image_shape: tuple[int, int] | None) -> np.ndarray:
         side = math.isqrt(x.shape[-1])
         image_shape = (side, side) if side * side == x.shape[-1] else (1, x.shape[-1])
     return x.detach().cpu().float().reshape(*x.shape[:-1], *image_shape).numpy()
-
-
-def spread(x: Tensor, n: int) -> Tensor:
-    """n rows of ``x`` ``[N, X]`` evenly spaced through it: data sets sorted by class (the
-    binarized MNIST test split is) then show every class, not n copies of the first."""
-    index = torch.linspace(0, x.shape[0] - 1, min(n, x.shape[0])).round().long()
-    return x[index]
 
 
 def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:

@@ -196,7 +196,7 @@ def _first_nonfinite(bound: Bound, loss: nn.Module) -> str:
     for name, p in loss.named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"the gradient of {name.removeprefix('model.')}"
-    return "no tensor (the check raced a change of the parameters)"
+    return "no single tensor: the gradients are finite but their sum overflows float range"
 
 
 def train_epoch(

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..checkpoints import save_checkpoint, write_atomic, write_json, write_json_lines
+from ..checkpoints import save_checkpoint, write_json, write_json_lines
 from ..errors import ElboxError
+from ..plots import save
 from .diagnostics import KHAT_MAX, Diagnostics
 from .posterior import Posterior
 
@@ -176,12 +177,6 @@ def _window_means(x: np.ndarray) -> np.ndarray:
     return x[: n * PER_LINE].reshape(n, PER_LINE).mean(1) if n else x[None].mean(1)
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    fig.clear()
-    return path
-
-
 def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.ndarray] | None = None,
               draws: int = 10_000, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write ``posterior`` (and its diagnostics) to the folder ``out``; refuse a non-empty one unless ``overwrite``."""
@@ -201,9 +196,9 @@ def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.
     tensors |= {"shift": posterior.shift, "scale": posterior.scale}
     save_checkpoint(out / "checkpoints" / "q.safetensors", tensors, {"family": posterior.family_name,
                                                                      "model": posterior.model.name})  # fmt: skip
-    _save(marginals(columns, reference), out / "figures" / "marginals.png")
-    _save(trace(posterior.elbo_trace), out / "figures" / "elbo.png")
+    save(marginals(columns, reference), out / "figures" / "marginals.png")
+    save(trace(posterior.elbo_trace), out / "figures" / "elbo.png")
     if len(columns) >= 2:
-        _save(pairs(columns, reference), out / "figures" / "pairs.png")
-    _save(khat(diagnostics), out / "figures" / "khat.png")
+        save(pairs(columns, reference), out / "figures" / "pairs.png")
+    save(khat(diagnostics), out / "figures" / "khat.png")
     return out
