@@ -122,6 +122,20 @@ def train(
         float | None,
         typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
     ] = None,
+    prior: Annotated[
+        str | None,
+        typer.Option(help="p(z): standard, mog[:K] (learned mixture, K=10) or vamp[:K] (VampPrior, K=500 "
+                     "pseudo-inputs). \\[default: standard]"),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="vae, or hvae: two stochastic layers (Burda et al. 2016; --latent-dim is z1's). "
+                     "\\[default: vae]"),
+    ] = None,
+    top_latent_dim: Annotated[int | None, typer.Option(help="hvae: z2's dimensions. \\[default: half of z1's]")] = None,
+    top_hidden: Annotated[
+        str | None, typer.Option(help="hvae: widths between z1 and z2. \\[default: half of --hidden]")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Run folder to write. \\[default: runs/<data>-<time>]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
     resume: Annotated[
@@ -145,7 +159,8 @@ def train(
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
-            levels=levels, gaussian_scale=gaussian_scale, out=out,
+            levels=levels, gaussian_scale=gaussian_scale, out=out, prior=prior, architecture=model,
+            top_latent_dim=top_latent_dim, top_hidden=top_hidden,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
@@ -223,7 +238,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     checkpoint: Checkpoint = "last",
 ) -> None:
-    """Decode draws z ~ p(z) = N(0, I) into an image grid."""
+    """Decode draws z ~ p(z) (the model's prior) into an image grid."""
     from . import plots
 
     r = _load(run, checkpoint)

@@ -112,6 +112,11 @@ class TrainConfig:
                 f"free bits act on each latent dimension's KL, which needs a q that factorizes over "
                 f"dimensions: use --family diagonal, not {self.model.family}"
             )
+        if self.free_bits and (self.model.prior != "standard" or self.model.architecture != "vae"):
+            problems.append(
+                "free bits act on each latent dimension's KL, which needs the standard normal prior and one "
+                f"stochastic layer: use --prior standard --model vae, not {self.model.prior} {self.model.architecture}"
+            )
         return problems
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .checkpoints import write_json
 from .data import binarize, spread, spread_index
 from .errors import ElboxError
 from .importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis_khat
-from .models import VAE
+from .models import VAE, latent_floats
 from .runs import Run, load_run
 
 __all__ = [
@@ -272,7 +272,7 @@ def _bytes_per_particle(model: VAE) -> int:
     """
     c = model.config
     itemsize = next(model.parameters()).element_size()
-    return itemsize * (3 * c.data_dim + 2 * sum(c.hidden) + 4 * c.latent_dim)
+    return itemsize * (3 * c.data_dim + 2 * sum(c.hidden) + 4 * c.latent_dim + latent_floats(c))
 
 
 def _chunk_size(model: VAE, k: int, batch: int, config: "EvaluationConfig") -> int:
@@ -574,7 +574,7 @@ class Gaps:
 
 
 def _amortized_family(model: VAE) -> Any:
-    family = model.encoder
+    family = getattr(model, "encoder", model)  # the hvae has two encoders, no one family
     if getattr(family, "encoder", None) is None or not hasattr(family, "distribution"):
         raise ElboxError(
             f"the gap decomposition optimises q's raw parameters per data point, which needs an amortized "
@@ -930,7 +930,7 @@ def _gap_rows(g: Gaps) -> Iterator[str]:
 
 def _load(source: "VAE | Run | str | Path", x: Tensor | None, config: EvaluationConfig) -> tuple[VAE, Tensor, dict]:
     """The model, the data and a description of where they came from."""
-    if isinstance(source, VAE):
+    if isinstance(source, torch.nn.Module):  # a VAE or a HierarchicalVAE
         if x is None:
             raise ElboxError("evaluating a model needs the data: evaluate(model, x).")
         return source, x, {}

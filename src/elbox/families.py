@@ -444,8 +444,9 @@ class Mixture(Family):
 
 def center(q: Distribution) -> Tensor:
     """A central point of q, ``[*B, D]``: its mean when known in closed form, else the image of
-    a flow's base center. What reconstructions and interpolations decode."""
-    return q.center() if isinstance(q, FlowNormal) else q.mean
+    the base's center (a flow's, or ``hierarchical.Chain``'s). What reconstructions and
+    interpolations decode."""
+    return q.center() if hasattr(q, "center") else q.mean  # a flow, or a chain of layers (hierarchical)
 
 
 FAMILIES = ("diagonal", "fullrank", "lowrank", *FLOWS, "mixture")

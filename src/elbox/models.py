@@ -1,4 +1,6 @@
-"""Latent-variable models p(x, z) = p(z) p(x | z) with an amortized q(z | x): the VAE."""
+"""Latent-variable models p(x, z) = p(z) p(x | z) with an amortized q(z | x): the VAE, and
+``build_model``, which builds the architecture a ``VAEConfig`` names (``hierarchical`` holds
+the two-layer model)."""
 
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -10,11 +12,14 @@ from torch.distributions import Distribution, Normal
 from .bounds import Particles, log_weights
 from .errors import ElboxError
 from .families import center, check_family_name, make_family, stop_gradient
+from .hierarchical import HierarchicalVAE
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .networks import ACTIVATIONS, mlp
-from .priors import StandardNormal
+from .priors import check_prior_name, make_prior
 
-__all__ = ["VAE", "VAEConfig"]
+__all__ = ["ARCHITECTURES", "VAE", "VAEConfig", "build_model", "latent_floats"]
+
+ARCHITECTURES = ("vae", "hvae")
 
 
 @dataclass
@@ -33,6 +38,15 @@ class VAEConfig:
         min_scale: the floor of q's standard deviations.
         family: q's family: ``diagonal``, ``fullrank``, ``lowrank[:R]``, a flow ``iaf|maf|nsf|realnvp[:L]``
             or ``mixture[:K]`` (``families.make_family``).
+        prior: p(z) (of the top layer for ``hvae``): ``standard``, ``mog[:K]`` (a learned
+            mixture of K Gaussians, default 10) or ``vamp[:K]`` (the VampPrior, K pseudo-inputs,
+            default 500); ``priors.make_prior``. The VampPrior needs the diagonal family.
+        architecture: ``vae`` (one stochastic layer) or ``hvae`` (two, ``hierarchical``;
+            ``--model`` on the command line): then ``latent_dim`` and ``hidden`` are the
+            bottom layer's, ``top_latent_dim`` and ``top_hidden`` the top layer's.
+        top_latent_dim: the top layer's size for ``hvae``; default half of ``latent_dim``.
+        top_hidden: the widths between the two layers for ``hvae``; default half of ``hidden``.
+            Burda et al.'s 784-200-200-100-100-100-50 is ``latent_dim=100`` with the defaults.
     """
 
     data_dim: int | None = None
@@ -44,10 +58,14 @@ class VAEConfig:
     gaussian_scale: float | None = None
     min_scale: float = field(default=1e-4)
     family: str = "diagonal"
+    prior: str = "standard"
+    architecture: str = "vae"
+    top_latent_dim: int | None = None
+    top_hidden: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
-        problems = []
+        problems = self._latent_problems()
         if self.latent_dim < 1:
             problems.append(f"latent_dim must be at least 1, got {self.latent_dim}")
         if any(h < 1 for h in self.hidden):
@@ -67,8 +85,38 @@ class VAEConfig:
         if problems:
             raise ElboxError("invalid model options: " + "; ".join(problems) + ".")
 
+    def _latent_problems(self) -> list[str]:
+        """Check the prior and the architecture; fill in the top layer of an ``hvae``."""
+        problems = []
+        try:
+            kind, _ = check_prior_name(self.prior)
+        except ValueError as e:
+            problems.append(str(e))
+            kind = None
+        if self.architecture not in ARCHITECTURES:
+            problems.append(f"architecture (--model) must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        elif self.architecture == "hvae":
+            if self.family != "diagonal":
+                problems.append(f"the hvae's q(z1 | x) q(z2 | z1) are diagonal Gaussians: use --family diagonal, "
+                                f"not {self.family}")  # fmt: skip
+            if self.top_latent_dim is None:
+                self.top_latent_dim = max(1, math.ceil(self.latent_dim / 2))
+            if self.top_hidden is None:
+                self.top_hidden = tuple(max(1, h // 2) for h in self.hidden)
+            self.top_hidden = tuple(self.top_hidden)
+            if self.top_latent_dim < 1 or any(h < 1 for h in self.top_hidden):
+                problems.append(f"top_latent_dim and top_hidden must be positive, got {self.top_latent_dim} and "
+                                f"{list(self.top_hidden)}")  # fmt: skip
+        elif self.top_latent_dim is not None or self.top_hidden is not None:
+            problems.append("top_latent_dim and top_hidden shape the second layer of --model hvae; the vae has one")
+        if kind == "vamp" and self.family != "diagonal":
+            problems.append(f"the VampPrior is a mixture of the encoder's diagonal Gaussians: use --family diagonal, "
+                            f"not {self.family}")  # fmt: skip
+        return problems
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden)}
+        top = None if self.top_hidden is None else list(self.top_hidden)
+        return {**asdict(self), "hidden": list(self.hidden), "top_hidden": top}
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
@@ -81,7 +129,8 @@ class VAEConfig:
 class VAE(nn.Module):
     """A variational autoencoder (Kingma & Welling, 2014; Rezende, Mohamed & Wierstra, 2014).
 
-    Generative model p(z) = N(0, I), p(x | z) = likelihood(decoder(z)); amortized family
+    Generative model p(z) = N(0, I) or a learned prior (``priors``: a mixture of Gaussians,
+    the VampPrior), p(x | z) = likelihood(decoder(z)); amortized family
     q(z | x) from an MLP encoder: N(mu(x), diag sigma(x)^2) by default, or any family of
     ``families`` (full-rank, low-rank, flows, mixtures). ``forward(x, k)`` draws K
     reparameterized particles per input and returns what every bound needs
@@ -103,10 +152,12 @@ class VAE(nn.Module):
             raise ValueError("resolve data_dim and likelihood from the data before building a VAE")
         self.config = config
         d, x, h = config.latent_dim, config.data_dim, list(config.hidden)
-        self.prior = StandardNormal(d)
         self.encoder = make_family(config.family, d, [x, *h], activation=config.activation, min_scale=config.min_scale)
         self.decoder = mlp([d, *reversed(h), x], config.activation)
         self.likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        # last, so that a learned prior's initial draws leave the networks' as they were
+        self.prior = make_prior(config.prior, d, encode=self.encoder, data_dim=x, min_scale=config.min_scale,
+                                bounded=config.likelihood != "gaussian")  # fmt: skip
 
     def encode(self, x: Tensor) -> Distribution:
         """q(z | x): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``."""
@@ -147,8 +198,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decode n draws from the prior: the means of p(x | z), ``[n, X]``."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.prior.loc.device)
-        return self.decode(z).mean
+        return self.decode(self.prior.sample(n, generator)).mean
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -178,4 +228,23 @@ class VAE(nn.Module):
         u = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
         # rows go from high to low z_2 so the picture reads like a plot with y upward
         z = torch.stack(torch.meshgrid(u.flip(0), u, indexing="ij")[::-1], dim=-1)  # [n, n, 2]
-        return self.decode(z.to(self.prior.loc)).mean
+        return self.decode(z.to(next(self.parameters()))).mean
+
+
+def build_model(config: VAEConfig) -> "VAE | HierarchicalVAE":
+    """The model a resolved config names: a ``VAE`` or a ``hierarchical.HierarchicalVAE``."""
+    return HierarchicalVAE(config) if config.architecture == "hvae" else VAE(config)
+
+
+def latent_floats(config: VAEConfig) -> int:
+    """Rough floats per particle and data point that the latent side adds to a pass without autograd.
+
+    A learned prior's log density forms every component's, ``[K, B, M, D]``; an ``hvae`` adds
+    its top layer's networks and draws.
+    """
+    d = config.top_latent_dim if config.architecture == "hvae" else config.latent_dim
+    _, components = check_prior_name(config.prior)
+    floats = 4 * (components or 0) * d
+    if config.architecture == "hvae":
+        floats += 4 * sum(config.top_hidden) + 6 * (config.latent_dim + d)
+    return floats

@@ -1,14 +1,44 @@
-"""Priors p(z) over the latent variables, with their closed-form KL divergences."""
+"""Priors p(z) over the latent variables: the standard normal with its closed-form KL
+divergences, and two learned priors, a mixture of Gaussians and the VampPrior.
+
+A prior is an ``nn.Module`` whose ``forward()`` returns p(z) (batch shape ``[]``, event
+``[D]``, so ``log_prob`` takes draws of any leading shape, ``[K, B, D] -> [K, B]``) and whose
+``sample(n, generator)`` draws ``[n, D]``. The learned priors are mixtures: torch registers
+no KL from q to them, so ``bounds.ELBO`` and ``evaluate`` estimate the KL by Monte Carlo
+from the particles, log q(z) - log p(z), by themselves.
+"""
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, LowRankMultivariateNormal, MultivariateNormal, register_kl
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    LowRankMultivariateNormal,
+    MixtureSameFamily,
+    MultivariateNormal,
+    register_kl,
+)
 
 from .families import DiagonalNormal
 
-__all__ = ["StandardNormal", "UnitNormal"]
+__all__ = [
+    "PRIORS",
+    "MixturePrior",
+    "StandardNormal",
+    "UnitNormal",
+    "VampPrior",
+    "check_prior_name",
+    "draw_diagonal",
+    "make_prior",
+]
+
+PRIORS = ("standard", "mog", "vamp")
+DEFAULT_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling (2018) on MNIST
 
 
 class UnitNormal(DiagonalNormal):
@@ -69,3 +99,141 @@ class StandardNormal(nn.Module):
         if key not in self._cache:
             self._cache[key] = UnitNormal(self.dim, *key)
         return self._cache[key]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws ``[n, D]``, made on the generator's device and moved to the prior's."""
+        return _randn((n, self.dim), generator, self.loc)
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Standard normal noise drawn where ``generator`` lives (a CPU generator serves a GPU model), as ``like``."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device).to(like)
+
+
+def draw_diagonal(p: Distribution, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """n draws from a diagonal Gaussian of batch shape ``[]`` (``[n, D]``), or of batch ``[n]`` (one draw each).
+
+    torch's ``sample`` takes no generator; drawing through one keeps samples reproducible.
+    """
+    loc, scale = p.base_dist.loc, p.base_dist.scale
+    return loc + scale * _randn((n, loc.shape[-1]), generator, loc)
+
+
+def _draw_mixture(p: MixtureSameFamily, n: int, generator: torch.Generator | None) -> Tensor:
+    """n draws ``[n, D]`` from a mixture of diagonal Gaussians: a component by its weight, then a Gaussian draw."""
+    device = generator.device if generator is not None else p.mixture_distribution.probs.device
+    probs = p.mixture_distribution.probs.detach().to(device=device, dtype=torch.float64)
+    loc, scale = p.component_distribution.base_dist.loc, p.component_distribution.base_dist.scale  # [M, D]
+    index = torch.multinomial(probs, n, replacement=True, generator=generator).to(loc.device)  # [n]
+    return draw_diagonal(DiagonalNormal(loc[index], scale[index]), n, generator)
+
+
+class MixturePrior(nn.Module):
+    """A learned mixture of M diagonal Gaussians, p(z) = sum_m pi_m N(z; mu_m, diag s_m^2).
+
+    Means, scales and weights are all learned (pi = softmax of free logits); the means start
+    at N(0, I) draws, the scales at 1 and the weights equal. Batch shape ``[]``, event ``[D]``.
+
+    >>> p = MixturePrior(2, components=3)()
+    >>> p.log_prob(torch.zeros(4, 5, 2)).shape
+    torch.Size([4, 5])
+    """
+
+    def __init__(self, dim: int, components: int = DEFAULT_COMPONENTS["mog"], min_scale: float = 1e-4) -> None:
+        super().__init__()
+        self.dim, self.components, self.min_scale = dim, components, min_scale
+        self.loc = nn.Parameter(torch.randn(components, dim))
+        # softplus(raw) + floor = 1 at the start
+        self.raw_scale = nn.Parameter(torch.full((components, dim), math.log(math.expm1(1.0 - min_scale))))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def forward(self) -> MixtureSameFamily:
+        scale = F.softplus(self.raw_scale) + self.min_scale
+        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), DiagonalNormal(self.loc, scale),
+                                 validate_args=False)  # fmt: skip
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws ``[n, D]`` (without gradients, as torch's ``sample``), through ``generator``."""
+        return _draw_mixture(self(), n, generator)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, components={self.components}"
+
+
+class VampPrior(nn.Module):
+    """The VampPrior (Tomczak & Welling, 2018): the encoder's posterior at K learned pseudo-inputs,
+
+        p(z) = (1/K) sum_k q(z | u_k),   u_k = h(w_k) in data space,
+
+    the mixture that approximates the aggregate posterior, the prior that maximises the ELBO
+    on average over the data. ``encode`` maps pseudo-inputs ``[K, X]`` to a diagonal Gaussian
+    of batch shape ``[K]`` and event ``[D]``; the prior holds only the pseudo-inputs, the
+    encoder stays its model's (passed as a function, so its weights are not registered twice).
+
+    As in the paper's code, the pseudo-inputs are w_k ~ N(0.05, 0.01^2) passed through
+    h = hardtanh onto [0, 1] when the data lie there (``bounded``: Bernoulli and binomial
+    likelihoods); for unbounded data h is the identity and w_k ~ N(0, 1).
+
+    >>> from elbox.families import DiagonalGaussian
+    >>> encoder = DiagonalGaussian(2, nn.Linear(6, 4))
+    >>> p = VampPrior(encoder, data_dim=6, components=5)()
+    >>> p.log_prob(torch.zeros(3, 7, 2)).shape, p.mixture_distribution.probs.shape
+    (torch.Size([3, 7]), torch.Size([5]))
+    """
+
+    def __init__(
+        self, encode: Callable[[Tensor], Distribution], data_dim: int, components: int = DEFAULT_COMPONENTS["vamp"],
+        *, bounded: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.data_dim, self.components, self.bounded = data_dim, components, bounded
+        self._encode = (encode,)  # in a tuple: a module here would register the encoder's weights again
+        mean, std = (0.05, 0.01) if bounded else (0.0, 1.0)
+        self.raw_inputs = nn.Parameter(mean + std * torch.randn(components, data_dim))
+
+    @property
+    def pseudo_inputs(self) -> Tensor:
+        """u_k, ``[K, X]``."""
+        return F.hardtanh(self.raw_inputs, 0.0, 1.0) if self.bounded else self.raw_inputs
+
+    def forward(self) -> MixtureSameFamily:
+        components = self._encode[0](self.pseudo_inputs)  # batch [K], event [D]
+        weights = Categorical(logits=self.raw_inputs.new_zeros(self.components), validate_args=False)
+        return MixtureSameFamily(weights, components, validate_args=False)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws ``[n, D]`` (without gradients, as torch's ``sample``), through ``generator``."""
+        return _draw_mixture(self(), n, generator)
+
+    def extra_repr(self) -> str:
+        return f"data_dim={self.data_dim}, components={self.components}, bounded={self.bounded}"
+
+
+def check_prior_name(name: str) -> tuple[str, int | None]:
+    """Split ``mog:K`` or ``vamp:K`` into the kind and K (default ``DEFAULT_COMPONENTS``); refuse other names."""
+    kind, colon, option = name.partition(":")
+    if kind not in PRIORS or (colon and (kind == "standard" or not option.isdigit() or int(option) < 1)):
+        raise ValueError(
+            f"unknown prior {name!r}: choose standard, mog[:K] (a learned mixture of K Gaussians, default "
+            f"{DEFAULT_COMPONENTS['mog']}) or vamp[:K] (the VampPrior with K pseudo-inputs, default "
+            f"{DEFAULT_COMPONENTS['vamp']})"
+        )
+    return kind, int(option) if option else DEFAULT_COMPONENTS.get(kind)
+
+
+def make_prior(
+    name: str, dim: int, *, encode: Callable[[Tensor], Distribution] | None = None, data_dim: int | None = None,
+    bounded: bool = True, min_scale: float = 1e-4,
+) -> nn.Module:  # fmt: skip
+    """A prior by name (``check_prior_name``) over ``dim`` dimensions; a VampPrior needs ``encode`` and ``data_dim``."""
+    kind, components = check_prior_name(name)
+    if kind == "standard":
+        return StandardNormal(dim)
+    if kind == "mog":
+        return MixturePrior(dim, components, min_scale)
+    if encode is None or data_dim is None:
+        raise ValueError("the VampPrior needs the model's encoder and the data's width")
+    return VampPrior(encode, data_dim, components, bounded=bounded)

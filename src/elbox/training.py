@@ -33,7 +33,7 @@ from .checkpoints import (
 from .config import TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ElboxError
-from .models import VAE, VAEConfig
+from .models import VAE, VAEConfig, build_model
 from .runs import (
     CHECKPOINTS,
     CONFIG,
@@ -131,7 +131,7 @@ def prepare(config: TrainConfig) -> Setup:
     dataset, splits = load_splits(config)
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
     torch.manual_seed(config.seed)
-    model = VAE(model_config)
+    model = build_model(model_config)
     for name, x in splits.items():
         dynamic = name == "train" and config.binarize == "dynamic"
         model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
