@@ -239,12 +239,12 @@ def build_model(config: VAEConfig) -> "VAE | HierarchicalVAE":
 def latent_floats(config: VAEConfig) -> int:
     """Rough floats per particle and data point that the latent side adds to a pass without autograd.
 
-    A learned prior's log density forms every component's, ``[K, B, M, D]``; an ``hvae`` adds
-    its top layer's networks and draws.
+    A learned prior's log density forms every component's, ``[K, B, M]`` a few times over (in
+    float64); an ``hvae`` adds its top layer's networks and draws.
     """
     d = config.top_latent_dim if config.architecture == "hvae" else config.latent_dim
     _, components = check_prior_name(config.prior)
-    floats = 4 * (components or 0) * d
+    floats = 8 * (components or 0) + 4 * d
     if config.architecture == "hvae":
         floats += 4 * sum(config.top_hidden) + 6 * (config.latent_dim + d)
     return floats
