@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
+from torch.distributions import Categorical, MixtureSameFamily
 
 from elbox import VAE, VAEConfig
 from elbox.bounds import ELBO, IWAE, Particles, iwae, log_mean_exp
 from elbox.errors import ElboxError
 from elbox.evaluate import log_likelihood
-from elbox.families import DiagonalGaussian
-from elbox.priors import MixturePrior, StandardNormal, VampPrior, check_prior_name, make_prior
+from elbox.families import DiagonalGaussian, DiagonalNormal
+from elbox.priors import DiagonalMixture, MixturePrior, StandardNormal, VampPrior, check_prior_name, make_prior
 
 
 def _mixture_by_scipy(prior, z):
@@ -26,6 +27,16 @@ def _mixture_by_scipy(prior, z):
     z = z.double().numpy()
     densities = stats.norm.pdf(z[:, None, :], loc[None], scale[None]).prod(-1)  # [N, M]
     return np.log(densities @ pi)
+
+
+def test_the_matrix_product_density_is_torchs_mixture_density():
+    """DiagonalMixture's expanded square against MixtureSameFamily's direct one, far from the components too."""
+    loc, scale = torch.randn(7, 3, dtype=torch.float64), torch.rand(7, 3, dtype=torch.float64) + 0.05
+    logits = torch.randn(7, dtype=torch.float64)
+    z = 4 * torch.randn(5, 6, 3, dtype=torch.float64)
+    direct = MixtureSameFamily(Categorical(logits=logits), DiagonalNormal(loc, scale)).log_prob(z)
+    assert torch.allclose(DiagonalMixture(logits, loc, scale).log_prob(z), direct, atol=1e-9)
+    assert DiagonalMixture(logits.float(), loc.float(), scale.float()).log_prob(z.float()).dtype == torch.float32
 
 
 def _vamp(dim=2, data_dim=6, components=4, bounded=True):

@@ -15,6 +15,7 @@ from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, c
 from .config import TrainConfig
 from .errors import ElboxError
 from .evaluate import Evaluation, EvaluationConfig, log_likelihood
+from .hierarchical import HierarchicalVAE
 from .models import VAE, VAEConfig
 from .runs import Run, load_run
 from .training import resume, train
@@ -28,6 +29,7 @@ __all__ = [
     "ElboxError",
     "Evaluation",
     "EvaluationConfig",
+    "HierarchicalVAE",
     "Objective",
     "Particles",
     "RenyiBound",
