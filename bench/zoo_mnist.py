@@ -90,6 +90,7 @@ def main() -> None:
                 "train_seconds": seconds,
                 "epoch_seconds": run.summary["seconds"] / run.summary["epochs"],
                 "test_elbo": run.summary["test"]["elbo"],
+                "test_kl": run.summary["test"]["kl"],  # near 0: the posterior collapsed onto the prior
                 "test_log_px": ll.mean,
                 "test_log_px_stderr": ll.se,
                 "median_ess": ll.ess.median().item(),
@@ -98,7 +99,7 @@ def main() -> None:
             r = results[name]
             print(
                 f"{name:<10} log p(x) {r['test_log_px']:8.2f} ± {r['test_log_px_stderr']:.2f}   "
-                f"ELBO {r['test_elbo']:8.2f}   median ESS {r['median_ess']:7.1f}   "
+                f"ELBO {r['test_elbo']:8.2f}   KL {r['test_kl']:6.2f}   median ESS {r['median_ess']:7.1f}   "
                 f"{r['epochs']} epochs in {seconds:5.0f} s, log p(x) in {r['eval_seconds']:4.0f} s"
             )
             results["claims"] = _claims(per_point)
