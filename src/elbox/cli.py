@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import ElboxError
+from .errors import ElboxError, StoppedError
 
 __all__ = ["app", "main"]
 
@@ -33,12 +33,13 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
             f(*args, **kwargs)
         except ElboxError as e:
             message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
-            typer.echo(f"elbox: error: {message}", err=True)
-            raise typer.Exit(2) from None
+            stopped = isinstance(e, StoppedError)
+            typer.echo(f"\nelbox: {message}" if stopped else f"elbox: error: {message}", err=True)
+            raise typer.Exit(128 + e.signum if stopped else 2) from None
         except KeyboardInterrupt:
             typer.echo(
-                "\nelbox: interrupted. Checkpoints are written whole at the end of each epoch; "
-                "continue a training run with `elbox train --resume RUN`.",
+                "\nelbox: interrupted at once. Checkpoints are written whole (never half), so the last one "
+                "stands; continue a training run with `elbox train --resume RUN`.",
                 err=True,
             )
             raise typer.Exit(130) from None
@@ -95,6 +96,14 @@ def train(
         typer.Option(help="Steps in a row with a non-finite loss or gradient (skipped) before the run stops. "
                      "\\[default: 10]"),
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Also checkpoint every N steps (0: at epoch ends only); a killed run resumes from there. "
+                     "\\[default: 1000]"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:N, or auto (a GPU when there is one). \\[default: cpu]")
+    ] = None,
     tensorboard: Annotated[
         bool | None,
         typer.Option("--tensorboard/--no-tensorboard", help="Also log each epoch to RUN/tensorboard (pip install "
@@ -136,7 +145,7 @@ def train(
     from .config import read_config_file
 
     if resume is not None:
-        run = training.resume(resume, epochs=epochs, progress=progress)
+        run = training.resume(resume, epochs=epochs, device=device, progress=progress)
     else:
         options = read_config_file(config) if config is not None else {}
         flags = dict(
@@ -144,6 +153,7 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
+            checkpoint_every=checkpoint_every, device=device,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, out=out,
         )  # fmt: skip

@@ -20,7 +20,7 @@ from .config import TrainConfig
 from .errors import ElboxError
 from .models import VAE
 
-__all__ = ["Run", "load_run", "model_tensors", "read_metrics", "restore_model"]
+__all__ = ["Run", "load_run", "model_tensors", "read_json", "read_metrics", "restore_model"]
 
 CONFIG, INFO, METRICS, CHECKPOINTS, FIGURES = (
     "config.json",
@@ -59,7 +59,7 @@ class Run:
         return self.info.get("summary", {})
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -118,9 +118,9 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
         raise ElboxError(f"the run folder {path} does not exist; give the folder `elbox train` wrote.")
     if checkpoint not in ("last", "best"):
         raise ElboxError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}.")
-    config = TrainConfig.from_dict(_read_json(path / CONFIG))
+    config = TrainConfig.from_dict(read_json(path / CONFIG))
     model = VAE(config.model)
     ckpt = path / CHECKPOINTS / f"{checkpoint}.safetensors"
     tensors, _ = load_checkpoint(ckpt)
     restore_model(model, tensors, ckpt)
-    return Run(path, config, model.eval(), read_metrics(path), _read_json(path / INFO))
+    return Run(path, config, model.eval(), read_metrics(path), read_json(path / INFO))
