@@ -5,6 +5,7 @@ no traceback, and no run file is changed.
 """
 
 import functools
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -137,12 +138,22 @@ def train(
         Path | None,
         typer.Option(help="Continue this run from its last checkpoint (with --epochs to extend it)."),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Train with N processes (DDP over torchrun; gloo on CPU, NCCL on GPUs). For several "
+                     "machines, call torchrun yourself (README).", min=1),
+    ] = 1,
     progress: Progress = None,
     report: Report = True,
 ) -> None:
     """Train a VAE by maximising the ELBO, and write a run folder."""
     from . import training
     from .config import read_config_file
+
+    if nproc > 1:
+        from .distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(_argv)))
 
     if resume is not None:
         run = training.resume(resume, epochs=epochs, device=device, progress=progress)
@@ -159,6 +170,10 @@ def train(
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
+    from .distributed import world
+
+    if not world().main:  # under torchrun, rank 0 speaks for the run
+        return
     typer.echo(_summary(run))
     if report:
         typer.echo(f"Report written to {_write_report(run.path)}.")
@@ -447,6 +462,22 @@ def report(
     typer.echo(f"wrote {_write_report(run)}")
 
 
+_argv: list[str] = []  # the command line as given, for `train --nproc` to hand on to torchrun
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``elbox`` command."""
+    _argv[:] = sys.argv[1:] if argv is None else argv
     app(args=argv, prog_name="elbox")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            out.append(a)
+    return out

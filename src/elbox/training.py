@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -37,6 +38,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .data import Dataset, binarize, load_dataset
+from .distributed import all_gather_tensors, barrier, device_of, from_main, init, shard, sum_over_ranks, world
 from .errors import ElboxError, StoppedError
 from .models import VAE, VAEConfig
 from .runs import (
@@ -145,7 +147,10 @@ def prepare(config: TrainConfig) -> Setup:
     for name, x in splits.items():
         dynamic = name == "train" and config.binarize == "dynamic"
         model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
-    return Setup(replace(config, model=model_config), dataset, splits, model.to(device))
+    w = init(device)  # under torchrun: join the other processes; every rank built the same weights
+    if w.rank:  # each rank draws its own particles; rank 0 draws what a single process would
+        torch.manual_seed(config.seed + 1_000_003 * w.rank)
+    return Setup(replace(config, model=model_config), dataset, splits, model.to(device_of(device, w)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -204,6 +209,17 @@ def kl_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], fl
     return None
 
 
+def _steps(n: int, batch_size: int, processes: int = 1) -> int:
+    """Steps in an epoch over n points; under DDP a last batch with fewer rows than processes is left out."""
+    tail = n % batch_size
+    return n // batch_size + (tail >= processes if tail else 0)
+
+
+def _unwrap(loss: nn.Module) -> nn.Module:
+    """The ``VariationalLoss`` inside a ``DistributedDataParallel`` wrapper, or ``loss`` itself."""
+    return getattr(loss, "module", loss)
+
+
 class NonFiniteError(ElboxError):
     """Too many training steps in a row had a non-finite loss or gradient."""
 
@@ -215,7 +231,10 @@ def _finite(bound: Bound, loss: nn.Module) -> bool:
     the loss and of each gradient's sum decides for all of them at once.
     """
     grads = [p.grad.sum() for p in loss.parameters() if p.grad is not None]
-    return bool(torch.isfinite(bound.loss.detach() + torch.stack(grads).sum() if grads else bound.loss.detach()))
+    finite = torch.isfinite(bound.loss.detach() + torch.stack(grads).sum() if grads else bound.loss.detach())
+    if world().size > 1:  # every rank skips the step, or none does: the replicas stay equal
+        return not bool(sum_over_ranks((~finite).float().reshape(1)))
+    return bool(finite)
 
 
 def _first_nonfinite(bound: Bound, loss: nn.Module) -> str:
@@ -224,7 +243,7 @@ def _first_nonfinite(bound: Bound, loss: nn.Module) -> str:
                         ("the objective", bound.loss)):  # fmt: skip
         if not torch.isfinite(value).all():
             return f"{name} ({int((~torch.isfinite(value)).sum())} non-finite values)"
-    for name, p in loss.named_parameters():
+    for name, p in _unwrap(loss).named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"the gradient of {name.removeprefix('model.')}"
     return "no single tensor: the gradients are finite but their sum overflows float range"
@@ -280,18 +299,24 @@ def train_epoch(
     and the steps already taken are passed over. It is updated in place, and ``on_step(progress)``
     is called after every step (to checkpoint, or to stop by raising).
     """
-    n = x.shape[0]
+    n, w = x.shape[0], world()
     order = torch.randperm(n, generator=generator).to(x.device)
     p = progress if progress is not None else EpochProgress(totals=torch.zeros(3, device=x.device))
     started, seconds = time.perf_counter(), p.seconds
-    for i, start in enumerate(range(p.position * batch_size, n, batch_size), start=p.position):
+    objective = _unwrap(loss).objective
+    tail = n % batch_size
+    stop = n - tail if 0 < tail < w.size else n  # under DDP, a last batch too small to give every rank a row
+    for i, start in enumerate(range(p.position * batch_size, stop, batch_size), start=p.position):
         if schedule is not None:
-            loss.objective.beta = schedule(first_step + i)
-            p.weights.append(loss.objective.beta)
-        batch = x[order[start : start + batch_size]]
+            objective.beta = schedule(first_step + i)
+            p.weights.append(objective.beta)
+        batch = shard(x[order[start : start + batch_size]], w)  # the whole batch in one process
         bound = loss(batch)
         optimizer.zero_grad(set_to_none=True)
-        bound.loss.backward()
+        if w.size == 1:
+            bound.loss.backward()
+        else:  # DDP averages gradients over ranks: weigh each by its share of the global batch
+            (bound.loss * (batch.shape[0] * w.size / min(batch_size, n - start))).backward()
         if _finite(bound, loss):
             optimizer.step()
             p.in_a_row, p.used = 0, p.used + batch.shape[0]
@@ -308,7 +333,11 @@ def train_epoch(
         if on_step is not None:
             on_step(p)
     parts = ("elbo", "reconstruction", "kl", "bound")
-    means = _means(p.totals, p.used) if p.used else dict.fromkeys(parts, math.nan)
+    totals, used = p.totals, p.used
+    if w.size > 1:  # every rank's sums: the epoch's means over the whole data set
+        reduced = sum_over_ranks(torch.cat((totals, totals.new_tensor([used]))))
+        totals, used = reduced[:3], int(reduced[3])
+    means = _means(totals, used) if used else dict.fromkeys(parts, math.nan)
     return means | {"skipped_steps": p.skipped} | ({"kl_weight": p.weights} if schedule is not None else {})
 
 
@@ -319,11 +348,12 @@ def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int
     ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p).
     """
     objective = ELBO(analytic_kl=analytic_kl)
-    device = next(model.parameters()).device
+    device, n = next(model.parameters()).device, x.shape[0]
+    x = shard(x, world())  # under torchrun each rank takes its rows; the sums are added up
     totals = torch.zeros(3, device=device)
     for start in range(0, x.shape[0], batch_size):
         totals += _sums(objective(model(x[start : start + batch_size].to(device))))
-    means = _means(totals, x.shape[0])
+    means = _means(sum_over_ranks(totals), n)
     del means["bound"]  # the ELBO itself
     return means
 
@@ -361,14 +391,23 @@ def _checkpoint(
     next one, at an epoch's end): a resumed epoch draws its binarization and order again from
     it. ``progress`` is the epoch's position and running sums when stopped mid-epoch.
     """
+    w = world()
     opt_tensors, opt_meta = optimizer_state_to_tensors(optimizer.state_dict())
     rng_tensors, rng_meta = rng_states()
     tensors = model_tensors(model) | opt_tensors | rng_tensors | {"rng.data": data_rng}
     meta = state | {"optimizer": opt_meta, "rng": rng_meta, "progress": None}
     if progress is not None:
-        tensors["progress.totals"] = progress.totals
-        meta["progress"] = progress.to_json()
-    save_checkpoint(path, tensors, meta)
+        totals, used = progress.totals, progress.used
+        if w.size > 1:  # every rank's sums so far, kept by rank 0 on resume
+            reduced = sum_over_ranks(torch.cat((totals, totals.new_tensor([used]))))
+            totals, used = reduced[:3], int(reduced[3])
+        tensors["progress.totals"] = totals
+        meta["progress"] = progress.to_json() | {"used": used}
+    if w.size > 1:  # each rank's own particle stream (a collective: every rank takes part)
+        ranks = all_gather_tensors(torch.get_rng_state())
+        tensors |= {f"rng.torch.rank{r}": t for r, t in enumerate(ranks)}
+    if w.main:
+        save_checkpoint(path, tensors, meta)
 
 
 def _dataset_info(setup: Setup) -> dict[str, Any]:
@@ -389,14 +428,22 @@ def _start(
     optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state.pop("optimizer")))
     restore_rng_states(tensors, state.pop("rng"))
     g.set_state(tensors["rng.data"])
+    w = world()
+    if f"rng.torch.rank{w.rank}" in tensors:
+        torch.set_rng_state(tensors[f"rng.torch.rank{w.rank}"])
+    elif w.rank:  # resumed with more processes than saved: a fresh stream for this one
+        torch.manual_seed(hash((state["step"], w.rank)) % 2**62)
     progress = state.pop("progress")
     if progress is not None:
         progress = EpochProgress(**progress, totals=tensors["progress.totals"].to(device))
-    for stale in (path / CHECKPOINTS).glob(".*.tmp"):  # a write killed before its rename
-        stale.unlink()
+        if w.rank:  # rank 0 carries every rank's sums so far
+            progress.used, progress.totals = 0, torch.zeros_like(progress.totals)
     # epochs written to metrics after the checkpoint (a crash in between) are done again
     metrics = [m for m in read_metrics(path) if m["epoch"] <= state["epoch"]]
-    write_json_lines(path / METRICS, metrics)
+    if w.main:
+        for stale in (path / CHECKPOINTS).glob(".*.tmp"):  # a write killed before its rename
+            stale.unlink()
+        write_json_lines(path / METRICS, metrics)
     return state, metrics, progress
 
 
@@ -483,25 +530,37 @@ def _fit(
     optimizer = make_optimizer(model, config.lr)
     g = torch.Generator().manual_seed(config.seed)
     state, metrics, partial = _start(path, model, optimizer, g, resume_from)
-    info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running"}
-    write_json(path / INFO, info)
+    w = world()
+    info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running", "processes": w.size}
+    if w.main:
+        write_json(path / INFO, info)
     loss = VariationalLoss(model, make_objective(config), config.k)
-    steps = math.ceil(setup.splits["train"].shape[0] / config.batch_size)
+    if w.size > 1:  # the objective inside DDP, so that backward averages the gradients over ranks
+        device = next(model.parameters()).device
+        loss = DistributedDataParallel(loss, device_ids=[device] if device.type == "cuda" else None)
+    steps = _steps(setup.splits["train"].shape[0], config.batch_size, w.size)
     schedule = kl_schedule(config, steps)
     last, best = path / CHECKPOINTS / "last.safetensors", path / CHECKPOINTS / "best.safetensors"
     bar = tqdm(
         total=config.epochs * steps,
         initial=state["epoch"] * steps + (partial.position if partial is not None else 0),
-        disable=None if progress is None else not progress,  # None: only on a terminal
+        disable=True if not w.main else None if progress is None else not progress,  # None: only on a terminal
         unit="step",
         desc=f"training {path.name}",
         leave=False,
     )
-    hooks = [h for h in (on_epoch, _tensorboard(setup, path)) if h is not None]
+    hooks = [h for h in (on_epoch, _tensorboard(setup, path)) if h is not None] if w.main else []
+
+    def stopping() -> bool:
+        """Whether a signal asks to stop; under DDP, whether any rank got one (all stop at one step)."""
+        if w.size == 1:
+            return bool(received)
+        return bool(sum_over_ranks(torch.tensor([float(bool(received))], device=next(model.parameters()).device)))
 
     def stop(signum: int, where: str) -> StoppedError:
         info["status"] = "interrupted"
-        write_json(path / INFO, info)
+        if w.main:
+            write_json(path / INFO, info)
         name = signal.Signals(signum).name
         return StoppedError(f"stopped by {name} {where}; the checkpoint {last} holds the run as it stood. "
                            f"Continue it with `elbox train --resume {path}`.", signum)  # fmt: skip
@@ -511,11 +570,13 @@ def _fit(
         step = state["step"] + p.position
         # a periodic checkpoint only between good steps: one taken inside a run of non-finite
         # steps would replace the last good one
-        if received or (config.checkpoint_every and step % config.checkpoint_every == 0 and p.in_a_row == 0
-                        and p.position < steps):  # fmt: skip
+        asked = stopping()
+        if asked or (config.checkpoint_every and step % config.checkpoint_every == 0 and p.in_a_row == 0
+                     and p.position < steps):  # fmt: skip
             _checkpoint(last, model, optimizer, data_rng, state, p)
-        if received:
-            raise stop(received[0], f"at step {step} (epoch {state['epoch'] + 1}, {p.position} of {steps} steps)")
+        if asked:
+            signum = received[0] if received else signal.SIGTERM  # another rank's signal
+            raise stop(signum, f"at step {step} (epoch {state['epoch'] + 1}, {p.position} of {steps} steps)")
 
     with bar, _stop_signals() as received:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -537,7 +598,8 @@ def _fit(
                     "Lower --lr, or look for outliers in the data."
                 )
             metrics.append(record)
-            append_json_line(path / METRICS, record)  # before the checkpoint: see _start
+            if w.main:
+                append_json_line(path / METRICS, record)  # before the checkpoint: see _start
             state.update(epoch=epoch, step=record["step"])
             if record["valid_elbo"] > state["best_valid_elbo"]:
                 state.update(best_valid_elbo=record["valid_elbo"], best_epoch=epoch)
@@ -547,8 +609,8 @@ def _fit(
             for hook in hooks:
                 with torch.random.fork_rng():  # whatever it draws leaves the run's numbers unchanged
                     hook(record, model)
-            if received:
-                raise stop(received[0], f"at the end of epoch {epoch}")
+            if stopping():
+                raise stop(received[0] if received else signal.SIGTERM, f"at the end of epoch {epoch}")
     for hook in hooks:
         getattr(hook, "close", lambda: None)()
     return _finish(setup, path, info, state, metrics)
@@ -580,12 +642,13 @@ def _finish(
         "test": test,
         "seconds": sum(m["seconds"] for m in metrics),
     }
-    write_json(path / INFO, info)
-    run = load_run(path)
-    from .plots import write_figures  # matplotlib is imported only when figures are drawn
+    if world().main:
+        write_json(path / INFO, info)
+        from .plots import write_figures  # matplotlib is imported only when figures are drawn
 
-    write_figures(run, setup.splits["test"], labels=setup.dataset.labels.get("test"))
-    return run
+        write_figures(load_run(path), setup.splits["test"], labels=setup.dataset.labels.get("test"))
+    barrier()  # the other ranks read the run once rank 0 has written it
+    return load_run(path)
 
 
 def train(
@@ -620,10 +683,17 @@ def train(
         model = base.pop("model", {}) | {k: v for k, v in options.items() if k in VAEConfig.__dataclass_fields__}
         base |= {k: v for k, v in options.items() if k not in VAEConfig.__dataclass_fields__} | {"model": model}
     setup = prepare(TrainConfig.from_dict(base))
-    path = _run_folder(setup.config, overwrite)
-    config = replace(setup.config, out=str(path))
-    write_json(path / CONFIG, config.to_dict())
-    return _fit(setup._replace(config=config), path, progress, on_epoch=on_epoch)
+    chosen, problem = None, None
+    if world().main:  # one rank makes the folder; the others learn its name, or the reason it failed
+        try:
+            chosen = str(_run_folder(setup.config, overwrite))
+            write_json(Path(chosen) / CONFIG, replace(setup.config, out=chosen).to_dict())
+        except ElboxError as e:
+            problem = str(e)
+    if (problem := from_main(problem)) is not None:
+        raise ElboxError(problem)
+    path = Path(from_main(chosen))
+    return _fit(setup._replace(config=replace(setup.config, out=str(path))), path, progress, on_epoch=on_epoch)
 
 
 def resume(
@@ -650,6 +720,6 @@ def resume(
     changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
     config = replace(config, **changes)
     setup = prepare(config)
-    if changes:
+    if changes and world().main:
         write_json(path / CONFIG, config.to_dict())
     return _fit(setup, path, progress, resume_from=resume_from)
