@@ -73,12 +73,19 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path) / METRICS
     if not path.exists():
         return []
+    lines = path.read_bytes().splitlines()
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if i == len(lines):  # the torn last line of a crash mid-write
+                break
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("epoch"), int)):
+            raise ElboxError(f"{path} is corrupt at line {i} (not one epoch's JSON object); the run's metrics "
+                             "cannot be read. Restore the file, or train the run again.")  # fmt: skip
+        rows.append(row)
     return rows
 
 
