@@ -207,6 +207,11 @@ def _summary(run: Any) -> str:
     if c.objective != "elbo" and run.metrics:
         trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
         lines.append(f"trained bound {trained}, {c.estimator} gradients: {run.metrics[-1][f'train_{c.objective}']:.3f}")
+    if skipped := sum(m.get("skipped_steps", 0) for m in run.metrics):
+        epochs = [m["epoch"] for m in run.metrics if m.get("skipped_steps")]
+        lines.append(f"warning: {skipped} training steps had a non-finite loss or gradient and were skipped "
+                     f"(epochs {', '.join(map(str, epochs[:10]))}{' ...' if len(epochs) > 10 else ''}; "
+                     "skipped_steps in metrics.jsonl).")  # fmt: skip
     lines += [
         "",
         "The ELBO is a lower bound on log p(x), not log p(x) itself.",
