@@ -11,10 +11,12 @@ from .bounds import Particles, log_weights
 from .errors import ElboxError
 from .families import center, check_family_name, make_family, stop_gradient
 from .likelihoods import LIKELIHOODS, make_likelihood
-from .networks import ACTIVATIONS, mlp
+from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, mlp
 from .priors import StandardNormal
 
-__all__ = ["VAE", "VAEConfig"]
+__all__ = ["NETWORKS", "VAE", "VAEConfig"]
+
+NETWORKS = ("mlp", "conv")
 
 
 @dataclass
@@ -26,13 +28,20 @@ class VAEConfig:
         latent_dim: D.
         hidden: widths of the encoder's hidden layers; the decoder mirrors them.
         activation: one of ``networks.ACTIVATIONS``.
-        likelihood: ``bernoulli``, ``binomial``, ``gaussian``, or ``auto`` (chosen from the
-            data: binary -> bernoulli, n + 1 grey levels -> binomial, else gaussian).
-        levels: n for the binomial likelihood; filled in from the data.
+        likelihood: ``bernoulli``, ``binomial``, ``gaussian``, ``continuous-bernoulli``,
+            ``gaussian-pixel``, ``logistic``, ``categorical`` (``likelihoods.make_likelihood``), or
+            ``auto`` (chosen from the data: binary -> bernoulli, n + 1 grey levels -> binomial,
+            else gaussian).
+        levels: n for the binomial, logistic and categorical likelihoods; filled in from the data.
         gaussian_scale: a fixed scale for the gaussian likelihood, or ``None`` to learn it.
         min_scale: the floor of q's standard deviations.
         family: q's family: ``diagonal``, ``fullrank``, ``lowrank[:R]``, a flow ``iaf|maf|nsf|realnvp[:L]``
             or ``mixture[:K]`` (``families.make_family``).
+        network: ``mlp``, or ``conv`` for images: strided convolutions before the encoder's
+            hidden layers, transposed convolutions after the decoder's (``networks.ConvEncoder``,
+            ``networks.ConvDecoder``).
+        channels: the conv encoder's channels per layer; the decoder mirrors them.
+        image_shape: (H, W) of the conv network's images; filled in from the data.
     """
 
     data_dim: int | None = None
@@ -44,9 +53,13 @@ class VAEConfig:
     gaussian_scale: float | None = None
     min_scale: float = field(default=1e-4)
     family: str = "diagonal"
+    network: str = "mlp"
+    channels: tuple[int, ...] = (32, 64)
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
+        self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
+        self.image_shape = None if self.image_shape is None else tuple(self.image_shape)
         problems = []
         if self.latent_dim < 1:
             problems.append(f"latent_dim must be at least 1, got {self.latent_dim}")
@@ -64,11 +77,27 @@ class VAEConfig:
             problems.append(f"gaussian_scale must be positive and finite, got {self.gaussian_scale}")
         if not 0 < self.min_scale < math.inf:
             problems.append(f"min_scale must be positive and finite, got {self.min_scale}")
+        problems += self._network_problems()
         if problems:
             raise ElboxError("invalid model options: " + "; ".join(problems) + ".")
 
+    def _network_problems(self) -> list[str]:
+        problems = []
+        if self.network not in NETWORKS:
+            problems.append(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            problems.append(f"channels must be one or more positive widths, got {list(self.channels)}")
+        shape = self.image_shape
+        if shape is not None and (len(shape) != 2 or any(s < 1 for s in shape)):
+            problems.append(f"image_shape must be two positive sides (H, W), got {list(shape)}")
+        elif shape is not None and self.data_dim is not None and shape[0] * shape[1] != self.data_dim:
+            problems.append(f"image_shape {list(shape)} holds {shape[0] * shape[1]} pixels, but the data have "
+                            f"{self.data_dim} values per row")  # fmt: skip
+        return problems
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden)}
+        shape = None if self.image_shape is None else list(self.image_shape)
+        return {**asdict(self), "hidden": list(self.hidden), "channels": list(self.channels), "image_shape": shape}
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
@@ -101,12 +130,22 @@ class VAE(nn.Module):
         super().__init__()
         if config.data_dim is None or config.likelihood == "auto":
             raise ValueError("resolve data_dim and likelihood from the data before building a VAE")
+        if config.network == "conv" and config.image_shape is None:
+            raise ValueError("resolve image_shape from the data before building a conv VAE")
         self.config = config
-        d, x, h = config.latent_dim, config.data_dim, list(config.hidden)
+        d, x, h, act = config.latent_dim, config.data_dim, list(config.hidden), config.activation
+        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        m = likelihood.outputs_per_dim  # decoder outputs per data dimension
         self.prior = StandardNormal(d)
-        self.encoder = make_family(config.family, d, [x, *h], activation=config.activation, min_scale=config.min_scale)
-        self.decoder = mlp([d, *reversed(h), x], config.activation)
-        self.likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        if config.network == "conv":
+            body = ConvEncoder(config.image_shape, config.channels, act)
+            self.encoder = make_family(config.family, d, [body.out_features, *h], activation=act,
+                                       min_scale=config.min_scale, body=body)  # fmt: skip
+            self.decoder = ConvDecoder([d, *reversed(h)], config.image_shape, config.channels, m, act)
+        else:
+            self.encoder = make_family(config.family, d, [x, *h], activation=act, min_scale=config.min_scale)
+            self.decoder = mlp([d, *reversed(h), x * m], act)
+        self.likelihood = likelihood
 
     def encode(self, x: Tensor) -> Distribution:
         """q(z | x): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``."""
