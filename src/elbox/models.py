@@ -112,7 +112,9 @@ class VAE(nn.Module):
 
     Generative model p(z) = N(0, I), p(x | z) = likelihood(decoder(z)); amortized family
     q(z | x) from an MLP encoder: N(mu(x), diag sigma(x)^2) by default, or any family of
-    ``families`` (full-rank, low-rank, flows, mixtures). ``forward(x, k)`` draws K
+    ``families`` (full-rank, low-rank, flows, mixtures). With ``network="conv"`` the encoder
+    starts with, and the decoder ends with, convolutions over the ``image_shape`` images; the
+    decoder outputs the likelihood's ``outputs_per_dim`` values per data dimension. ``forward(x, k)`` draws K
     reparameterized particles per input and returns what every bound needs
     (``bounds.Particles``); ``log_weights(x, k)`` is their ``[K, B]`` log-weights.
 
