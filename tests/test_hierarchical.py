@@ -14,7 +14,8 @@ from elbox.bounds import ELBO, IWAE, RenyiBound
 from elbox.errors import ElboxError
 from elbox.evaluate import evaluate, log_likelihood
 from elbox.families import DiagonalNormal
-from elbox.hierarchical import Chain, HierarchicalVAE
+from elbox.hierarchical import UNBOUNDED, Chain, HierarchicalVAE
+from elbox.likelihoods import LIKELIHOODS
 from elbox.models import build_model
 from elbox.runs import load_run
 
@@ -248,3 +249,12 @@ def test_a_trained_hvae_with_a_vamp_prior_loads_back_the_same(tmp_path):
 def test_the_command_line_reaches_the_options(tmp_path, capsys, flags, message):
     code, _, err = run_cli(capsys, "train", *flags, "--out", tmp_path / "r", "--no-progress")
     assert code == 2 and message in " ".join(err.split()) and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_the_hvae_takes_every_likelihood(likelihood):
+    """The decoder is sized by the likelihood's outputs per dimension; VampPrior inputs follow the data's range."""
+    hvae = _hvae("vamp:3", likelihood=likelihood, levels=4)
+    x = torch.randint(0, 5, (5, 6)).float() / 4  # grey levels k / 4: in every likelihood's support
+    assert hvae.log_weights(x, 3).shape == (3, 5) and hvae.sample(2).shape == (2, 6)
+    assert hvae.prior.top.bounded == (likelihood not in UNBOUNDED)

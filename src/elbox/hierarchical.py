@@ -28,7 +28,9 @@ from .priors import draw_diagonal, make_prior
 if TYPE_CHECKING:
     from .models import VAEConfig
 
-__all__ = ["Chain", "ChainPrior", "HierarchicalVAE"]
+__all__ = ["UNBOUNDED", "Chain", "ChainPrior", "HierarchicalVAE"]
+
+UNBOUNDED = ("gaussian", "gaussian-pixel")  # likelihoods of data outside [0, 1]: VampPrior inputs left free
 
 _SCALAR = torch.Size()
 
@@ -160,10 +162,10 @@ class HierarchicalVAE(nn.Module):
         self.bottom_up = make_family("diagonal", d1, [x, *h], activation=act, min_scale=floor)  # q(z1 | x)
         self.top_up = make_family("diagonal", d2, [d1, *top], activation=act, min_scale=floor)  # q(z2 | z1)
         top_down = make_family("diagonal", d1, [d2, *reversed(top)], activation=act, min_scale=floor)  # p(z1 | z2)
-        self.decoder = mlp([d1, *reversed(h), x], act)  # p(x | z1)
         self.likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        self.decoder = mlp([d1, *reversed(h), x * self.likelihood.outputs_per_dim], act)  # p(x | z1)
         top_prior = make_prior(config.prior, d2, encode=self._pseudo_posterior, data_dim=x, min_scale=floor,
-                               bounded=config.likelihood != "gaussian")  # fmt: skip
+                               bounded=config.likelihood not in UNBOUNDED)  # fmt: skip
         self.prior = ChainPrior(top_prior, top_down, self.sizes)
 
     def _pseudo_posterior(self, u: Tensor) -> Distribution:

@@ -12,13 +12,14 @@ from torch.distributions import Distribution, Normal
 from .bounds import Particles, log_weights
 from .errors import ElboxError
 from .families import center, check_family_name, make_family, stop_gradient
-from .hierarchical import HierarchicalVAE
+from .hierarchical import UNBOUNDED, HierarchicalVAE
 from .likelihoods import LIKELIHOODS, make_likelihood
-from .networks import ACTIVATIONS, mlp
+from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, mlp
 from .priors import check_prior_name, make_prior
 
-__all__ = ["ARCHITECTURES", "VAE", "VAEConfig", "build_model", "latent_floats"]
+__all__ = ["ARCHITECTURES", "NETWORKS", "VAE", "VAEConfig", "build_model", "latent_floats"]
 
+NETWORKS = ("mlp", "conv")
 ARCHITECTURES = ("vae", "hvae")
 
 
@@ -31,13 +32,20 @@ class VAEConfig:
         latent_dim: D.
         hidden: widths of the encoder's hidden layers; the decoder mirrors them.
         activation: one of ``networks.ACTIVATIONS``.
-        likelihood: ``bernoulli``, ``binomial``, ``gaussian``, or ``auto`` (chosen from the
-            data: binary -> bernoulli, n + 1 grey levels -> binomial, else gaussian).
-        levels: n for the binomial likelihood; filled in from the data.
+        likelihood: ``bernoulli``, ``binomial``, ``gaussian``, ``continuous-bernoulli``,
+            ``gaussian-pixel``, ``logistic``, ``categorical`` (``likelihoods.make_likelihood``), or
+            ``auto`` (chosen from the data: binary -> bernoulli, n + 1 grey levels -> binomial,
+            else gaussian).
+        levels: n for the binomial, logistic and categorical likelihoods; filled in from the data.
         gaussian_scale: a fixed scale for the gaussian likelihood, or ``None`` to learn it.
         min_scale: the floor of q's standard deviations.
         family: q's family: ``diagonal``, ``fullrank``, ``lowrank[:R]``, a flow ``iaf|maf|nsf|realnvp[:L]``
             or ``mixture[:K]`` (``families.make_family``).
+        network: ``mlp``, or ``conv`` for images: strided convolutions before the encoder's
+            hidden layers, transposed convolutions after the decoder's (``networks.ConvEncoder``,
+            ``networks.ConvDecoder``).
+        channels: the conv encoder's channels per layer; the decoder mirrors them.
+        image_shape: (H, W) of the conv network's images; filled in from the data.
         prior: p(z) (of the top layer for ``hvae``): ``standard``, ``mog[:K]`` (a learned
             mixture of K Gaussians, default 10) or ``vamp[:K]`` (the VampPrior, K pseudo-inputs,
             default 500); ``priors.make_prior``. The VampPrior needs the diagonal family.
@@ -58,13 +66,17 @@ class VAEConfig:
     gaussian_scale: float | None = None
     min_scale: float = field(default=1e-4)
     family: str = "diagonal"
+    network: str = "mlp"
+    channels: tuple[int, ...] = (32, 64)
+    image_shape: tuple[int, ...] | None = None
     prior: str = "standard"
     architecture: str = "vae"
     top_latent_dim: int | None = None
     top_hidden: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
+        self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
+        self.image_shape = None if self.image_shape is None else tuple(self.image_shape)
         problems = self._latent_problems()
         if self.latent_dim < 1:
             problems.append(f"latent_dim must be at least 1, got {self.latent_dim}")
@@ -82,6 +94,7 @@ class VAEConfig:
             problems.append(f"gaussian_scale must be positive and finite, got {self.gaussian_scale}")
         if not 0 < self.min_scale < math.inf:
             problems.append(f"min_scale must be positive and finite, got {self.min_scale}")
+        problems += self._network_problems()
         if problems:
             raise ElboxError("invalid model options: " + "; ".join(problems) + ".")
 
@@ -99,6 +112,8 @@ class VAEConfig:
             if self.family != "diagonal":
                 problems.append(f"the hvae's q(z1 | x) q(z2 | z1) are diagonal Gaussians: use --family diagonal, "
                                 f"not {self.family}")  # fmt: skip
+            if self.network != "mlp":
+                problems.append(f"the hvae is built of MLPs: use --network mlp, not {self.network}")
             if self.top_latent_dim is None:
                 self.top_latent_dim = max(1, math.ceil(self.latent_dim / 2))
             if self.top_hidden is None:
@@ -114,9 +129,25 @@ class VAEConfig:
                             f"not {self.family}")  # fmt: skip
         return problems
 
+    def _network_problems(self) -> list[str]:
+        problems = []
+        if self.network not in NETWORKS:
+            problems.append(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            problems.append(f"channels must be one or more positive widths, got {list(self.channels)}")
+        shape = self.image_shape
+        if shape is not None and (len(shape) != 2 or any(s < 1 for s in shape)):
+            problems.append(f"image_shape must be two positive sides (H, W), got {list(shape)}")
+        elif shape is not None and self.data_dim is not None and shape[0] * shape[1] != self.data_dim:
+            problems.append(f"image_shape {list(shape)} holds {shape[0] * shape[1]} pixels, but the data have "
+                            f"{self.data_dim} values per row")  # fmt: skip
+        return problems
+
     def to_dict(self) -> dict:
+        shape = None if self.image_shape is None else list(self.image_shape)
         top = None if self.top_hidden is None else list(self.top_hidden)
-        return {**asdict(self), "hidden": list(self.hidden), "top_hidden": top}
+        return {**asdict(self), "hidden": list(self.hidden), "channels": list(self.channels), "image_shape": shape,
+                "top_hidden": top}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
@@ -132,7 +163,9 @@ class VAE(nn.Module):
     Generative model p(z) = N(0, I) or a learned prior (``priors``: a mixture of Gaussians,
     the VampPrior), p(x | z) = likelihood(decoder(z)); amortized family
     q(z | x) from an MLP encoder: N(mu(x), diag sigma(x)^2) by default, or any family of
-    ``families`` (full-rank, low-rank, flows, mixtures). ``forward(x, k)`` draws K
+    ``families`` (full-rank, low-rank, flows, mixtures). With ``network="conv"`` the encoder
+    starts with, and the decoder ends with, convolutions over the ``image_shape`` images; the
+    decoder outputs the likelihood's ``outputs_per_dim`` values per data dimension. ``forward(x, k)`` draws K
     reparameterized particles per input and returns what every bound needs
     (``bounds.Particles``); ``log_weights(x, k)`` is their ``[K, B]`` log-weights.
 
@@ -150,14 +183,24 @@ class VAE(nn.Module):
         super().__init__()
         if config.data_dim is None or config.likelihood == "auto":
             raise ValueError("resolve data_dim and likelihood from the data before building a VAE")
+        if config.network == "conv" and config.image_shape is None:
+            raise ValueError("resolve image_shape from the data before building a conv VAE")
         self.config = config
-        d, x, h = config.latent_dim, config.data_dim, list(config.hidden)
-        self.encoder = make_family(config.family, d, [x, *h], activation=config.activation, min_scale=config.min_scale)
-        self.decoder = mlp([d, *reversed(h), x], config.activation)
-        self.likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        d, x, h, act = config.latent_dim, config.data_dim, list(config.hidden), config.activation
+        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        m = likelihood.outputs_per_dim  # decoder outputs per data dimension
+        if config.network == "conv":
+            body = ConvEncoder(config.image_shape, config.channels, act)
+            self.encoder = make_family(config.family, d, [body.out_features, *h], activation=act,
+                                       min_scale=config.min_scale, body=body)  # fmt: skip
+            self.decoder = ConvDecoder([d, *reversed(h)], config.image_shape, config.channels, m, act)
+        else:
+            self.encoder = make_family(config.family, d, [x, *h], activation=act, min_scale=config.min_scale)
+            self.decoder = mlp([d, *reversed(h), x * m], act)
+        self.likelihood = likelihood
         # last, so that a learned prior's initial draws leave the networks' as they were
         self.prior = make_prior(config.prior, d, encode=self.encoder, data_dim=x, min_scale=config.min_scale,
-                                bounded=config.likelihood != "gaussian")  # fmt: skip
+                                bounded=config.likelihood not in UNBOUNDED)  # fmt: skip
 
     def encode(self, x: Tensor) -> Distribution:
         """q(z | x): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``."""
