@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up (Tomczak & Welling use 100)")
     parser.add_argument("--test-points", type=int, default=1000, help="test images, evenly spread (sorted split)")
     parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where elbox.train trains")
     parser.add_argument("--json", type=Path, default=RESULTS / "zoo_mnist.json")
     args = parser.parse_args()
     names = args.models.split(",")
@@ -76,7 +77,7 @@ def main() -> None:
             started = time.perf_counter()
             run = elbox.train(
                 data="binarized-mnist", data_dir=args.data_dir, hidden=HIDDEN, epochs=args.epochs,
-                batch_size=BATCH_SIZE, lr=LR, seed=args.seed, kl_warmup=args.kl_warmup,
+                batch_size=BATCH_SIZE, lr=LR, seed=args.seed, kl_warmup=args.kl_warmup, device=args.device,
                 out=Path(tmp) / name.replace("+", "-"), progress=False, **_options(name, args.components),
             )  # fmt: skip
             seconds = time.perf_counter() - started
