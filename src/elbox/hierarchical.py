@@ -8,8 +8,10 @@ Generative model and inference model, over z = [z1, z2] (``[..., D1 + D2]``):
 each conditional a diagonal Gaussian from an MLP, p(z2) a prior of ``priors``. Because
 ``encode(x)`` is the joint q and ``prior()`` the joint p over the concatenated z, the
 log-weights log p(x | z1) + log p(z1, z2) - log q(z1, z2 | x) come out of ``bounds.Particles``
-unchanged, and with them every bound, gradient estimator and evaluation. Neither joint has a
-closed-form KL, so the KL is the Monte Carlo mean of log q - log p, by itself.
+unchanged, and with them every bound, gradient estimator and evaluation, but two: the gap
+decomposition (it optimises one family's parameters per point; the hvae has two encoders)
+and free bits (they need a KL that factorizes over dimensions), both refused with the reason.
+Neither joint has a closed-form KL, so the KL is the Monte Carlo mean of log q - log p, by itself.
 """
 
 from typing import TYPE_CHECKING
