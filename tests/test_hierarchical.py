@@ -234,8 +234,13 @@ def test_a_trained_hvae_with_a_vamp_prior_loads_back_the_same(tmp_path):
     assert (run.path / "figures" / "samples.png").is_file()
     e = evaluate(again, k=20, gap_points=0, mi_points=30, khat=False)
     assert math.isfinite(e.to_dict()["log_px"]["mean"])
-    with pytest.raises(ElboxError, match="gap_points=0"):
-        evaluate(again, k=20, gap_points=2, mi_points=30, khat=False)
+
+
+def test_the_evaluation_explains_that_the_gap_split_needs_one_family():
+    hvae, x = _hvae(), torch.bernoulli(torch.full((6, 6), 0.5))
+    assert evaluate(hvae, x, k=10, gap_points=0, mi_points=6, khat=False).active_units <= 5
+    with pytest.raises(ElboxError, match=r"HierarchicalVAE is not one\. Use gap_points=0"):
+        evaluate(hvae, x, k=10, gap_points=2, mi_points=6, khat=False)
 
 
 @pytest.mark.parametrize(
