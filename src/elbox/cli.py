@@ -122,6 +122,21 @@ def train(
         float | None,
         typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="vae; cvae (conditioned on the data's labels); or vib (a classifier with a stochastic "
+                     "encoder, trained with cross-entropy + beta KL). \\[default: vae]"),
+    ] = None,
+    class_prior: Annotated[
+        bool | None, typer.Option("--class-prior", help="cvae: a learned Gaussian prior p(z | y) per class.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Gumbel-softmax temperature of discrete latents. \\[default: 0.5]")
+    ] = None,
+    straight_through: Annotated[
+        bool | None,
+        typer.Option("--straight-through", help="Discrete latents: hard draws forward, relaxed gradients backward."),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Run folder to write. \\[default: runs/<data>-<time>]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
     resume: Annotated[
@@ -145,7 +160,8 @@ def train(
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
-            levels=levels, gaussian_scale=gaussian_scale, out=out,
+            levels=levels, gaussian_scale=gaussian_scale, out=out, model=model, class_prior=class_prior,
+            temperature=temperature, straight_through=straight_through,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
@@ -162,6 +178,7 @@ def _write_report(run: Path) -> Path:
 
 def _flatten(options: dict[str, Any]) -> dict[str, Any]:
     model = options.get("model") or {}
+    model = {"model": model} if isinstance(model, str) else model  # model = "cvae" names the kind
     return {k: v for k, v in options.items() if k != "model"} | model
 
 
@@ -178,6 +195,8 @@ def _summary(run: Any) -> str:
     for split in ("train", "valid", "test"):
         v = s[split]
         lines.append(f"{split:<22}{v['elbo']:>10.3f}  = {v['reconstruction']:>14.3f} - {v['kl']:>8.3f}")
+    if "accuracy" in s["test"]:
+        lines.append(f"test accuracy {s['test']['accuracy']:.4f} (p(y | x) averaged over 12 draws of z)")
     c = run.config
     if c.objective != "elbo" and run.metrics:
         trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
@@ -222,12 +241,15 @@ def sample(
     output: Output = None,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     checkpoint: Checkpoint = "last",
+    condition: Annotated[
+        int | None, typer.Option(help="A conditional VAE (--model cvae) draws given this class label.")
+    ] = None,
 ) -> None:
-    """Decode draws z ~ p(z) = N(0, I) into an image grid."""
+    """Decode draws z ~ p(z) = N(0, I) (or p(z | y) given --condition) into an image grid."""
     from . import plots
 
     r = _load(run, checkpoint)
-    figure = plots.samples(r.model, n, r.image_shape, seed)
+    figure = plots.samples(r.model, n, r.image_shape, seed, condition=condition)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
 
 

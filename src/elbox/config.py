@@ -112,6 +112,19 @@ class TrainConfig:
                 f"free bits act on each latent dimension's KL, which needs a q that factorizes over "
                 f"dimensions: use --family diagonal, not {self.model.family}"
             )
+        return problems + self._zoo_problems()
+
+    def _zoo_problems(self) -> list[str]:
+        problems = []
+        relaxed = self.model.discrete and not self.model.straight_through and self.estimator != "score"
+        if relaxed and (self.objective != "elbo" or not self.analytic_kl or self.estimator != "reparam"):
+            problems.append(
+                "relaxed (Gumbel-softmax) draws of discrete latents have no log q: they train the ELBO with the "
+                "closed-form KL only (--objective elbo, no --mc-kl, --estimator reparam); for other objectives "
+                "or estimators use --straight-through (hard draws) or --estimator score"
+            )
+        if self.tensorboard and self.model.model != "vae":
+            problems.append(f"--tensorboard draws prior samples of a VAE; --model {self.model.model} has none")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +140,8 @@ class TrainConfig:
         """
         d = dict(d)
         model = d.pop("model", None) or {}
+        if isinstance(model, str):  # the flat option --model cvae names the model's kind
+            model = {"model": model}
         if not isinstance(model, dict):
             raise ElboxError(f"option 'model' must be a table of model options ([model] in TOML), got {model!r}.")
         model = dict(model)

@@ -989,6 +989,12 @@ def evaluate(
     config = replace(config or EvaluationConfig(), **options)
     started = time.perf_counter()
     model, x, described = _load(source, x, config)
+    if getattr(model, "needs_labels", False):
+        raise ElboxError(
+            f"elbox evaluate estimates log p(x) of an unconditional VAE; this model ({model.config.model}) is given "
+            "a class label. Its ELBO given the labels is in the run's summary (run.json), or call "
+            "elbox.training.evaluate(model, x, y=labels)."
+        )
     x = _check_data(model, x)
     with _evaluating(model):
         stats = _pass(model, x, config, khat=config.khat, progress=progress)

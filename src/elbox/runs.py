@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .errors import ElboxError
-from .models import VAE
+from .models import VAE, build_model
 
 __all__ = ["Run", "load_run", "model_tensors", "read_metrics", "restore_model"]
 
@@ -119,7 +119,7 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
     if checkpoint not in ("last", "best"):
         raise ElboxError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}.")
     config = TrainConfig.from_dict(_read_json(path / CONFIG))
-    model = VAE(config.model)
+    model = build_model(config.model)
     ckpt = path / CHECKPOINTS / f"{checkpoint}.safetensors"
     tensors, _ = load_checkpoint(ckpt)
     restore_model(model, tensors, ckpt)

@@ -33,7 +33,7 @@ from .checkpoints import (
 from .config import TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ElboxError
-from .models import VAE, VAEConfig
+from .models import VAE, VAEConfig, build_model
 from .runs import (
     CHECKPOINTS,
     CONFIG,
@@ -54,6 +54,7 @@ __all__ = [
     "VariationalLoss",
     "evaluate",
     "kl_schedule",
+    "labels_for",
     "load_splits",
     "make_objective",
     "make_optimizer",
@@ -75,9 +76,11 @@ class VariationalLoss(nn.Module):
         super().__init__()
         self.model, self.objective, self.k = model, objective, k
 
-    def forward(self, x: Tensor) -> Bound:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Bound:
+        """The bound for inputs x ``[B, X]``, given labels y ``[B]`` for a model that needs them (cvae, vib)."""
         o = self.objective
-        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
+        given = {} if y is None else {"y": y}
+        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q, **given))
 
 
 class Setup(NamedTuple):
@@ -130,12 +133,38 @@ def prepare(config: TrainConfig) -> Setup:
         check_installed()
     dataset, splits = load_splits(config)
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
+    model_config = _resolve_classes(model_config, dataset, config.data)
     torch.manual_seed(config.seed)
-    model = VAE(model_config)
+    model = build_model(model_config)
     for name, x in splits.items():
         dynamic = name == "train" and config.binarize == "dynamic"
         model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
     return Setup(replace(config, model=model_config), dataset, splits, model)
+
+
+def _resolve_classes(model: VAEConfig, dataset: Dataset, data: str) -> VAEConfig:
+    """A cvae's or vib's number of classes, from labels that every split must have; refused without them."""
+    if model.model not in ("cvae", "vib"):
+        return model
+    if missing := [s for s in ("train", "valid", "test") if s not in dataset.labels]:
+        raise ElboxError(
+            f"--model {model.model} needs a class label for every example, but the data {data!r} have none for "
+            f"the {', '.join(missing)} split(s). Use a data set with labels (digits, mnist, fashion-mnist) or an "
+            ".npz file with 'train_labels' (and 'valid_labels', 'test_labels' for the splits it holds)."
+        )
+    low = min(int(y.min()) for y in dataset.labels.values())
+    high = max(int(y.max()) for y in dataset.labels.values())
+    if low < 0:
+        raise ElboxError(f"class labels must be 0, 1, ..., C - 1, but the data {data!r} have the label {low}.")
+    if model.classes is not None and high >= model.classes:
+        raise ElboxError(f"classes is {model.classes} but the data {data!r} have the label {high}; "
+                         f"give --classes {high + 1} or more, or leave it out.")  # fmt: skip
+    return replace(model, classes=model.classes or max(high + 1, 2))
+
+
+def labels_for(setup: "Setup", split: str) -> Tensor | None:
+    """The labels of a split ``[N]`` when the model needs them (cvae, vib), else None."""
+    return setup.dataset.labels[split] if getattr(setup.model, "needs_labels", False) else None
 
 
 def _sums(bound: Bound) -> Tensor:
@@ -209,6 +238,7 @@ def train_epoch(
     schedule: Callable[[int], float] | None = None,
     first_step: int = 0,
     max_nonfinite: int = 10,
+    y: Tensor | None = None,
 ) -> dict[str, Any]:
     """One pass over ``x`` ``[N, X]`` in shuffled minibatches; returns the mean bound and its parts.
 
@@ -219,6 +249,8 @@ def train_epoch(
     A step whose loss or any gradient is not finite is skipped (no update; its batch left out
     of the means) and counted in ``skipped_steps``; after ``max_nonfinite`` such steps in a row
     ``NonFiniteError`` is raised, naming the first tensor that went non-finite at the first of them.
+
+    ``y`` ``[N]`` are the labels of ``x`` for a model that needs them, taken in the same order.
     """
     n = x.shape[0]
     order = torch.randperm(n, generator=generator)
@@ -228,8 +260,9 @@ def train_epoch(
         if schedule is not None:
             loss.objective.beta = schedule(first_step + i)
             weights.append(loss.objective.beta)
-        batch = x[order[start : start + batch_size]]
-        bound = loss(batch)
+        index = order[start : start + batch_size]
+        batch = x[index]
+        bound = loss(batch, None if y is None else y[index])
         optimizer.zero_grad(set_to_none=True)
         bound.loss.backward()
         if _finite(bound, loss):
@@ -250,18 +283,25 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000, y: Tensor | None = None
+) -> dict[str, float]:
     """The mean ELBO over ``x`` ``[N, X]`` with one particle, in nats per data point, with its parts.
 
-    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p).
+    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p). Given
+    labels ``y`` ``[N]`` (a cvae, a vib) every term is given y; a classifier (vib) adds its
+    ``accuracy``, predicting the class of highest p(y | x) averaged over 12 draws of z.
     """
     objective = ELBO(analytic_kl=analytic_kl)
-    totals = torch.zeros(3)
+    totals, correct = torch.zeros(3), 0
     for start in range(0, x.shape[0], batch_size):
-        totals += _sums(objective(model(x[start : start + batch_size])))
+        batch, labels = x[start : start + batch_size], None if y is None else y[start : start + batch_size]
+        totals += _sums(objective(model(batch) if labels is None else model(batch, y=labels)))
+        if labels is not None and hasattr(model, "predict"):
+            correct += int((model.predict(batch).argmax(-1) == labels.to(batch.device)).sum())
     means = _means(totals, x.shape[0])
     del means["bound"]  # the ELBO itself
-    return means
+    return means | ({"accuracy": correct / x.shape[0]} if y is not None and hasattr(model, "predict") else {})
 
 
 def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
@@ -331,12 +371,13 @@ def _epoch(
     x = setup.splits["train"]
     x = binarize(x, g) if config.binarize == "dynamic" else x
     model.train()
-    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step, config.max_nonfinite)
+    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step, config.max_nonfinite,
+                        y=labels_for(setup, "train"))  # fmt: skip
     seconds = time.perf_counter() - started
     weights = train.pop("kl_weight", None)
     bound, skipped = train.pop("bound"), train.pop("skipped_steps")
     model.eval()
-    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
+    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl, y=labels_for(setup, "valid"))
     record = {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
     if config.objective != "elbo":  # the trained bound beside the ELBO, under its own name
         record[f"train_{config.objective}"] = bound
@@ -428,7 +469,8 @@ def _finish(
 ) -> Run:
     """Evaluate on the test split, write the summary and the figures, and load the run."""
     setup.model.eval()
-    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl)
+    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl,
+                    y=labels_for(setup, "test"))  # fmt: skip
     last = metrics[-1] if metrics else {}
     parts = ("elbo", "reconstruction", "kl")
     info["status"] = "finished"
