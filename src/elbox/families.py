@@ -588,7 +588,7 @@ class GumbelDiscrete(Distribution):
 
     - ``sample`` is the hard draw, without gradient (the score-function estimator).
     - ``rsample`` is the relaxed point z~; with ``straight_through`` it is the hard draw in the
-      forward pass with z~'s gradient (hard + z~ - z~.detach(), Bengio et al. 2013); with
+      forward pass with z~'s gradient (hard + (z~ - z~.detach()), Bengio et al. 2013); with
       ``hard`` (a model in evaluation mode) it is the hard draw without gradient.
     - ``log_prob(z)`` is the discrete log pmf sum_d log q(z_d): exact at every hard point (so a
       straight-through draw's log-weight is exactly the discrete model's); at a relaxed z~ it is
@@ -653,7 +653,7 @@ class GumbelDiscrete(Distribution):
         if self.hard:
             return self.sample(sample_shape)
         hard, relaxed = self._draws(sample_shape)
-        return hard + relaxed - relaxed.detach() if self.straight_through else relaxed
+        return hard + (relaxed - relaxed.detach()) if self.straight_through else relaxed  # exactly hard forward
 
     def log_prob(self, z: Tensor) -> Tensor:
         if self.categories == 2:
