@@ -581,6 +581,11 @@ def _amortized_family(model: VAE) -> Any:
             f"family (an encoder and a distribution of its output); {type(family).__name__} is not one. "
             "Use gap_points=0 (--gap-points 0) to skip it."
         )
+    if getattr(family, "categories", None) is not None:  # families.Discrete: hard draws in evaluation
+        raise ElboxError(
+            "the gap decomposition optimises q per data point with reparameterized gradients, which discrete "
+            "latents do not have. Use gap_points=0 (--gap-points 0) to skip it."
+        )
     return family
 
 
