@@ -185,8 +185,9 @@ def _flatten(options: dict[str, Any]) -> dict[str, Any]:
 def _summary(run: Any) -> str:
     s, d = run.summary, run.info["dataset"]
     sizes = d["sizes"]
+    kind = {"cvae": "conditional VAE", "vib": "VIB classifier"}.get(run.model.config.model, "VAE")
     lines = [
-        f"Trained a VAE on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
+        f"Trained a {kind} on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
         f"{sizes['test']} test) for {s['epochs']} epochs in {s['seconds']:.1f} s "
         f"(latent dim {run.model.config.latent_dim}, {run.model.config.likelihood} likelihood).",
         "",
@@ -203,7 +204,9 @@ def _summary(run: Any) -> str:
         lines.append(f"trained bound {trained}, {c.estimator} gradients: {run.metrics[-1][f'train_{c.objective}']:.3f}")
     lines += [
         "",
-        "The ELBO is a lower bound on log p(x), not log p(x) itself.",
+        {"cvae": "Every term is given the label y: the ELBO is a lower bound on log p(x | y), not log p(x | y) itself.",
+         "vib": "Here reconstruction is E_q log p(y | z) (minus the cross-entropy) and KL the rate, an upper bound on "
+                "I(z; x)."}.get(run.model.config.model, "The ELBO is a lower bound on log p(x), not log p(x) itself."),
         f"Run written to {run.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
         f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the encoder's.",
     ]

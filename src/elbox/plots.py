@@ -442,7 +442,7 @@ def write_figures(
                 directory / "interpolation.png",
             )
         )
-    if model.config.latent_dim == 2:
+    if model.config.latent_dim == 2 and not model.config.discrete:  # a grid over R^2, not over codes
         written.append(save(manifold(model, 20, shape), directory / "manifold.png"))
     return written
 
