@@ -208,8 +208,10 @@ def _summary(run: Any) -> str:
          "vib": "Here reconstruction is E_q log p(y | z) (minus the cross-entropy) and KL the rate, an upper bound on "
                 "I(z; x)."}.get(run.model.config.model, "The ELBO is a lower bound on log p(x), not log p(x) itself."),
         f"Run written to {run.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
-        f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the encoder's.",
     ]
+    if run.model.config.model == "vae":  # evaluate estimates log p(x) of a model without labels
+        lines.append(f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the "
+                     "encoder's.")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -694,7 +694,8 @@ class UniformDiscrete(Distribution):
     def sample(self, sample_shape: torch.Size = _SCALAR, generator: torch.Generator | None = None) -> Tensor:
         """Uniform codes ``[*S, W]``, drawn with ``generator`` when given."""
         shape = torch.Size(sample_shape) + torch.Size([self.dim])
-        k = torch.randint(self.categories, shape, generator=generator, device=self.logits.device)
+        device = generator.device if generator is not None else self.logits.device  # a CPU generator draws on the CPU
+        k = torch.randint(self.categories, shape, generator=generator, device=device).to(self.logits.device)
         if self.categories == 2:
             return k.to(self.logits.dtype)
         return F.one_hot(k, self.categories).to(self.logits.dtype).flatten(-2)
