@@ -157,3 +157,13 @@ def test_a_cvae_on_data_without_labels_is_refused_before_anything_is_written(tmp
     with pytest.raises(ElboxError, match="needs a class label"):
         train(model="cvae", data=str(tmp_path / "plain.npz"), epochs=1, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_labels_of_a_user_npz_condition_a_cvae_named_in_a_config_file(tmp_path, capsys):
+    """Labels come with the .npz ('train_labels'); the held-out splits cut from train keep theirs."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", train=rng.random((60, 4)) > 0.5, train_labels=rng.integers(0, 4, 60))
+    (tmp_path / "c.toml").write_text(f'model = "cvae"\ndata = "{tmp_path / "d.npz"}"\nepochs = 1\nhidden = [8]\n')
+    code, out, _ = run_cli(capsys, "train", "--config", tmp_path / "c.toml", "--out", tmp_path / "run", "--no-report")
+    assert code == 0 and "conditional VAE" in out and "log p(x | y)" in out
+    assert load_run(tmp_path / "run").model.config.classes == 4

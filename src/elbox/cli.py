@@ -108,7 +108,7 @@ def train(
         str | None,
         typer.Option(
             help="q's family: diagonal, fullrank, lowrank[:R] (rank R), flows iaf, maf, nsf, realnvp [:L steps], "
-            "or mixture[:K] (K components). \\[default: diagonal]"
+            "mixture[:K] (K components), or discrete latents bernoulli, categorical[:C]. \\[default: diagonal]"
         ),
     ] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. \\[default: 2]")] = None,
