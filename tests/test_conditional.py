@@ -132,6 +132,14 @@ def test_samples_depend_on_the_condition_and_bad_labels_are_refused():
         VAE(VAEConfig(data_dim=4, likelihood="bernoulli")).sample(2, condition=1)
 
 
+def test_evaluate_refuses_a_cvae_naming_the_estimate_of_log_p_x_given_y():
+    from elbox.evaluate import evaluate
+
+    model, x = linear_cvae(), data()[0]
+    with pytest.raises(ElboxError, match=r"iwae\(model.log_weights\(x, 5000, y\)\)"):
+        evaluate(model, x)
+
+
 def test_options_are_checked():
     with pytest.raises(ElboxError, match="class_prior"):
         VAEConfig(class_prior=True)

@@ -997,8 +997,8 @@ def evaluate(
     if getattr(model, "needs_labels", False):
         raise ElboxError(
             f"elbox evaluate estimates log p(x) of an unconditional VAE; this model ({model.config.model}) is given "
-            "a class label. Its ELBO given the labels is in the run's summary (run.json), or call "
-            "elbox.training.evaluate(model, x, y=labels)."
+            "a class label. Its ELBO given the labels is in the run's summary (run.json); estimate log p(x | y) "
+            "with elbox.bounds.iwae(model.log_weights(x, 5000, y)) over batches of x."
         )
     x = _check_data(model, x)
     with _evaluating(model):
