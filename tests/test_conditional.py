@@ -158,6 +158,9 @@ def test_a_cvae_trains_on_digits_loads_and_samples_through_the_cli(tmp_path, cap
     assert code == 0 and (tmp_path / "s.png").exists()
     code, _, err = run_cli(capsys, "sample", tmp_path / "run")
     assert code == 2 and "--condition" in err
+    code, _, _ = run_cli(capsys, "reconstruct", tmp_path / "run", "-n", 4, "-o", tmp_path / "r.png")  # given labels
+    assert code == 0 and (tmp_path / "r.png").exists()
+    assert {p.name for p in (tmp_path / "run" / "figures").iterdir()} >= {"samples.png", "reconstructions.png"}
 
 
 def test_a_cvae_on_data_without_labels_is_refused_before_anything_is_written(tmp_path):

@@ -270,8 +270,9 @@ def reconstruct(
     from . import plots
 
     r = _load(run, checkpoint)
-    x = plots.spread(_held_out(r, split), n)
-    figure = plots.reconstructions(r.model, x, r.image_shape)
+    x, labels = _labelled(r, split)
+    given = plots.spread(labels, n) if getattr(r.model, "needs_labels", False) and labels is not None else None
+    figure = plots.reconstructions(r.model, plots.spread(x, n), r.image_shape, labels=given)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
 
 

@@ -156,7 +156,9 @@ def _prior_draws(prior: nn.Module, n: int, generator: torch.Generator | None, y:
 def _labels_given(y: Tensor | None, classes: int, what: str) -> Tensor:
     """Class labels as one-hot rows ``[B, C]``, from indices ``[B]`` or one-hot rows."""
     if y is None:
-        raise ElboxError(f"this {what} is conditioned on a class label: give y (labels 0..{classes - 1}).")
+        raise ElboxError(f"this {what} is conditioned on a class label: give y (labels 0..{classes - 1}). On the "
+                         "command line, `elbox sample --condition` and `elbox reconstruct` draw a conditional VAE's "
+                         "figures; the others are for unconditional models.")  # fmt: skip
     if y.ndim == 1:
         if y.dtype.is_floating_point or bool(((y < 0) | (y >= classes)).any()):
             raise ElboxError(f"class labels must be whole numbers in 0..{classes - 1}, got {y.tolist()[:10]}.")

@@ -104,11 +104,14 @@ def class_samples(model: VAE, per_class: int = 8, image_shape: tuple[int, int] |
     return _picture(tile(grid.reshape(classes, per_class, *grid.shape[1:])), "samples given each class (rows)")
 
 
-def reconstructions(model: VAE, x: Tensor, image_shape: tuple[int, int] | None = None) -> Figure:
-    """Inputs ``[N, X]`` (odd rows) above their reconstructions (even rows)."""
+def reconstructions(
+    model: VAE, x: Tensor, image_shape: tuple[int, int] | None = None, labels: Tensor | None = None
+) -> Figure:
+    """Inputs ``[N, X]`` (odd rows) above their reconstructions (even rows), given their ``labels``
+    ``[N]`` for a conditional VAE."""
     cols = min(x.shape[0], 10)
     rows = math.ceil(x.shape[0] / cols)
-    pairs = torch.stack([x, model.reconstruct(x)])  # [2, N, X]
+    pairs = torch.stack([x, model.reconstruct(x) if labels is None else model.reconstruct(x, labels)])  # [2, N, X]
     padded = torch.ones(2, rows * cols, x.shape[-1])  # blank images fill the last row
     padded[:, : x.shape[0]] = pairs
     # [2, R, C, X] -> [R, 2, C, X] -> [2R, C, X]: each row of inputs above its reconstructions
@@ -427,6 +430,9 @@ def write_figures(
         written = [save(curves(run.metrics), directory / "curves.png")]
         if model.config.model == "cvae":
             written.append(save(class_samples(model, 8, shape), directory / "samples.png"))
+            if labels is not None:
+                recon = reconstructions(model, x[:20], shape, labels[:20])
+                written.append(save(recon, directory / "reconstructions.png"))
         return written
     written = [
         save(curves(run.metrics), directory / "curves.png"),
