@@ -5,6 +5,7 @@ no traceback, and no run file is changed.
 """
 
 import functools
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import ElboxError
+from .errors import ElboxError, StoppedError
 
 __all__ = ["app", "main"]
 
@@ -33,12 +34,13 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
             f(*args, **kwargs)
         except ElboxError as e:
             message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
-            typer.echo(f"elbox: error: {message}", err=True)
-            raise typer.Exit(2) from None
+            stopped = isinstance(e, StoppedError)
+            typer.echo(f"\nelbox: {message}" if stopped else f"elbox: error: {message}", err=True)
+            raise typer.Exit(128 + e.signum if stopped else 2) from None
         except KeyboardInterrupt:
             typer.echo(
-                "\nelbox: interrupted. Checkpoints are written whole at the end of each epoch; "
-                "continue a training run with `elbox train --resume RUN`.",
+                "\nelbox: interrupted at once. Checkpoints are written whole (never half), so the last one "
+                "stands; continue a training run with `elbox train --resume RUN`.",
                 err=True,
             )
             raise typer.Exit(130) from None
@@ -95,6 +97,14 @@ def train(
         typer.Option(help="Steps in a row with a non-finite loss or gradient (skipped) before the run stops. "
                      "\\[default: 10]"),
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Also checkpoint every N steps (0: at epoch ends only); a killed run resumes from there. "
+                     "\\[default: 1000]"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:N, or auto (a GPU when there is one). \\[default: cpu]")
+    ] = None,
     tensorboard: Annotated[
         bool | None,
         typer.Option("--tensorboard/--no-tensorboard", help="Also log each epoch to RUN/tensorboard (pip install "
@@ -143,6 +153,11 @@ def train(
         Path | None,
         typer.Option(help="Continue this run from its last checkpoint (with --epochs to extend it)."),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Train with N processes (DDP over torchrun; gloo on CPU, NCCL on GPUs). For several "
+                     "machines, call torchrun yourself (README).", min=1),
+    ] = 1,
     progress: Progress = None,
     report: Report = True,
 ) -> None:
@@ -150,8 +165,13 @@ def train(
     from . import training
     from .config import read_config_file
 
+    if nproc > 1:
+        from .distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(_argv)))
+
     if resume is not None:
-        run = training.resume(resume, epochs=epochs, progress=progress)
+        run = training.resume(resume, epochs=epochs, device=device, progress=progress)
     else:
         options = read_config_file(config) if config is not None else {}
         flags = dict(
@@ -159,12 +179,17 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
+            checkpoint_every=checkpoint_every, device=device,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, out=out, model=model, class_prior=class_prior,
             temperature=temperature, straight_through=straight_through,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
+    from .distributed import world
+
+    if not world().main:  # under torchrun, rank 0 speaks for the run
+        return
     typer.echo(_summary(run))
     if report:
         typer.echo(f"Report written to {_write_report(run.path)}.")
@@ -202,6 +227,11 @@ def _summary(run: Any) -> str:
     if c.objective != "elbo" and run.metrics:
         trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
         lines.append(f"trained bound {trained}, {c.estimator} gradients: {run.metrics[-1][f'train_{c.objective}']:.3f}")
+    if skipped := sum(m.get("skipped_steps", 0) for m in run.metrics):
+        epochs = [m["epoch"] for m in run.metrics if m.get("skipped_steps")]
+        lines.append(f"warning: {skipped} training steps had a non-finite loss or gradient and were skipped "
+                     f"(epochs {', '.join(map(str, epochs[:10]))}{' ...' if len(epochs) > 10 else ''}; "
+                     "skipped_steps in metrics.jsonl).")  # fmt: skip
     lines += [
         "",
         {"cvae": "Every term is given the label y: the ELBO is a lower bound on log p(x | y), not log p(x | y) itself.",
@@ -465,6 +495,22 @@ def report(
     typer.echo(f"wrote {_write_report(run)}")
 
 
+_argv: list[str] = []  # the command line as given, for `train --nproc` to hand on to torchrun
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``elbox`` command."""
+    _argv[:] = sys.argv[1:] if argv is None else argv
     app(args=argv, prog_name="elbox")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            out.append(a)
+    return out

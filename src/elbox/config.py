@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -43,6 +44,9 @@ class TrainConfig:
         kl_warmup: epochs over which beta rises linearly from 0.
         kl_cycles: cyclical annealing: beta rises and holds this many times over the run.
         free_bits: nats per latent dimension below which the KL is not pushed down.
+        checkpoint_every: also write ``checkpoints/last.safetensors`` every this many steps (``0``:
+            only at each epoch's end), so a killed run resumes bitwise from where it stood.
+        device: ``cpu``, ``cuda`` (``cuda:N``), or ``auto`` (a GPU when torch sees one).
         max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
             the run stops, naming the first tensor that went non-finite.
         out: the run folder; ``runs/<data>-<time>`` when not given.
@@ -69,6 +73,8 @@ class TrainConfig:
     kl_cycles: int = 0
     free_bits: float = 0.0
     max_nonfinite: int = 10
+    checkpoint_every: int = 1000
+    device: str = "cpu"
     out: str | None = None
     tensorboard: bool = False
     model: VAEConfig = field(default_factory=VAEConfig)
@@ -80,6 +86,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "k", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            problems.append(f"checkpoint_every must be at least 0 (0: at epoch ends only), got {self.checkpoint_every}")
+        if self.device not in ("cpu", "cuda", "auto") and not re.fullmatch(r"cuda:\d+", self.device):
+            problems.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if not 0 < self.lr < math.inf:
             problems.append(f"lr must be positive and finite, got {self.lr}")
         if not all(math.isfinite(v) for v in (self.beta, self.alpha, self.free_bits)):
