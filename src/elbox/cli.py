@@ -125,9 +125,22 @@ def train(
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. 200,200; the decoder mirrors them.")] = None,
     activation: Annotated[str | None, typer.Option(help="tanh, relu, elu, gelu or softplus. \\[default: tanh]")] = None,
     likelihood: Annotated[
-        str | None, typer.Option(help="auto, bernoulli, binomial or gaussian. \\[default: auto]")
+        str | None,
+        typer.Option(help="auto, bernoulli, binomial, gaussian, gaussian-pixel (a scale per pixel), "
+                     "continuous-bernoulli, logistic (discretized) or categorical. \\[default: auto]"),
     ] = None,
-    levels: Annotated[int | None, typer.Option(help="Grey levels minus one, for the binomial likelihood.")] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Grey levels minus one, for binomial, logistic, categorical (from the data).")
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option(help="mlp, or conv (convolutional encoder and decoder, for images). \\[default: mlp]")
+    ] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Conv channels per layer, e.g. 32,64; the decoder mirrors them.")
+    ] = None,
+    image_shape: Annotated[
+        str | None, typer.Option(help="H,W of the images for --network conv (from the data).")
+    ] = None,
     gaussian_scale: Annotated[
         float | None,
         typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
@@ -181,8 +194,9 @@ def train(
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
             checkpoint_every=checkpoint_every, device=device,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
-            levels=levels, gaussian_scale=gaussian_scale, out=out, model=model, class_prior=class_prior,
-            temperature=temperature, straight_through=straight_through,
+            levels=levels, gaussian_scale=gaussian_scale, network=network, channels=channels,
+            image_shape=image_shape, out=out, model=model, class_prior=class_prior, temperature=temperature,
+            straight_through=straight_through,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)

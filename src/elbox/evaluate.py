@@ -268,11 +268,14 @@ def _bytes_per_particle(model: VAE) -> int:
     """Rough peak bytes of one particle of one data point through the decoder and the likelihood.
 
     Without autograd only a layer or two are alive at once; the likelihood's output and its
-    temporaries are the largest (three of width X).
+    temporaries are the largest (three of width m X, m its outputs per dimension), and a conv
+    decoder's feature maps (up to channels x X each).
     """
     c = model.config
     itemsize = next(model.parameters()).element_size()
-    return itemsize * (3 * c.data_dim + 2 * sum(c.hidden) + 4 * c.latent_dim)
+    width = c.data_dim * model.likelihood.outputs_per_dim
+    maps = 2 * c.data_dim * max(c.channels) if c.network == "conv" else 0
+    return itemsize * (3 * width + maps + 2 * sum(c.hidden) + 4 * c.latent_dim)
 
 
 def _chunk_size(model: VAE, k: int, batch: int, config: "EvaluationConfig") -> int:

@@ -477,7 +477,7 @@ def check_family_name(name: str) -> tuple[str, str]:
 
 def make_family(
     name: str, dim: int, encoder_sizes: list[int] | None = None, *, activation: str = "tanh", min_scale: float = 1e-4,
-    temperature: float = 0.5, straight_through: bool = False,
+    body: nn.Module | None = None, temperature: float = 0.5, straight_through: bool = False,
 ) -> Family:  # fmt: skip
     """A family by name (``check_family_name``): ``diagonal``, ``fullrank``, ``lowrank[:R]``,
     ``iaf|maf|nsf|realnvp[:L]`` (default 4 steps), ``mixture[:K]`` (default 4 components), or the
@@ -485,7 +485,8 @@ def make_family(
     ``straight_through`` are their relaxation's, ``Discrete``).
 
     With ``encoder_sizes`` ``[X, *hidden]`` it is amortized by an MLP whose output layer has
-    the family's number of raw parameters; without, it is global.
+    the family's number of raw parameters; without, it is global. A ``body`` (a convolutional
+    trunk, say) runs before that MLP, and ``encoder_sizes[0]`` is then its output width.
     """
     kind, option = check_family_name(name)
     number = int(option) if option else None
@@ -501,7 +502,8 @@ def make_family(
     if encoder_sizes is None:
         return build(None)
     size = build(nn.Identity()).num_params()  # a placeholder encoder: nothing is initialised
-    return build(mlp([*encoder_sizes, size], activation))
+    head = mlp([*encoder_sizes, size], activation)
+    return build(head if body is None else nn.Sequential(body, head))
 
 
 def start_at(family: Family, loc: Tensor, covariance: Tensor) -> None:

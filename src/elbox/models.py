@@ -13,12 +13,13 @@ from .bounds import Particles, log_weights
 from .errors import ElboxError
 from .families import DISCRETE, Discrete, Family, center, check_family_name, make_family, stop_gradient
 from .likelihoods import LIKELIHOODS, make_likelihood
-from .networks import ACTIVATIONS, mlp
+from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, mlp
 from .priors import ClassPrior, StandardNormal, UniformPrior
 
-__all__ = ["MODELS", "VAE", "VIB", "VAEConfig", "build_model"]
+__all__ = ["MODELS", "NETWORKS", "VAE", "VIB", "VAEConfig", "build_model"]
 
 MODELS = ("vae", "cvae", "vib")
+NETWORKS = ("mlp", "conv")
 
 
 @dataclass
@@ -30,13 +31,20 @@ class VAEConfig:
         latent_dim: D.
         hidden: widths of the encoder's hidden layers; the decoder mirrors them.
         activation: one of ``networks.ACTIVATIONS``.
-        likelihood: ``bernoulli``, ``binomial``, ``gaussian``, or ``auto`` (chosen from the
-            data: binary -> bernoulli, n + 1 grey levels -> binomial, else gaussian).
-        levels: n for the binomial likelihood; filled in from the data.
+        likelihood: ``bernoulli``, ``binomial``, ``gaussian``, ``continuous-bernoulli``,
+            ``gaussian-pixel``, ``logistic``, ``categorical`` (``likelihoods.make_likelihood``), or
+            ``auto`` (chosen from the data: binary -> bernoulli, n + 1 grey levels -> binomial,
+            else gaussian).
+        levels: n for the binomial, logistic and categorical likelihoods; filled in from the data.
         gaussian_scale: a fixed scale for the gaussian likelihood, or ``None`` to learn it.
         min_scale: the floor of q's standard deviations.
         family: q's family: ``diagonal``, ``fullrank``, ``lowrank[:R]``, a flow ``iaf|maf|nsf|realnvp[:L]``,
             ``mixture[:K]``, or discrete latents ``bernoulli`` / ``categorical[:C]`` (``families.make_family``).
+        network: ``mlp``, or ``conv`` for images: strided convolutions before the encoder's
+            hidden layers, transposed convolutions after the decoder's (``networks.ConvEncoder``,
+            ``networks.ConvDecoder``).
+        channels: the conv encoder's channels per layer; the decoder mirrors them.
+        image_shape: (H, W) of the conv network's images; filled in from the data.
         model: ``vae``; ``cvae``, the conditional VAE (``VAE`` given a class label y); or ``vib``,
             the deep variational information bottleneck classifier (``VIB``).
         classes: C, the number of class labels (cvae, vib); filled in from the data's labels.
@@ -55,6 +63,9 @@ class VAEConfig:
     gaussian_scale: float | None = None
     min_scale: float = field(default=1e-4)
     family: str = "diagonal"
+    network: str = "mlp"
+    channels: tuple[int, ...] = (32, 64)
+    image_shape: tuple[int, ...] | None = None
     model: str = "vae"
     classes: int | None = None
     class_prior: bool = False
@@ -62,7 +73,8 @@ class VAEConfig:
     straight_through: bool = False
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
+        self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
+        self.image_shape = None if self.image_shape is None else tuple(self.image_shape)
         problems = []
         if self.latent_dim < 1:
             problems.append(f"latent_dim must be at least 1, got {self.latent_dim}")
@@ -80,9 +92,23 @@ class VAEConfig:
             problems.append(f"gaussian_scale must be positive and finite, got {self.gaussian_scale}")
         if not 0 < self.min_scale < math.inf:
             problems.append(f"min_scale must be positive and finite, got {self.min_scale}")
-        problems += self._zoo_problems()
+        problems += self._network_problems() + self._zoo_problems()
         if problems:
             raise ElboxError("invalid model options: " + "; ".join(problems) + ".")
+
+    def _network_problems(self) -> list[str]:
+        problems = []
+        if self.network not in NETWORKS:
+            problems.append(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            problems.append(f"channels must be one or more positive widths, got {list(self.channels)}")
+        shape = self.image_shape
+        if shape is not None and (len(shape) != 2 or any(s < 1 for s in shape)):
+            problems.append(f"image_shape must be two positive sides (H, W), got {list(shape)}")
+        elif shape is not None and self.data_dim is not None and shape[0] * shape[1] != self.data_dim:
+            problems.append(f"image_shape {list(shape)} holds {shape[0] * shape[1]} pixels, but the data have "
+                            f"{self.data_dim} values per row")  # fmt: skip
+        return problems
 
     def _zoo_problems(self) -> list[str]:
         problems = []
@@ -94,6 +120,9 @@ class VAEConfig:
             problems.append("class_prior is the prior p(z | y) of a conditional VAE: use it with --model cvae")
         if not 0 < self.temperature < math.inf:
             problems.append(f"temperature must be positive and finite, got {self.temperature}")
+        if self.model == "cvae" and self.network == "conv":
+            problems.append("a conditional VAE appends the label to the encoder's input rows, which convolutions "
+                            "do not take: use --network mlp with --model cvae")
         if self.class_prior and self.family.partition(":")[0] in DISCRETE:
             problems.append("class_prior is a Gaussian per class; discrete latents have a uniform prior")
         return problems
@@ -104,7 +133,8 @@ class VAEConfig:
         return self.family.partition(":")[0] in DISCRETE
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden)}
+        shape = None if self.image_shape is None else list(self.image_shape)
+        return {**asdict(self), "hidden": list(self.hidden), "channels": list(self.channels), "image_shape": shape}
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
@@ -128,10 +158,12 @@ def _draw(
 
 
 def _family(config: VAEConfig, inputs: int) -> Family:
-    """q(z | x) amortized by an MLP from ``inputs`` features."""
+    """q(z | x) amortized by an MLP from ``inputs`` features, after convolutions for ``network="conv"``."""
     c = config
-    return make_family(c.family, c.latent_dim, [inputs, *c.hidden], activation=c.activation, min_scale=c.min_scale,
-                       temperature=c.temperature, straight_through=c.straight_through)  # fmt: skip
+    body = ConvEncoder(c.image_shape, c.channels, c.activation) if c.network == "conv" else None
+    first = inputs if body is None else body.out_features
+    return make_family(c.family, c.latent_dim, [first, *c.hidden], activation=c.activation, min_scale=c.min_scale,
+                       body=body, temperature=c.temperature, straight_through=c.straight_through)  # fmt: skip
 
 
 def _prior(config: VAEConfig, encoder: Family) -> nn.Module:
@@ -174,7 +206,9 @@ class VAE(nn.Module):
     Generative model p(z) = N(0, I), p(x | z) = likelihood(decoder(z)); amortized family
     q(z | x) from an MLP encoder: N(mu(x), diag sigma(x)^2) by default, or any family of
     ``families`` (full-rank, low-rank, flows, mixtures, discrete latents with a uniform prior).
-    ``forward(x, k)`` draws K particles per input and returns what every bound needs
+    With ``network="conv"`` the encoder starts with, and the decoder ends with, convolutions over
+    the ``image_shape`` images; the decoder outputs the likelihood's ``outputs_per_dim`` values per
+    data dimension. ``forward(x, k)`` draws K particles per input and returns what every bound needs
     (``bounds.Particles``); ``log_weights(x, k)`` is their ``[K, B]`` log-weights.
 
     With ``model="cvae"`` it is the conditional VAE (Sohn, Lee & Yan, 2015): a label y (one
@@ -200,6 +234,8 @@ class VAE(nn.Module):
         super().__init__()
         if config.data_dim is None or config.likelihood == "auto":
             raise ValueError("resolve data_dim and likelihood from the data before building a VAE")
+        if config.network == "conv" and config.image_shape is None:
+            raise ValueError("resolve image_shape from the data before building a conv VAE")
         if config.model not in ("vae", "cvae"):
             raise ValueError(f"a VAE is model vae or cvae, not {config.model!r}: build it with build_model")
         self.conditional = self.needs_labels = config.model == "cvae"
@@ -207,11 +243,17 @@ class VAE(nn.Module):
             raise ValueError("resolve the number of classes from the labels before building a conditional VAE")
         self.config = config
         c = config.classes if self.conditional else 0
-        x, h = config.data_dim, list(config.hidden)
+        x, h, act = config.data_dim, list(config.hidden), config.activation
+        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        m = likelihood.outputs_per_dim  # decoder outputs per data dimension
         self.encoder = _family(config, x + c)
         self.prior = _prior(config, self.encoder)
-        self.decoder = mlp([self.encoder.width + c, *reversed(h), x], config.activation)
-        self.likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
+        w = self.encoder.width + c  # the decoder takes z and the one-hot label
+        if config.network == "conv":
+            self.decoder = ConvDecoder([w, *reversed(h)], config.image_shape, config.channels, m, act)
+        else:
+            self.decoder = mlp([w, *reversed(h), x * m], act)
+        self.likelihood = likelihood
 
     def _given(self, inputs: Tensor, y: Tensor | None) -> Tensor:
         """``inputs`` ``[*S, B, F]`` with the one-hot label appended for a conditional model: ``[*S, B, F + C]``."""
@@ -273,7 +315,7 @@ class VAE(nn.Module):
         y = y.expand(n) if y.ndim == 0 else y
         if bool(((y < 0) | (y >= classes)).any()):
             raise ElboxError(f"--condition must be a class label in 0..{classes - 1}, got {condition!r}.")
-        return y.to(self.decoder[0].weight.device)
+        return y.to(next(self.decoder.parameters()).device)
 
     @torch.no_grad()
     def sample(
@@ -287,7 +329,7 @@ class VAE(nn.Module):
         y = self._condition(condition, n)
         one_hot = None if y is None else F.one_hot(y, self.config.classes).float()
         z = _prior_draws(self.prior, n, generator, one_hot)
-        return self.decode(z.to(self.decoder[0].weight), y).mean
+        return self.decode(z.to(next(self.decoder.parameters())), y).mean
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:

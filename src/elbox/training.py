@@ -40,6 +40,7 @@ from .config import TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .distributed import all_gather_tensors, barrier, device_of, from_main, init, shard, sum_over_ranks, world
 from .errors import ElboxError, StoppedError
+from .likelihoods import GRID_LIKELIHOODS
 from .models import VAE, VAEConfig, build_model
 from .runs import (
     CHECKPOINTS,
@@ -112,9 +113,23 @@ def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAECo
             likelihood = "binomial"
         else:
             likelihood = "gaussian"
-    if likelihood == "binomial" and levels is None:
+    if likelihood in GRID_LIKELIHOODS and levels is None:
         levels = dataset.levels
-    return replace(model, data_dim=dataset.dim, likelihood=likelihood, levels=levels)
+        if levels is None:
+            raise ElboxError(
+                f"the {likelihood} likelihood is a pmf on the grey levels k/n, but the {dataset.name} data take "
+                "continuous values; give n with --levels if they lie on such a grid, or use --likelihood "
+                "gaussian or continuous-bernoulli."
+            )
+    image_shape = model.image_shape
+    if model.network == "conv" and image_shape is None:
+        image_shape = dataset.image_shape
+        if image_shape is None:
+            raise ElboxError(
+                f"the conv network needs images, but the {dataset.name} data are rows of {dataset.dim} values with no "
+                "image shape; save them as an [N, H, W] array, give --image-shape H,W, or use --network mlp."
+            )
+    return replace(model, data_dim=dataset.dim, likelihood=likelihood, levels=levels, image_shape=image_shape)
 
 
 def load_splits(config: TrainConfig) -> tuple[Dataset, dict[str, Tensor]]:
