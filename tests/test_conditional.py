@@ -146,6 +146,8 @@ def test_options_are_checked():
     with pytest.raises(ElboxError, match="model must be one of"):
         VAEConfig(model="gan")
     assert TrainConfig.from_dict({"model": "cvae"}).model.model == "cvae"  # the flat --model names the kind
+    with pytest.raises(ElboxError, match="network mlp"):
+        VAEConfig(model="cvae", network="conv")
 
 
 def test_a_cvae_trains_on_digits_loads_and_samples_through_the_cli(tmp_path, capsys):

@@ -169,3 +169,13 @@ def test_a_discrete_run_trains_loads_and_samples(tmp_path):
     z = loaded.model(x.round(), 3).z  # evaluation mode: hard one-hot codes
     assert torch.equal(z.unflatten(-1, (3, 4)).sum(-1), torch.ones(3, 5, 3))
     assert math.isfinite(run.summary["test"]["elbo"])
+
+
+def test_discrete_latents_under_a_conv_network():
+    config = VAEConfig(data_dim=64, latent_dim=3, hidden=(8,), likelihood="bernoulli", family="categorical:4",
+                       network="conv", channels=(4,), image_shape=(8, 8))  # fmt: skip
+    model = VAE(config)
+    x = torch.bernoulli(torch.full((5, 64), 0.5))
+    p = model(x, 2)
+    ELBO()(p).loss.backward()
+    assert p.log_w.shape == (2, 5) and all(q.grad is not None for q in model.parameters())

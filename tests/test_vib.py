@@ -115,3 +115,12 @@ def test_a_vib_on_data_without_labels_is_refused_before_anything_is_written(tmp_
     with pytest.raises(ElboxError, match="needs a class label"):
         train(model="vib", data=str(tmp_path / "plain.npy"), epochs=1, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_vib_over_a_conv_encoder():
+    model = VIB(VAEConfig(data_dim=64, latent_dim=2, hidden=(8,), model="vib", classes=3, network="conv",
+                          channels=(4,), image_shape=(8, 8)))  # fmt: skip
+    x, y = torch.rand(5, 64), torch.tensor([0, 1, 2, 0, 1])
+    p = model(x, 3, y=y)
+    ELBO(beta=0.1)(p).loss.backward()
+    assert p.log_w.shape == (3, 5) and all(q.grad is not None for q in model.parameters())
