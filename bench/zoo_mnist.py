@@ -39,8 +39,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = {
     "vae": {"latent_dim": 50},
     "vae+vamp": {"latent_dim": 50, "prior": "vamp"},
-    "hvae": {"latent_dim": 100, "architecture": "hvae"},
-    "hvae+vamp": {"latent_dim": 100, "architecture": "hvae", "prior": "vamp"},
+    "hvae": {"latent_dim": 100, "model": "hvae"},
+    "hvae+vamp": {"latent_dim": 100, "model": "hvae", "prior": "vamp"},
 }
 CLAIMS = (("hvae", "vae"), ("vae+vamp", "vae"), ("hvae+vamp", "hvae"))
 

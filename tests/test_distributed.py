@@ -73,3 +73,27 @@ def test_the_run_folder_is_written_once_by_rank_0(runs):
 def test_nproc_must_be_positive(capsys):
     code, _, err = run_cli(capsys, "train", "--nproc", "0")
     assert code == 2 and "--nproc" in err
+
+
+def test_labels_are_split_with_their_rows(tmp_path, capsys, monkeypatch):
+    """A VIB (labels beside the inputs) under two processes takes the steps of one: each rank's
+    labels are the rows of its inputs, and the accuracy counts are summed over ranks."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(FIXED_NOISE)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    options = ["--model", "vib", "--beta", "0.01", "--epochs", "1", "--hidden", "16", "--no-progress", "--no-report"]
+    done = _elbox(tmp_path, "train", "--out", "two", "--nproc", "2", *options, env=env)
+    assert done.returncode == 0, done.stderr
+    import torch.distributions.normal as normal  # the one-process run here, with the same fixed noise
+
+    fixed = lambda shape, dtype, device: torch.full(shape, 0.3, dtype=dtype, device=device)  # noqa: E731
+    monkeypatch.setattr(normal, "_standard_normal", fixed)
+    code, _, _ = run_cli(capsys, "train", "--out", tmp_path / "one", *options)
+    assert code == 0
+    a, b = (load_file(tmp_path / out / "checkpoints" / "last.safetensors") for out in ("one", "two"))
+    for k in (k for k in a if k.startswith("model.")):
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    (m1,), (m2,) = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert m2["train_reconstruction"] == pytest.approx(m1["train_reconstruction"], rel=1e-4)
+    # predictions average 12 draws of q that the fixed noise does not fix: equal up to a few of 180 labels
+    assert m2["valid_accuracy"] == pytest.approx(m1["valid_accuracy"], abs=0.03)

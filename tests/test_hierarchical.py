@@ -21,7 +21,7 @@ from elbox.runs import load_run
 
 
 def _hvae(prior="standard", **kw):
-    options = {"data_dim": 6, "latent_dim": 3, "hidden": (8,), "likelihood": "bernoulli", "architecture": "hvae"}
+    options = {"data_dim": 6, "latent_dim": 3, "hidden": (8,), "likelihood": "bernoulli", "model": "hvae"}
     return build_model(VAEConfig(**(options | {"prior": prior} | kw)))
 
 
@@ -48,7 +48,7 @@ def _set(family, weight, bias, scale):
 
 def _linear_gaussian_hvae(x_dim=3, s=0.5):  # s exact in float32, where the buffer starts
     config = VAEConfig(data_dim=x_dim, latent_dim=1, hidden=(), likelihood="gaussian", gaussian_scale=s,
-                       architecture="hvae", top_latent_dim=1, top_hidden=())  # fmt: skip
+                       model="hvae", top_latent_dim=1, top_hidden=())  # fmt: skip
     hvae = HierarchicalVAE(config).double()
     a, c, t = 1.3, 0.4, 0.6
     with torch.no_grad():
@@ -182,7 +182,7 @@ def test_generation_and_reconstruction_shapes_and_reproducible_samples():
 
 
 def test_the_default_top_layer_is_half_the_bottom_as_in_burda():
-    config = VAEConfig(data_dim=784, latent_dim=100, hidden=(200, 200), architecture="hvae", likelihood="bernoulli")
+    config = VAEConfig(data_dim=784, latent_dim=100, hidden=(200, 200), model="hvae", likelihood="bernoulli")
     assert config.top_latent_dim == 50 and config.top_hidden == (100, 100)
     hvae = build_model(config)
     widths = lambda net: [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]  # noqa: E731
@@ -195,13 +195,13 @@ def test_the_default_top_layer_is_half_the_bottom_as_in_burda():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"architecture": "ladder"}, "architecture"),
-        ({"architecture": "hvae", "family": "iaf"}, "--family diagonal"),
+        ({"model": "ladder"}, "model must be one of"),
+        ({"model": "hvae", "family": "iaf"}, "--family diagonal"),
         ({"top_latent_dim": 5}, "--model hvae"),
-        ({"architecture": "hvae", "top_latent_dim": 0}, "positive"),
+        ({"model": "hvae", "top_latent_dim": 0}, "positive"),
     ],
 )
-def test_bad_architecture_options_are_refused(options, message):
+def test_bad_hvae_options_are_refused(options, message):
     with pytest.raises(ElboxError, match=message):
         VAEConfig(**options)
 
@@ -209,7 +209,7 @@ def test_bad_architecture_options_are_refused(options, message):
 def test_free_bits_are_refused_for_the_hvae_and_learned_priors():
     from elbox.config import TrainConfig
 
-    for model in ({"architecture": "hvae"}, {"prior": "mog"}):
+    for model in ({"model": "hvae"}, {"prior": "mog"}):
         with pytest.raises(ElboxError, match="free bits"):
             TrainConfig.from_dict({"free_bits": 0.5, "model": model})
 
@@ -218,12 +218,12 @@ def test_free_bits_are_refused_for_the_hvae_and_learned_priors():
 
 
 def test_a_trained_hvae_with_a_vamp_prior_loads_back_the_same(tmp_path):
-    run = elbox.train(data="digits", epochs=2, hidden=(16,), latent_dim=4, architecture="hvae", prior="vamp:5",
+    run = elbox.train(data="digits", epochs=2, hidden=(16,), latent_dim=4, model="hvae", prior="vamp:5",
                       out=str(tmp_path / "run"), progress=False)  # fmt: skip
     assert run.summary["epochs"] == 2 and math.isfinite(run.summary["test"]["elbo"])
     again = load_run(run.path)
     assert isinstance(again.model, HierarchicalVAE) and again.model.config == run.model.config
-    assert again.config.model.architecture == "hvae" and again.config.model.prior == "vamp:5"
+    assert again.config.model.model == "hvae" and again.config.model.prior == "vamp:5"
     x = run.model.reconstruct(torch.zeros(1, 64)).new_full((3, 64), 0.5)
     torch.manual_seed(1)
     expected = run.model.log_weights(x, 4)

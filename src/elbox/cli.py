@@ -118,7 +118,7 @@ def train(
         str | None,
         typer.Option(
             help="q's family: diagonal, fullrank, lowrank[:R] (rank R), flows iaf, maf, nsf, realnvp [:L steps], "
-            "or mixture[:K] (K components). \\[default: diagonal]"
+            "mixture[:K] (K components), or discrete latents bernoulli, categorical[:C]. \\[default: diagonal]"
         ),
     ] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. \\[default: 2]")] = None,
@@ -145,15 +145,26 @@ def train(
         float | None,
         typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="vae; cvae (conditioned on the data's labels); vib (a classifier with a stochastic "
+                     "encoder, trained with cross-entropy + beta KL); or hvae (two stochastic layers, Burda et al. "
+                     "2016; --latent-dim is z1's). \\[default: vae]"),
+    ] = None,
+    class_prior: Annotated[
+        bool | None, typer.Option("--class-prior", help="cvae: a learned Gaussian prior p(z | y) per class.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Gumbel-softmax temperature of discrete latents. \\[default: 0.5]")
+    ] = None,
+    straight_through: Annotated[
+        bool | None,
+        typer.Option("--straight-through", help="Discrete latents: hard draws forward, relaxed gradients backward."),
+    ] = None,
     prior: Annotated[
         str | None,
         typer.Option(help="p(z): standard, mog[:K] (learned mixture, K=10) or vamp[:K] (VampPrior, K=500 "
                      "pseudo-inputs). \\[default: standard]"),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="vae, or hvae: two stochastic layers (Burda et al. 2016; --latent-dim is z1's). "
-                     "\\[default: vae]"),
     ] = None,
     top_latent_dim: Annotated[int | None, typer.Option(help="hvae: z2's dimensions. \\[default: half of z1's]")] = None,
     top_hidden: Annotated[
@@ -194,8 +205,8 @@ def train(
             checkpoint_every=checkpoint_every, device=device,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, network=network, channels=channels,
-            image_shape=image_shape, out=out, prior=prior, architecture=model, top_latent_dim=top_latent_dim,
-            top_hidden=top_hidden,
+            image_shape=image_shape, out=out, model=model, class_prior=class_prior, temperature=temperature,
+            straight_through=straight_through, prior=prior, top_latent_dim=top_latent_dim, top_hidden=top_hidden,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
@@ -216,14 +227,16 @@ def _write_report(run: Path) -> Path:
 
 def _flatten(options: dict[str, Any]) -> dict[str, Any]:
     model = options.get("model") or {}
+    model = {"model": model} if isinstance(model, str) else model  # model = "cvae" names the kind
     return {k: v for k, v in options.items() if k != "model"} | model
 
 
 def _summary(run: Any) -> str:
     s, d = run.summary, run.info["dataset"]
     sizes = d["sizes"]
+    kind = {"cvae": "conditional VAE", "vib": "VIB classifier"}.get(run.model.config.model, "VAE")
     lines = [
-        f"Trained a VAE on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
+        f"Trained a {kind} on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
         f"{sizes['test']} test) for {s['epochs']} epochs in {s['seconds']:.1f} s "
         f"(latent dim {run.model.config.latent_dim}, {run.model.config.likelihood} likelihood).",
         "",
@@ -232,6 +245,8 @@ def _summary(run: Any) -> str:
     for split in ("train", "valid", "test"):
         v = s[split]
         lines.append(f"{split:<22}{v['elbo']:>10.3f}  = {v['reconstruction']:>14.3f} - {v['kl']:>8.3f}")
+    if "accuracy" in s["test"]:
+        lines.append(f"test accuracy {s['test']['accuracy']:.4f} (p(y | x) averaged over 12 draws of z)")
     c = run.config
     if c.objective != "elbo" and run.metrics:
         trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
@@ -243,10 +258,14 @@ def _summary(run: Any) -> str:
                      "skipped_steps in metrics.jsonl).")  # fmt: skip
     lines += [
         "",
-        "The ELBO is a lower bound on log p(x), not log p(x) itself.",
+        {"cvae": "Every term is given the label y: the ELBO is a lower bound on log p(x | y), not log p(x | y) itself.",
+         "vib": "Here reconstruction is E_q log p(y | z) (minus the cross-entropy) and KL the rate, an upper bound on "
+                "I(z; x)."}.get(run.model.config.model, "The ELBO is a lower bound on log p(x), not log p(x) itself."),
         f"Run written to {run.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
-        f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the encoder's.",
     ]
+    if run.model.config.model == "vae":  # evaluate estimates log p(x) of a model without labels
+        lines.append(f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the "
+                     "encoder's.")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -281,12 +300,15 @@ def sample(
     output: Output = None,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     checkpoint: Checkpoint = "last",
+    condition: Annotated[
+        int | None, typer.Option(help="A conditional VAE (--model cvae) draws given this class label.")
+    ] = None,
 ) -> None:
-    """Decode draws z ~ p(z) (the model's prior) into an image grid."""
+    """Decode draws z ~ p(z), the model's prior (or p(z | y) given --condition), into an image grid."""
     from . import plots
 
     r = _load(run, checkpoint)
-    figure = plots.samples(r.model, n, r.image_shape, seed)
+    figure = plots.samples(r.model, n, r.image_shape, seed, condition=condition)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
 
 
@@ -302,8 +324,9 @@ def reconstruct(
     from . import plots
 
     r = _load(run, checkpoint)
-    x = plots.spread(_held_out(r, split), n)
-    figure = plots.reconstructions(r.model, x, r.image_shape)
+    x, labels = _labelled(r, split)
+    given = plots.spread(labels, n) if getattr(r.model, "needs_labels", False) and labels is not None else None
+    figure = plots.reconstructions(r.model, plots.spread(x, n), r.image_shape, labels=given)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
 
 

@@ -122,11 +122,24 @@ class TrainConfig:
                 f"free bits act on each latent dimension's KL, which needs a q that factorizes over "
                 f"dimensions: use --family diagonal, not {self.model.family}"
             )
-        if self.free_bits and (self.model.prior != "standard" or self.model.architecture != "vae"):
+        return problems + self._zoo_problems()
+
+    def _zoo_problems(self) -> list[str]:
+        problems = []
+        relaxed = self.model.discrete and not self.model.straight_through and self.estimator != "score"
+        if relaxed and (self.objective != "elbo" or not self.analytic_kl or self.estimator != "reparam"):
+            problems.append(
+                "relaxed (Gumbel-softmax) draws of discrete latents have no log q: they train the ELBO with the "
+                "closed-form KL only (--objective elbo, no --mc-kl, --estimator reparam); for other objectives "
+                "or estimators use --straight-through (hard draws) or --estimator score"
+            )
+        if self.free_bits and (self.model.prior != "standard" or self.model.model == "hvae"):
             problems.append(
                 "free bits act on each latent dimension's KL, which needs the standard normal prior and one "
-                f"stochastic layer: use --prior standard --model vae, not {self.model.prior} {self.model.architecture}"
+                f"stochastic layer: use --prior standard and --model vae, not {self.model.prior} {self.model.model}"
             )
+        if self.tensorboard and self.model.model not in ("vae", "hvae"):
+            problems.append(f"--tensorboard draws prior samples of a VAE; --model {self.model.model} has none")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +155,8 @@ class TrainConfig:
         """
         d = dict(d)
         model = d.pop("model", None) or {}
+        if isinstance(model, str):  # the flat option --model cvae names the model's kind
+            model = {"model": model}
         if not isinstance(model, dict):
             raise ElboxError(f"option 'model' must be a table of model options ([model] in TOML), got {model!r}.")
         model = dict(model)

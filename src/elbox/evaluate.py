@@ -584,6 +584,11 @@ def _amortized_family(model: VAE) -> Any:
             f"family (an encoder and a distribution of its output); {type(family).__name__} is not one. "
             "Use gap_points=0 (--gap-points 0) to skip it."
         )
+    if getattr(family, "categories", None) is not None:  # families.Discrete: hard draws in evaluation
+        raise ElboxError(
+            "the gap decomposition optimises q per data point with reparameterized gradients, which discrete "
+            "latents do not have. Use gap_points=0 (--gap-points 0) to skip it."
+        )
     return family
 
 
@@ -992,6 +997,12 @@ def evaluate(
     config = replace(config or EvaluationConfig(), **options)
     started = time.perf_counter()
     model, x, described = _load(source, x, config)
+    if getattr(model, "needs_labels", False):
+        raise ElboxError(
+            f"elbox evaluate estimates log p(x) of an unconditional VAE; this model ({model.config.model}) is given "
+            "a class label. Its ELBO given the labels is in the run's summary (run.json); estimate log p(x | y) "
+            "with elbox.bounds.iwae(model.log_weights(x, 5000, y)) over batches of x."
+        )
     x = _check_data(model, x)
     with _evaluating(model):
         stats = _pass(model, x, config, khat=config.khat, progress=progress)

@@ -147,7 +147,7 @@ class HierarchicalVAE(nn.Module):
 
     >>> from elbox.models import VAEConfig
     >>> hvae = HierarchicalVAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli",
-    ...                                  architecture="hvae"))
+    ...                                  model="hvae"))
     >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
     >>> hvae(x, k=5).z.shape, hvae.log_weights(x, k=5).shape
     (torch.Size([5, 1, 3]), torch.Size([5, 1]))

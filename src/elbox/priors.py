@@ -24,13 +24,15 @@ from torch.distributions import (
     register_kl,
 )
 
-from .families import DiagonalNormal
+from .families import DiagonalNormal, UniformDiscrete, _inverse_positive, _positive
 
 __all__ = [
     "PRIORS",
+    "ClassPrior",
     "DiagonalMixture",
     "MixturePrior",
     "StandardNormal",
+    "UniformPrior",
     "UnitNormal",
     "VampPrior",
     "check_prior_name",
@@ -262,3 +264,41 @@ def make_prior(
     if encode is None or data_dim is None:
         raise ValueError("the VampPrior needs the model's encoder and the data's width")
     return VampPrior(encode, data_dim, components, bounded=bounded)
+
+
+
+class ClassPrior(nn.Module):
+    """p(z | y) = N(mu_y, diag sigma_y^2), one learned diagonal Gaussian per class (a conditional VAE's prior).
+
+    ``forward(y)`` takes one-hot labels ``[*B, C]`` and returns batch shape ``[*B]``, event ``[D]``;
+    every class starts at N(0, I). sigma = softplus(.) + 1e-4, the families' floor.
+
+    >>> p = ClassPrior(classes=3, dim=2)(torch.eye(3)[[0, 2]])
+    >>> p.batch_shape, p.event_shape
+    (torch.Size([2]), torch.Size([2]))
+    """
+
+    def __init__(self, classes: int, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.loc = nn.Parameter(torch.zeros(classes, dim))
+        self.raw_scale = nn.Parameter(torch.full((classes, dim), _inverse_positive(1.0, 1e-4)))
+
+    def forward(self, y: Tensor) -> Distribution:
+        return DiagonalNormal(y @ self.loc, _positive(y @ self.raw_scale, 1e-4))
+
+
+class UniformPrior(nn.Module):
+    """p(z) uniform over D discrete latents with C categories each (``families.UniformDiscrete``).
+
+    >>> UniformPrior(3, categories=4)().sample((2,)).shape
+    torch.Size([2, 12])
+    """
+
+    def __init__(self, dim: int, categories: int = 2) -> None:
+        super().__init__()
+        self.dim, self.categories = dim, categories
+        self.register_buffer("loc", torch.zeros(dim))  # the model's device and dtype, as StandardNormal's
+
+    def forward(self) -> Distribution:
+        return UniformDiscrete(self.dim, self.categories, self.loc.dtype, self.loc.device)

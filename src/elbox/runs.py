@@ -45,7 +45,7 @@ class Run:
 
     path: Path
     config: TrainConfig
-    model: VAE  # or a hierarchical.HierarchicalVAE, as config.model.architecture says
+    model: VAE  # or a hierarchical.HierarchicalVAE, as config.model.model says
     metrics: list[dict[str, Any]]
     info: dict[str, Any]
 

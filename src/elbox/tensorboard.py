@@ -53,8 +53,7 @@ def epoch_logger(run_dir: str | Path, image_shape: tuple[int, int] | None, seed:
         epoch = int(metrics["epoch"])
         for tag, value in _scalars(metrics).items():
             writer.add_scalar(tag, value, epoch)
-        if image_shape is not None:
-            # the same noise every epoch: fixed z under a fixed prior, and the same draws of a learned one
+        if image_shape is not None:  # the same seed every epoch: one fixed set of z for the whole run
             mean = model.sample(SAMPLES, torch.Generator().manual_seed(seed))  # [n, H * W]
             writer.add_images("prior samples", mean.clamp(0, 1).reshape(-1, 1, *image_shape).cpu(), epoch)
         writer.flush()

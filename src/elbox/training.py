@@ -65,6 +65,7 @@ __all__ = [
     "VariationalLoss",
     "evaluate",
     "kl_schedule",
+    "labels_for",
     "load_splits",
     "make_objective",
     "make_optimizer",
@@ -87,9 +88,11 @@ class VariationalLoss(nn.Module):
         super().__init__()
         self.model, self.objective, self.k = model, objective, k
 
-    def forward(self, x: Tensor) -> Bound:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Bound:
+        """The bound for inputs x ``[B, X]``, given labels y ``[B]`` for a model that needs them (cvae, vib)."""
         o = self.objective
-        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
+        given = {} if y is None else {"y": y}
+        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q, **given))
 
 
 class Setup(NamedTuple):
@@ -156,6 +159,7 @@ def prepare(config: TrainConfig) -> Setup:
         check_installed()
     dataset, splits = load_splits(config)
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
+    model_config = _resolve_classes(model_config, dataset, config.data)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(model_config)
@@ -187,6 +191,31 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise ElboxError(f"device {name!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s).")
     return torch.device(name)
+
+
+def _resolve_classes(model: VAEConfig, dataset: Dataset, data: str) -> VAEConfig:
+    """A cvae's or vib's number of classes, from labels that every split must have; refused without them."""
+    if model.model not in ("cvae", "vib"):
+        return model
+    if missing := [s for s in ("train", "valid", "test") if s not in dataset.labels]:
+        raise ElboxError(
+            f"--model {model.model} needs a class label for every example, but the data {data!r} have none for "
+            f"the {', '.join(missing)} split(s). Use a data set with labels (digits, mnist, fashion-mnist) or an "
+            ".npz file with 'train_labels' (and 'valid_labels', 'test_labels' for the splits it holds)."
+        )
+    low = min(int(y.min()) for y in dataset.labels.values())
+    high = max(int(y.max()) for y in dataset.labels.values())
+    if low < 0:
+        raise ElboxError(f"class labels must be 0, 1, ..., C - 1, but the data {data!r} have the label {low}.")
+    if model.classes is not None and high >= model.classes:
+        raise ElboxError(f"classes is {model.classes} but the data {data!r} have the label {high}; "
+                         f"give --classes {high + 1} or more, or leave it out.")  # fmt: skip
+    return replace(model, classes=model.classes or max(high + 1, 2))
+
+
+def labels_for(setup: "Setup", split: str) -> Tensor | None:
+    """The labels of a split ``[N]`` when the model needs them (cvae, vib), else None."""
+    return setup.dataset.labels[split] if getattr(setup.model, "needs_labels", False) else None
 
 
 def _sums(bound: Bound) -> Tensor:
@@ -298,6 +327,7 @@ def train_epoch(
     first_step: int = 0,
     max_nonfinite: int = 10,
     progress: EpochProgress | None = None,
+    y: Tensor | None = None,
 ) -> dict[str, Any]:
     """One pass over ``x`` ``[N, X]`` in shuffled minibatches; returns the mean bound and its parts.
 
@@ -313,6 +343,8 @@ def train_epoch(
     must be in the state it had at the epoch's start, so the order is drawn again identically
     and the steps already taken are passed over. It is updated in place, and ``on_step(progress)``
     is called after every step (to checkpoint, or to stop by raising).
+
+    ``y`` ``[N]`` are the labels of ``x`` for a model that needs them, taken in the same order.
     """
     n, w = x.shape[0], world()
     order = torch.randperm(n, generator=generator).to(x.device)
@@ -325,8 +357,9 @@ def train_epoch(
         if schedule is not None:
             objective.beta = schedule(first_step + i)
             p.weights.append(objective.beta)
-        batch = shard(x[order[start : start + batch_size]], w)  # the whole batch in one process
-        bound = loss(batch)
+        index = order[start : start + batch_size]
+        batch = shard(x[index], w)  # the whole batch in one process
+        bound = loss(batch, None if y is None else shard(y[index], w))
         optimizer.zero_grad(set_to_none=True)
         if w.size == 1:
             bound.loss.backward()
@@ -357,20 +390,31 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000, y: Tensor | None = None
+) -> dict[str, float]:
     """The mean ELBO over ``x`` ``[N, X]`` with one particle, in nats per data point, with its parts.
 
-    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p).
+    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p). Given
+    labels ``y`` ``[N]`` (a cvae, a vib) every term is given y; a classifier (vib) adds its
+    ``accuracy``, predicting the class of highest p(y | x) averaged over 12 draws of z.
     """
     objective = ELBO(analytic_kl=analytic_kl)
     device, n = next(model.parameters()).device, x.shape[0]
     x = shard(x, world())  # under torchrun each rank takes its rows; the sums are added up
-    totals = torch.zeros(3, device=device)
+    y = None if y is None else shard(y, world()).to(device)
+    classifier = y is not None and hasattr(model, "predict")
+    totals = torch.zeros(4, device=device)  # the bound, its two parts and, for a classifier, the correct
     for start in range(0, x.shape[0], batch_size):
-        totals += _sums(objective(model(x[start : start + batch_size].to(device))))
-    means = _means(sum_over_ranks(totals), n)
+        batch = x[start : start + batch_size].to(device)
+        labels = None if y is None else y[start : start + batch_size]
+        totals[:3] += _sums(objective(model(batch) if labels is None else model(batch, y=labels)))
+        if classifier:
+            totals[3] += (model.predict(batch).argmax(-1) == labels).sum()
+    totals = sum_over_ranks(totals)
+    means = _means(totals[:3], n)
     del means["bound"]  # the ELBO itself
-    return means
+    return means | ({"accuracy": totals[3].item() / n} if classifier else {})
 
 
 def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
@@ -483,13 +527,14 @@ def _epoch(
     x = (binarize(x, g) if config.binarize == "dynamic" else x).to(device)
     progress = progress if progress is not None else EpochProgress(totals=torch.zeros(3, device=device))
     model.train()
+    y = labels_for(setup, "train")
     train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step,
-                        config.max_nonfinite, progress)  # fmt: skip
+                        config.max_nonfinite, progress, y=None if y is None else y.to(device))  # fmt: skip
     seconds = progress.seconds
     weights = train.pop("kl_weight", None)
     bound, skipped = train.pop("bound"), train.pop("skipped_steps")
     model.eval()
-    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
+    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl, y=labels_for(setup, "valid"))
     record = {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
     if config.objective != "elbo":  # the trained bound beside the ELBO, under its own name
         record[f"train_{config.objective}"] = bound
@@ -645,7 +690,8 @@ def _finish(
 ) -> Run:
     """Evaluate on the test split, write the summary and the figures, and load the run."""
     setup.model.eval()
-    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl)
+    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl,
+                    y=labels_for(setup, "test"))  # fmt: skip
     last = metrics[-1] if metrics else {}
     parts = ("elbo", "reconstruction", "kl")
     info["status"] = "finished"
