@@ -209,8 +209,10 @@ class HierarchicalVAE(nn.Module):
         self.likelihood.check(x, name)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, condition: int | None = None) -> Tensor:
         """Decode n draws from p(z2) p(z1 | z2): the means of p(x | z1), ``[n, X]``."""
+        if condition is not None:
+            raise ElboxError("the hvae is not conditional, so it draws without --condition (--model cvae is).")
         return self.decode(self.prior.sample(n, generator)).mean
 
     @torch.no_grad()
