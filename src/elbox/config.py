@@ -18,6 +18,7 @@ __all__ = ["TrainConfig", "read_config_file"]
 
 BINARIZE = ("none", "static", "dynamic")
 OBJECTIVES = ("elbo", "iwae", "renyi")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -45,6 +46,10 @@ class TrainConfig:
         free_bits: nats per latent dimension below which the KL is not pushed down.
         max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
             the run stops, naming the first tensor that went non-finite.
+        compile: train with the loss compiled by ``torch.compile`` (``training.compile_loss``):
+            the same losses as eager to float rounding, faster once compiled (docs/benchmarks.md).
+        precision: ``fp32``, or ``bf16`` for the forward pass under bfloat16 autocast (opt-in;
+            ``training.VariationalLoss``).
         out: the run folder; ``runs/<data>-<time>`` when not given.
         tensorboard: also log each epoch to ``RUN/tensorboard`` (``elbox.tensorboard``; needs the
             ``tensorboard`` package).
@@ -69,6 +74,8 @@ class TrainConfig:
     kl_cycles: int = 0
     free_bits: float = 0.0
     max_nonfinite: int = 10
+    compile: bool = False
+    precision: str = "fp32"
     out: str | None = None
     tensorboard: bool = False
     model: VAEConfig = field(default_factory=VAEConfig)
@@ -85,6 +92,8 @@ class TrainConfig:
         if not all(math.isfinite(v) for v in (self.beta, self.alpha, self.free_bits)):
             problems.append(f"beta, alpha and free_bits must be finite, got {self.beta}, {self.alpha}, "
                             f"{self.free_bits}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.data:
             problems.append("data must name a data set or a .npy / .npz file, got an empty string")
         problems += self._objective_problems()

@@ -30,7 +30,7 @@ from .checkpoints import (
     write_json,
     write_json_lines,
 )
-from .config import TrainConfig
+from .config import PRECISIONS, TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ElboxError
 from .models import VAE, VAEConfig
@@ -52,6 +52,7 @@ __all__ = [
     "NonFiniteError",
     "Setup",
     "VariationalLoss",
+    "compile_loss",
     "evaluate",
     "kl_schedule",
     "load_splits",
@@ -68,16 +69,35 @@ class VariationalLoss(nn.Module):
     """A model bound to an objective: ``forward(x)`` returns the ``Bound`` per data point.
 
     Minimise ``forward(x).loss``. One module holding both is what any optimiser (and
-    DistributedDataParallel) expects.
+    DistributedDataParallel) expects. With ``precision="bf16"`` the forward pass runs under
+    ``torch.autocast`` in bfloat16 (matrix products in bf16, reductions and the bound's
+    log-densities in float32 as autocast keeps them): opt-in, its accuracy in tests/test_train.py.
     """
 
-    def __init__(self, model: VAE, objective: Objective, k: int = 1) -> None:
+    def __init__(self, model: VAE, objective: Objective, k: int = 1, *, precision: str = "fp32") -> None:
         super().__init__()
-        self.model, self.objective, self.k = model, objective, k
+        if precision not in PRECISIONS:
+            raise ElboxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+        self.model, self.objective, self.k, self.precision = model, objective, k, precision
 
     def forward(self, x: Tensor) -> Bound:
         o = self.objective
-        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            bound = o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
+        return Bound(*(v.float() for v in bound)) if self.precision == "bf16" else bound
+
+
+def compile_loss(loss: VariationalLoss) -> VariationalLoss:
+    """Compile ``loss``'s forward with ``torch.compile``, in place, and return it.
+
+    The model, the draws and the objective become a few fused kernels, and their backward one
+    compiled graph; the optimiser and the NaN guard stay as they are. Draws use torch's own
+    random numbers (inductor's ``fallback_random``), so a compiled run draws exactly what an
+    eager one does and its losses agree with eager ones to float rounding (tests/test_train.py).
+    The first steps pay for the compilation (seconds).
+    """
+    loss.compile(dynamic=False, options={"fallback_random": True})
+    return loss
 
 
 class Setup(NamedTuple):
@@ -369,7 +389,8 @@ def _fit(
     state, metrics = _start(path, model, optimizer, g, resume_from)
     info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running"}
     write_json(path / INFO, info)
-    loss = VariationalLoss(model, make_objective(config), config.k)
+    loss = VariationalLoss(model, make_objective(config), config.k, precision=config.precision)
+    loss = compile_loss(loss) if config.compile else loss
     steps = math.ceil(setup.splits["train"].shape[0] / config.batch_size)
     schedule = kl_schedule(config, steps)
     bar = tqdm(
