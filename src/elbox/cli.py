@@ -104,6 +104,14 @@ def train(
         bool | None,
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
     ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="Compile the loss with torch.compile (same losses, faster "
+                     "after seconds of compiling). \\[default: off]"),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, or bf16 for the forward pass in bfloat16 (opt-in). \\[default: fp32]")
+    ] = None,
     family: Annotated[
         str | None,
         typer.Option(
@@ -145,7 +153,7 @@ def train(
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
-            levels=levels, gaussian_scale=gaussian_scale, out=out,
+            levels=levels, gaussian_scale=gaussian_scale, out=out, compile=compile, precision=precision,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
@@ -351,6 +359,14 @@ def evaluate(
     gap_steps: Annotated[int, typer.Option(help="Adam steps of the per-point optimisation of q.")] = 500,
     mi_points: Annotated[int, typer.Option(help="Points whose q(z | x) make the aggregate posterior.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="Compile the decoder pass (torch.compile). \\[default: when "
+                     "the pass has 2 million particle-points or more]"),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16 for the decoder's matrix products in bfloat16 (opt-in).")
+    ] = "fp32",
     checkpoint: Checkpoint = "last",
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="JSON to write. \\[default: RUN/evaluation.json]")
@@ -364,7 +380,7 @@ def evaluate(
     result = evaluate_run(
         run, split=split, checkpoint=checkpoint, k=k, chunk=chunk, max_memory=max_memory * 2**20,
         batch_size=batch_size, gap_points=gap_points, gap_steps=gap_steps, mi_points=mi_points, seed=seed,
-        progress=progress,
+        progress=progress, compile=compile, precision=precision,
     )  # fmt: skip
     path = result.save(output if output is not None else run / "evaluation.json")
     figures = write_evaluation_figures(result, path.parent / "figures")

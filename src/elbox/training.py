@@ -96,6 +96,7 @@ def compile_loss(loss: VariationalLoss) -> VariationalLoss:
     eager one does and its losses agree with eager ones to float rounding (tests/test_train.py).
     The first steps pay for the compilation (seconds).
     """
+    loss.model.prior()  # fill the prior's cache now: a first call that fills it would be compiled twice
     loss.compile(dynamic=False, options={"fallback_random": True})
     return loss
 
