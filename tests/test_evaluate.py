@@ -370,3 +370,13 @@ def test_bf16_changes_log_px_of_a_trained_model_by_under_0_05_nats(tmp_path):
     assert not torch.equal(bf16.values, fp32.values)  # bf16 really ran: rounding moved every estimate a little
     assert abs(difference.mean().item()) < 0.05, difference.mean()
     assert difference.abs().max() < 0.25, difference.abs().max()  # and no single point far off
+
+
+def test_the_eager_decoder_pass_is_the_models_own_log_likelihood_bit_for_bit_in_its_dtype():
+    from elbox.evaluate import _DecoderPass
+
+    vae = _correlated_vae()  # float64
+    x, z = _sample_x(vae, 3), torch.randn(7, 3, 2, dtype=F64)
+    with torch.no_grad():
+        fast = _DecoderPass(vae, compile=False, precision="fp32")(z, x)
+        assert fast.dtype == F64 and torch.equal(fast, vae.decode(z).log_prob(x))

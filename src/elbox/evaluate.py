@@ -351,10 +351,10 @@ class _DecoderPass:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             if self.compiled is not None:
                 try:
-                    return self.compiled(self.model, z, x).float()
+                    return self.compiled(self.model, z, x).to(x.dtype)  # bf16: back to the model's dtype
                 except Exception:  # no working compiler here, say: the eager pass computes the same
                     self.compiled = None
-            return _log_lik(self.model, z, x).float()
+            return _log_lik(self.model, z, x).to(x.dtype)
 
 
 def _compiles(config: EvaluationConfig, points: int) -> bool:

@@ -84,7 +84,7 @@ class VariationalLoss(nn.Module):
         o = self.objective
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             bound = o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
-        return Bound(*(v.float() for v in bound)) if self.precision == "bf16" else bound
+        return Bound(*(v.to(x.dtype) for v in bound)) if self.precision == "bf16" else bound
 
 
 def compile_loss(loss: VariationalLoss) -> VariationalLoss:
