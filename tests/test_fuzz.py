@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import elbox
 from elbox.config import TrainConfig, read_config_file
 from elbox.data import load_dataset
 from elbox.errors import ElboxError
@@ -112,3 +113,33 @@ def test_a_pickled_object_array_is_refused_without_being_unpickled(tmp_path):
     (tmp_path / "evil.json").write_text(json.dumps({"epochs": {"__class__": "os.system"}}))
     with pytest.raises(ElboxError):
         TrainConfig.from_dict(read_config_file(tmp_path / "evil.json"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    return elbox.train(epochs=1, hidden=(8,), out=str(tmp_path_factory.mktemp("fuzz") / "run"), progress=False).path
+
+
+@settings(FAST, max_examples=150)
+@given(st.sampled_from(["checkpoints/last.safetensors", "config.json", "run.json", "metrics.jsonl"]),
+       st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6),
+       st.one_of(st.none(), st.floats(0, 1)))  # fmt: skip
+def test_any_damage_to_a_run_folder_is_loaded_or_refused_with_a_clear_error(trained_run, name, flips, cut):
+    """Bytes overwritten anywhere in a run's files, or the file cut short: loading the run, or
+    resuming it, gives the run or one ElboxError; the damaged folder is never written to."""
+    import shutil
+
+    from elbox.runs import load_run
+
+    run = trained_run.parent / "damaged"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(trained_run, run)
+    data = bytearray((run / name).read_bytes())
+    for where, byte in flips:
+        data[int(where * len(data))] = byte
+    (run / name).write_bytes(bytes(data[: int(cut * len(data))] if cut is not None else data))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    if _accepted_or_clear(load_run, run) is None:  # refused to load: refused to resume, and nothing written
+        with pytest.raises(ElboxError):
+            elbox.resume(run, epochs=2, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -1,11 +1,32 @@
 """likelihoods: proper densities on their support, and refusal of data outside it."""
 
+import copy
+import math
+
+import numpy as np
 import pytest
+import scipy.integrate
 import scipy.stats
 import torch
+from torch.distributions import ContinuousBernoulli as TorchContinuousBernoulli
 
+from elbox import VAE, VAEConfig
+from elbox.data import load_dataset
 from elbox.errors import ElboxError
-from elbox.likelihoods import Bernoulli, Binomial, Gaussian, make_likelihood
+from elbox.likelihoods import (
+    LIKELIHOODS,
+    Bernoulli,
+    Binomial,
+    Categorical,
+    ContinuousBernoulli,
+    DiscretizedLogistic,
+    Gaussian,
+    PixelGaussian,
+    StableContinuousBernoulli,
+    make_likelihood,
+)
+from elbox.runs import load_run
+from elbox.training import train
 
 
 def test_binomial_is_the_binomial_pmf_of_the_counts_and_sums_to_one():
@@ -82,3 +103,222 @@ def test_the_fused_bernoulli_equals_torchs_independent_bernoulli():
         (g2,) = torch.autograd.grad(reference.log_prob(x).sum(), logits)
         assert torch.allclose(g1, g2)
     assert fused.batch_shape == (3, 4) and fused.event_shape == (6,) and torch.equal(fused.mean, reference.mean)
+
+
+# ----------------------------------------------------------------- continuous Bernoulli, per-pixel
+# Gaussian, discretized logistic, categorical
+
+# logits from lambda = 0.5 (the Taylor branch) to lambda within 1e-17 of 0 or 1
+CB_LOGITS = [-40.0, -15.0, -3.0, -0.3, -0.05, -1e-5, 0.0, 1e-5, 0.05, 0.3, 3.0, 15.0, 40.0]
+
+
+def _cb_density(logit):
+    d = StableContinuousBernoulli(torch.tensor(logit, dtype=torch.float64))
+    return lambda x: d.log_prob(torch.tensor(x, dtype=torch.float64)).exp().item()
+
+
+@pytest.mark.parametrize("logit", CB_LOGITS)
+def test_continuous_bernoulli_integrates_to_one_and_its_mean_is_its_first_moment(logit):
+    density, edges = _cb_density(logit), [1e-3, 1e-2, 0.99, 0.999]  # where the mass piles up at large |logit|
+    total = scipy.integrate.quad(density, 0, 1, points=edges, limit=200, epsabs=1e-12)[0]
+    moment = scipy.integrate.quad(lambda x: x * density(x), 0, 1, points=edges, limit=200, epsabs=1e-12)[0]
+    assert abs(total - 1) < 1e-8
+    mean = StableContinuousBernoulli(torch.tensor(logit, dtype=torch.float64)).mean.item()
+    assert abs(mean - moment) < 1e-8
+
+
+def test_continuous_bernoulli_equals_torchs_where_torchs_is_exact_and_stays_finite_where_it_is_not():
+    logits = torch.tensor([-10.0, -2.0, -0.3, 0.3, 2.0, 10.0], dtype=torch.float64)
+    x = torch.rand(4, 6, dtype=torch.float64)
+    ours, torchs = StableContinuousBernoulli(logits), TorchContinuousBernoulli(logits=logits)
+    assert torch.allclose(ours.log_prob(x), torchs.log_prob(x), atol=1e-10)
+    assert torch.allclose(ours.mean, torchs.mean, atol=1e-10)
+    # in float32 sigmoid(20) is exactly 1: torch's normaliser, from lambda, is off there by 0.2 nats
+    # (log 20 against the 2.77 at which torch clamps lambda); ours, from the logits, is exact
+    far = torch.tensor([-60.0, 20.0, 60.0], requires_grad=True)
+    x = torch.tensor([0.0, 1.0, 1.0])
+    exact = StableContinuousBernoulli(far.detach().double()).log_prob(x.double())
+    log_p = StableContinuousBernoulli(far).log_prob(x)
+    assert torch.allclose(log_p.double(), exact, atol=1e-5)
+    assert ((TorchContinuousBernoulli(logits=far).log_prob(x).double() - exact).abs() > 0.2).all()
+    (grad,) = torch.autograd.grad(log_p.sum(), far)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("logit", [-30.0, -2.0, 1e-4, 0.4, 5.0])
+def test_continuous_bernoulli_draws_follow_its_cdf(logit):
+    # Kolmogorov-Smirnov against the paper's cdf F(x) = (e^(eta x) - 1) / (e^eta - 1), eta = logit
+    g = torch.Generator().manual_seed(0)
+    d = StableContinuousBernoulli(torch.tensor(logit, dtype=torch.float64))
+    draws = d.icdf(torch.rand(2000, generator=g, dtype=torch.float64)).numpy()
+    if logit > 0:  # the same, divided by e^eta so that nothing overflows
+        cdf = lambda x: (np.exp(logit * (x - 1)) - np.exp(-logit)) / -np.expm1(-logit)  # noqa: E731
+    else:
+        cdf = lambda x: np.expm1(logit * x) / np.expm1(logit)  # noqa: E731
+    assert scipy.stats.kstest(draws, cdf).pvalue > 1e-3  # fails 1 in 1000 by chance; fixed seed
+
+
+def test_continuous_bernoulli_lacks_nothing_the_bernoulli_cross_entropy_has_but_its_normaliser():
+    logits, x = torch.randn(3, 5), torch.rand(3, 5)
+    bernoulli_term = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    gap = ContinuousBernoulli()(logits).log_prob(x) - bernoulli_term
+    assert (gap >= 5 * math.log(2) - 1e-5).all()  # log C(lambda) >= log 2 per pixel
+
+
+def test_pixel_gaussian_reads_a_mean_and_a_scale_per_pixel_and_matches_scipy():
+    loc, raw = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    y = torch.randn(4, 6, dtype=torch.float64)
+    scale = torch.nn.functional.softplus(raw) + 1e-3
+    expected = scipy.stats.norm.logpdf(y.numpy(), loc.numpy(), scale.numpy()).sum(-1)
+    d = PixelGaussian()(torch.cat([loc, raw], -1))
+    assert d.event_shape == (6,) and torch.allclose(d.log_prob(y), torch.from_numpy(expected))
+    assert torch.equal(d.mean, loc)
+
+
+def _logistic(loc, scale, levels):
+    """The discretized logistic with scale ``scale`` exactly: raw = softplus^-1(scale - floor)."""
+    raw = torch.log(torch.expm1(scale - 1e-4 / levels))
+    return DiscretizedLogistic(levels)(torch.cat([loc, raw], -1))
+
+
+# locations inside and far outside [0, 1], scales from a fraction of a bin to the whole range
+LOGISTIC_CASES = [(0.3, 0.05), (0.5, 1e-4), (0.999, 0.002), (-0.4, 0.03), (2.0, 0.5), (0.0, 10.0)]
+
+
+@pytest.mark.parametrize(("loc", "scale"), LOGISTIC_CASES)
+def test_discretized_logistic_is_a_pmf_over_256_levels_equal_to_scipys_cdf_differences(loc, scale):
+    n = 255
+    grid = torch.arange(n + 1, dtype=torch.float64)[:, None] / n  # [256, 1]: every value one pixel can take
+    d = _logistic(torch.full((256, 1), loc, dtype=torch.float64), torch.full((256, 1), scale, dtype=torch.float64), n)
+    log_p = d.log_prob(grid)  # [256]
+    assert abs(torch.logsumexp(log_p, 0).exp().item() - 1) < 1e-10
+    # scipy: log(F(upper) - F(lower)) from logcdf left of loc, log(S(lower) - S(upper)) from logsf
+    # right of it (where both cdfs round to 1), with the tails at the edges
+    t = grid[:, 0].numpy()
+    log_upper = scipy.stats.logistic.logcdf(t + 0.5 / n, loc, scale)
+    log_lower = scipy.stats.logistic.logcdf(t - 0.5 / n, loc, scale)
+    sf_lower = scipy.stats.logistic.logsf(t - 0.5 / n, loc, scale)
+    sf_upper = scipy.stats.logistic.logsf(t + 0.5 / n, loc, scale)
+    with np.errstate(divide="ignore"):  # the branch not taken may be log 0
+        from_cdf = log_upper + np.log(-np.expm1(log_lower - log_upper))
+        expected = np.where(t < loc, from_cdf, sf_lower + np.log(-np.expm1(sf_upper - sf_lower)))
+    expected[0] = log_upper[0]
+    expected[-1] = scipy.stats.logistic.logsf(t[-1] - 0.5 / n, loc, scale)
+    assert np.allclose(log_p.numpy(), expected, rtol=1e-9, atol=1e-9)
+    mean = d.base_dist.mean[0].item()
+    assert abs(mean - (log_p.exp() * grid[:, 0]).sum().item()) < 1e-10
+
+
+def test_discretized_logistic_draws_land_on_the_grid_with_its_probabilities():
+    n, draws_n = 4, 20000
+    torch.manual_seed(0)
+    d = _logistic(torch.tensor([[0.4]], dtype=torch.float64), torch.tensor([[0.3]], dtype=torch.float64), n).base_dist
+    draws = d.sample((draws_n,)).flatten()
+    counts = np.array([(draws == k / n).sum().item() for k in range(n + 1)])
+    assert counts.sum() == draws_n  # every draw is on the grid
+    p = d.log_prob(torch.arange(n + 1.0, dtype=torch.float64)[:, None, None] / n).exp().flatten().numpy()
+    assert scipy.stats.chisquare(counts, p / p.sum() * draws_n).pvalue > 1e-3  # fails 1 in 1000 by chance; fixed seed
+
+
+def test_categorical_is_a_pmf_over_its_levels_read_level_major_from_the_decoder():
+    n, x_dim = 255, 3
+    out = torch.randn(2, (n + 1) * x_dim, dtype=torch.float64)
+    d = Categorical(n)(out)
+    assert d.batch_shape == (2,) and d.event_shape == (x_dim,)
+    grid = (torch.arange(n + 1, dtype=torch.float64) / n)[:, None, None].expand(n + 1, 2, x_dim)
+    per_pixel = d.base_dist.log_prob(grid)  # [256, 2, 3]
+    assert torch.allclose(per_pixel.exp().sum(0), torch.ones(2, x_dim, dtype=torch.float64))
+    # level j of pixel i is output j * X + i
+    logits = out.reshape(2, n + 1, x_dim)
+    assert torch.allclose(per_pixel[7, 1, 2], torch.log_softmax(logits[1, :, 2], 0)[7])
+    assert torch.allclose(d.mean, (torch.softmax(logits, 1) * grid[:, :1, :1].reshape(1, n + 1, 1)).sum(1))
+
+
+def test_categorical_draws_follow_its_probabilities():
+    torch.manual_seed(0)
+    d = Categorical(3)(torch.tensor([[0.0, 1.0, -1.0, 2.0]])).base_dist
+    draws = d.sample((20000,)).flatten()
+    counts = np.array([(draws == k / 3).sum().item() for k in range(4)])
+    expected = torch.softmax(torch.tensor([0.0, 1.0, -1.0, 2.0], dtype=torch.float64), 0).numpy() * 20000
+    assert counts.sum() == 20000 and scipy.stats.chisquare(counts, expected).pvalue > 1e-3  # fixed seed
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "data", "message"),
+    [
+        (ContinuousBernoulli(), torch.tensor([[0.0, 1.5]]), r"\[0, 1\]"),
+        (ContinuousBernoulli(), torch.tensor([[-0.1, 0.5]]), "Rescale"),
+        (PixelGaussian(), torch.tensor([[0.0, float("nan")]]), "NaN"),
+        (DiscretizedLogistic(255), torch.tensor([[0.0, 0.3]]), "k/255"),
+        (DiscretizedLogistic(255), torch.tensor([[0.0, 255.0]]), "divide by 255"),
+        (Categorical(16), torch.tensor([[0.0, 0.3]]), "k/16"),
+        (Categorical(255), torch.tensor([[-1 / 255, 0.0]]), "--levels"),
+    ],
+)
+def test_new_likelihoods_refuse_data_outside_their_support_with_the_fix(likelihood, data, message):
+    with pytest.raises(ElboxError, match=message) as e:
+        likelihood.check(data, "training")
+    assert "row 0" in str(e.value)
+
+
+def test_new_likelihoods_accept_data_inside_their_support():
+    ContinuousBernoulli().check(torch.tensor([[0.0, 0.37, 1.0]]))
+    DiscretizedLogistic(255).check(torch.tensor([[0.0, 77 / 255, 1.0]]))
+    Categorical(16).check(torch.tensor([[0.0, 3 / 16, 1.0]]))
+
+
+@pytest.mark.parametrize("name", ["logistic", "categorical"])
+def test_grid_likelihoods_need_their_levels(name):
+    with pytest.raises(ElboxError, match="--levels"):
+        make_likelihood(name)
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_gradients_are_finite_at_extreme_decoder_outputs(name):
+    like = make_likelihood(name, levels=16)
+    m, x_dim = like.outputs_per_dim, 4
+    x = torch.tensor([[0.0, 1.0, 0.5, 0.0], [1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.5, 1.0]])
+    for value in (-60.0, -1e-6, 0.0, 60.0):
+        out = torch.full((3, m * x_dim), value, requires_grad=True)
+        log_p = like(out).log_prob(x)
+        (grad,) = torch.autograd.grad(log_p.sum(), out)
+        assert torch.isfinite(log_p).all() and torch.isfinite(grad).all(), (name, value)
+
+
+# ----------------------------------------------------------------- a VAE with each likelihood
+
+NEW = ["continuous-bernoulli", "gaussian-pixel", "logistic", "categorical"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_a_vae_sizes_its_decoder_for_the_likelihood_and_every_parameter_gets_a_gradient(name):
+    vae = VAE(VAEConfig(data_dim=6, latent_dim=2, hidden=(8,), likelihood=name, levels=16))
+    x = torch.randint(0, 17, (5, 6)) / 16
+    assert vae.decoder[-1].out_features == 6 * vae.likelihood.outputs_per_dim
+    log_w = vae.log_weights(x, 7)
+    assert log_w.shape == (7, 5) and torch.isfinite(log_w).all()
+    log_w.mean().backward()
+    for pname, p in vae.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert vae.sample(3).shape == (3, 6) and vae.reconstruct(x).shape == (5, 6)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_a_vae_with_the_likelihood_trains_on_digits_saves_loads_and_samples(tmp_path, name):
+    live = {}
+    train(data="digits", epochs=2, hidden=(16,), latent_dim=2, likelihood=name, out=str(tmp_path / "r"),
+          progress=False, on_epoch=lambda metrics, model: live.update(model=copy.deepcopy(model)))  # fmt: skip
+    run = load_run(tmp_path / "r")
+    assert run.model.config.likelihood == name
+    assert run.model.config.levels == (16 if name in ("logistic", "categorical") else None)
+    assert all(math.isfinite(run.summary["test"][key]) for key in ("elbo", "kl", "reconstruction"))
+    x, trained = load_dataset("digits").test[:10], live["model"].eval()
+    torch.manual_seed(1)
+    log_w = trained.log_weights(x, 4)
+    torch.manual_seed(1)
+    assert torch.equal(log_w, run.model.log_weights(x, 4))
+    samples = run.model.sample(5, torch.Generator().manual_seed(0))
+    assert torch.equal(samples, trained.sample(5, torch.Generator().manual_seed(0)))
+    assert samples.shape == (5, 64) and torch.isfinite(samples).all()
+    if name != "gaussian-pixel":  # the mean of a distribution on [0, 1] lies in [0, 1]
+        assert samples.min() >= 0 and samples.max() <= 1

@@ -225,6 +225,23 @@ def test_the_nan_guard_names_the_first_non_finite_gradient():
     assert training._first_nonfinite(bound, loss).startswith("the gradient of decoder.")
 
 
+def test_a_nan_in_one_batch_is_skipped_and_reported_by_the_command(tmp_path, monkeypatch, capsys):
+    from command import run_cli
+
+    real_prepare = training.prepare
+
+    def poisoned_prepare(config):
+        setup = real_prepare(config)
+        _poison(setup.model.decoder, bad={3})  # the fourth training step of epoch 1
+        return setup
+
+    monkeypatch.setattr(training, "prepare", poisoned_prepare)
+    code, out, err = run_cli(capsys, "train", "--epochs", "2", "--hidden", "16", "--out", tmp_path / "r", "--no-report")
+    assert code == 0, err
+    assert "warning: 1 training steps had a non-finite loss or gradient and were skipped (epochs 1;" in out
+    assert [m["skipped_steps"] for m in read_metrics(tmp_path / "r")] == [1, 0]
+
+
 # ----------------------------------------------------------------- the fast paths (issue 10)
 
 

@@ -8,11 +8,14 @@ one, never half of each.
 
 import json
 import os
+import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -24,6 +27,8 @@ __all__ = [
     "load_checkpoint",
     "optimizer_state_from_tensors",
     "optimizer_state_to_tensors",
+    "restore_rng_states",
+    "rng_states",
     "save_checkpoint",
     "write_atomic",
     "write_json",
@@ -121,3 +126,31 @@ def optimizer_state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any
         i, name = key.split(".", 1)
         state.setdefault(int(i), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_states() -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The global random states of torch (CPU and each CUDA device), NumPy and Python's ``random``.
+
+    Returned as tensors (``rng.torch``, ``rng.cuda.<i>``, ``rng.numpy``) and JSON (the rest of
+    NumPy's and Python's state), for ``save_checkpoint``; ``restore_rng_states`` is the inverse.
+    """
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
+    if torch.cuda.is_available():
+        tensors |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    version, internal, gauss_next = random.getstate()
+    meta = {"numpy": [kind, int(position), int(has_gauss), float(gauss)],
+            "python": [version, list(internal), gauss_next]}  # fmt: skip
+    return tensors, meta
+
+
+def restore_rng_states(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Set the global random states saved by ``rng_states``."""
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+    kind, position, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = meta["python"]
+    random.setstate((version, tuple(internal), gauss_next))

@@ -5,6 +5,7 @@ no traceback, and no run file is changed.
 """
 
 import functools
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import ElboxError
+from .errors import ElboxError, StoppedError
 
 __all__ = ["app", "main"]
 
@@ -33,12 +34,13 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
             f(*args, **kwargs)
         except ElboxError as e:
             message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
-            typer.echo(f"elbox: error: {message}", err=True)
-            raise typer.Exit(2) from None
+            stopped = isinstance(e, StoppedError)
+            typer.echo(f"\nelbox: {message}" if stopped else f"elbox: error: {message}", err=True)
+            raise typer.Exit(128 + e.signum if stopped else 2) from None
         except KeyboardInterrupt:
             typer.echo(
-                "\nelbox: interrupted. Checkpoints are written whole at the end of each epoch; "
-                "continue a training run with `elbox train --resume RUN`.",
+                "\nelbox: interrupted at once. Checkpoints are written whole (never half), so the last one "
+                "stands; continue a training run with `elbox train --resume RUN`.",
                 err=True,
             )
             raise typer.Exit(130) from None
@@ -95,6 +97,14 @@ def train(
         typer.Option(help="Steps in a row with a non-finite loss or gradient (skipped) before the run stops. "
                      "\\[default: 10]"),
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Also checkpoint every N steps (0: at epoch ends only); a killed run resumes from there. "
+                     "\\[default: 1000]"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:N, or auto (a GPU when there is one). \\[default: cpu]")
+    ] = None,
     tensorboard: Annotated[
         bool | None,
         typer.Option("--tensorboard/--no-tensorboard", help="Also log each epoch to RUN/tensorboard (pip install "
@@ -116,19 +126,47 @@ def train(
         str | None,
         typer.Option(
             help="q's family: diagonal, fullrank, lowrank[:R] (rank R), flows iaf, maf, nsf, realnvp [:L steps], "
-            "or mixture[:K] (K components). \\[default: diagonal]"
+            "mixture[:K] (K components), or discrete latents bernoulli, categorical[:C]. \\[default: diagonal]"
         ),
     ] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Latent dimensions D. \\[default: 2]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. 200,200; the decoder mirrors them.")] = None,
     activation: Annotated[str | None, typer.Option(help="tanh, relu, elu, gelu or softplus. \\[default: tanh]")] = None,
     likelihood: Annotated[
-        str | None, typer.Option(help="auto, bernoulli, binomial or gaussian. \\[default: auto]")
+        str | None,
+        typer.Option(help="auto, bernoulli, binomial, gaussian, gaussian-pixel (a scale per pixel), "
+                     "continuous-bernoulli, logistic (discretized) or categorical. \\[default: auto]"),
     ] = None,
-    levels: Annotated[int | None, typer.Option(help="Grey levels minus one, for the binomial likelihood.")] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Grey levels minus one, for binomial, logistic, categorical (from the data).")
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option(help="mlp, or conv (convolutional encoder and decoder, for images). \\[default: mlp]")
+    ] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Conv channels per layer, e.g. 32,64; the decoder mirrors them.")
+    ] = None,
+    image_shape: Annotated[
+        str | None, typer.Option(help="H,W of the images for --network conv (from the data).")
+    ] = None,
     gaussian_scale: Annotated[
         float | None,
         typer.Option(help="Fixed scale of the gaussian likelihood (learned if unset)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="vae; cvae (conditioned on the data's labels); or vib (a classifier with a stochastic "
+                     "encoder, trained with cross-entropy + beta KL). \\[default: vae]"),
+    ] = None,
+    class_prior: Annotated[
+        bool | None, typer.Option("--class-prior", help="cvae: a learned Gaussian prior p(z | y) per class.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Gumbel-softmax temperature of discrete latents. \\[default: 0.5]")
+    ] = None,
+    straight_through: Annotated[
+        bool | None,
+        typer.Option("--straight-through", help="Discrete latents: hard draws forward, relaxed gradients backward."),
     ] = None,
     out: Annotated[str | None, typer.Option(help="Run folder to write. \\[default: runs/<data>-<time>]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
@@ -136,6 +174,11 @@ def train(
         Path | None,
         typer.Option(help="Continue this run from its last checkpoint (with --epochs to extend it)."),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Train with N processes (DDP over torchrun; gloo on CPU, NCCL on GPUs). For several "
+                     "machines, call torchrun yourself (README).", min=1),
+    ] = 1,
     progress: Progress = None,
     report: Report = True,
 ) -> None:
@@ -143,8 +186,13 @@ def train(
     from . import training
     from .config import read_config_file
 
+    if nproc > 1:
+        from .distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(_argv)))
+
     if resume is not None:
-        run = training.resume(resume, epochs=epochs, progress=progress)
+        run = training.resume(resume, epochs=epochs, device=device, progress=progress)
     else:
         options = read_config_file(config) if config is not None else {}
         flags = dict(
@@ -152,11 +200,18 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
+            checkpoint_every=checkpoint_every, device=device,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
-            levels=levels, gaussian_scale=gaussian_scale, out=out, compile=compile, precision=precision,
+            levels=levels, gaussian_scale=gaussian_scale, network=network, channels=channels,
+            image_shape=image_shape, out=out, model=model, class_prior=class_prior, temperature=temperature,
+            straight_through=straight_through, compile=compile, precision=precision,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
+    from .distributed import world
+
+    if not world().main:  # under torchrun, rank 0 speaks for the run
+        return
     typer.echo(_summary(run))
     if report:
         typer.echo(f"Report written to {_write_report(run.path)}.")
@@ -170,14 +225,16 @@ def _write_report(run: Path) -> Path:
 
 def _flatten(options: dict[str, Any]) -> dict[str, Any]:
     model = options.get("model") or {}
+    model = {"model": model} if isinstance(model, str) else model  # model = "cvae" names the kind
     return {k: v for k, v in options.items() if k != "model"} | model
 
 
 def _summary(run: Any) -> str:
     s, d = run.summary, run.info["dataset"]
     sizes = d["sizes"]
+    kind = {"cvae": "conditional VAE", "vib": "VIB classifier"}.get(run.model.config.model, "VAE")
     lines = [
-        f"Trained a VAE on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
+        f"Trained a {kind} on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
         f"{sizes['test']} test) for {s['epochs']} epochs in {s['seconds']:.1f} s "
         f"(latent dim {run.model.config.latent_dim}, {run.model.config.likelihood} likelihood).",
         "",
@@ -186,16 +243,27 @@ def _summary(run: Any) -> str:
     for split in ("train", "valid", "test"):
         v = s[split]
         lines.append(f"{split:<22}{v['elbo']:>10.3f}  = {v['reconstruction']:>14.3f} - {v['kl']:>8.3f}")
+    if "accuracy" in s["test"]:
+        lines.append(f"test accuracy {s['test']['accuracy']:.4f} (p(y | x) averaged over 12 draws of z)")
     c = run.config
     if c.objective != "elbo" and run.metrics:
         trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
         lines.append(f"trained bound {trained}, {c.estimator} gradients: {run.metrics[-1][f'train_{c.objective}']:.3f}")
+    if skipped := sum(m.get("skipped_steps", 0) for m in run.metrics):
+        epochs = [m["epoch"] for m in run.metrics if m.get("skipped_steps")]
+        lines.append(f"warning: {skipped} training steps had a non-finite loss or gradient and were skipped "
+                     f"(epochs {', '.join(map(str, epochs[:10]))}{' ...' if len(epochs) > 10 else ''}; "
+                     "skipped_steps in metrics.jsonl).")  # fmt: skip
     lines += [
         "",
-        "The ELBO is a lower bound on log p(x), not log p(x) itself.",
+        {"cvae": "Every term is given the label y: the ELBO is a lower bound on log p(x | y), not log p(x | y) itself.",
+         "vib": "Here reconstruction is E_q log p(y | z) (minus the cross-entropy) and KL the rate, an upper bound on "
+                "I(z; x)."}.get(run.model.config.model, "The ELBO is a lower bound on log p(x), not log p(x) itself."),
         f"Run written to {run.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
-        f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the encoder's.",
     ]
+    if run.model.config.model == "vae":  # evaluate estimates log p(x) of a model without labels
+        lines.append(f"`elbox evaluate {run.path}` estimates log p(x) and splits the gap into the family's and the "
+                     "encoder's.")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -230,12 +298,15 @@ def sample(
     output: Output = None,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     checkpoint: Checkpoint = "last",
+    condition: Annotated[
+        int | None, typer.Option(help="A conditional VAE (--model cvae) draws given this class label.")
+    ] = None,
 ) -> None:
-    """Decode draws z ~ p(z) = N(0, I) into an image grid."""
+    """Decode draws z ~ p(z) = N(0, I) (or p(z | y) given --condition) into an image grid."""
     from . import plots
 
     r = _load(run, checkpoint)
-    figure = plots.samples(r.model, n, r.image_shape, seed)
+    figure = plots.samples(r.model, n, r.image_shape, seed, condition=condition)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
 
 
@@ -251,8 +322,9 @@ def reconstruct(
     from . import plots
 
     r = _load(run, checkpoint)
-    x = plots.spread(_held_out(r, split), n)
-    figure = plots.reconstructions(r.model, x, r.image_shape)
+    x, labels = _labelled(r, split)
+    given = plots.spread(labels, n) if getattr(r.model, "needs_labels", False) and labels is not None else None
+    figure = plots.reconstructions(r.model, plots.spread(x, n), r.image_shape, labels=given)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
 
 
@@ -453,6 +525,22 @@ def report(
     typer.echo(f"wrote {_write_report(run)}")
 
 
+_argv: list[str] = []  # the command line as given, for `train --nproc` to hand on to torchrun
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``elbox`` command."""
+    _argv[:] = sys.argv[1:] if argv is None else argv
     app(args=argv, prog_name="elbox")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            out.append(a)
+    return out

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -44,6 +45,9 @@ class TrainConfig:
         kl_warmup: epochs over which beta rises linearly from 0.
         kl_cycles: cyclical annealing: beta rises and holds this many times over the run.
         free_bits: nats per latent dimension below which the KL is not pushed down.
+        checkpoint_every: also write ``checkpoints/last.safetensors`` every this many steps (``0``:
+            only at each epoch's end), so a killed run resumes bitwise from where it stood.
+        device: ``cpu``, ``cuda`` (``cuda:N``), or ``auto`` (a GPU when torch sees one).
         max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
             the run stops, naming the first tensor that went non-finite.
         compile: train with the loss compiled by ``torch.compile`` (``training.compile_loss``):
@@ -74,6 +78,8 @@ class TrainConfig:
     kl_cycles: int = 0
     free_bits: float = 0.0
     max_nonfinite: int = 10
+    checkpoint_every: int = 1000
+    device: str = "cpu"
     compile: bool = False
     precision: str = "fp32"
     out: str | None = None
@@ -87,6 +93,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "k", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            problems.append(f"checkpoint_every must be at least 0 (0: at epoch ends only), got {self.checkpoint_every}")
+        if self.device not in ("cpu", "cuda", "auto") and not re.fullmatch(r"cuda:\d+", self.device):
+            problems.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if not 0 < self.lr < math.inf:
             problems.append(f"lr must be positive and finite, got {self.lr}")
         if not all(math.isfinite(v) for v in (self.beta, self.alpha, self.free_bits)):
@@ -121,6 +131,19 @@ class TrainConfig:
                 f"free bits act on each latent dimension's KL, which needs a q that factorizes over "
                 f"dimensions: use --family diagonal, not {self.model.family}"
             )
+        return problems + self._zoo_problems()
+
+    def _zoo_problems(self) -> list[str]:
+        problems = []
+        relaxed = self.model.discrete and not self.model.straight_through and self.estimator != "score"
+        if relaxed and (self.objective != "elbo" or not self.analytic_kl or self.estimator != "reparam"):
+            problems.append(
+                "relaxed (Gumbel-softmax) draws of discrete latents have no log q: they train the ELBO with the "
+                "closed-form KL only (--objective elbo, no --mc-kl, --estimator reparam); for other objectives "
+                "or estimators use --straight-through (hard draws) or --estimator score"
+            )
+        if self.tensorboard and self.model.model != "vae":
+            problems.append(f"--tensorboard draws prior samples of a VAE; --model {self.model.model} has none")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +159,8 @@ class TrainConfig:
         """
         d = dict(d)
         model = d.pop("model", None) or {}
+        if isinstance(model, str):  # the flat option --model cvae names the model's kind
+            model = {"model": model}
         if not isinstance(model, dict):
             raise ElboxError(f"option 'model' must be a table of model options ([model] in TOML), got {model!r}.")
         model = dict(model)

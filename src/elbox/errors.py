@@ -1,6 +1,6 @@
 """The one exception type for problems with what the user gave us."""
 
-__all__ = ["ElboxError"]
+__all__ = ["ElboxError", "StoppedError"]
 
 
 class ElboxError(Exception):
@@ -9,3 +9,14 @@ class ElboxError(Exception):
     The message is one paragraph that names what is wrong and how to fix it; the command
     line prints it without a traceback and exits with status 2.
     """
+
+
+class StoppedError(ElboxError):
+    """A run stopped by SIGINT or SIGTERM after writing a checkpoint where it stood.
+
+    The command line exits with 128 + the signal's number, as a shell does for a killed program.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -286,11 +286,14 @@ def _bytes_per_particle(model: VAE) -> int:
     """Rough peak bytes of one particle of one data point through the decoder and the likelihood.
 
     Without autograd only a layer or two are alive at once; the likelihood's output and its
-    temporaries are the largest (three of width X).
+    temporaries are the largest (three of width m X, m its outputs per dimension), and a conv
+    decoder's feature maps (up to channels x X each).
     """
     c = model.config
     itemsize = next(model.parameters()).element_size()
-    return itemsize * (3 * c.data_dim + 2 * sum(c.hidden) + 4 * c.latent_dim)
+    width = c.data_dim * model.likelihood.outputs_per_dim
+    maps = 2 * c.data_dim * max(c.channels) if c.network == "conv" else 0
+    return itemsize * (3 * width + maps + 2 * sum(c.hidden) + 4 * c.latent_dim)
 
 
 def _available_memory(device: torch.device) -> float | None:
@@ -661,6 +664,11 @@ def _amortized_family(model: VAE) -> Any:
             f"the gap decomposition optimises q's raw parameters per data point, which needs an amortized "
             f"family (an encoder and a distribution of its output); {type(family).__name__} is not one. "
             "Use gap_points=0 (--gap-points 0) to skip it."
+        )
+    if getattr(family, "categories", None) is not None:  # families.Discrete: hard draws in evaluation
+        raise ElboxError(
+            "the gap decomposition optimises q per data point with reparameterized gradients, which discrete "
+            "latents do not have. Use gap_points=0 (--gap-points 0) to skip it."
         )
     return family
 
@@ -1070,6 +1078,12 @@ def evaluate(
     config = replace(config or EvaluationConfig(), **options)
     started = time.perf_counter()
     model, x, described = _load(source, x, config)
+    if getattr(model, "needs_labels", False):
+        raise ElboxError(
+            f"elbox evaluate estimates log p(x) of an unconditional VAE; this model ({model.config.model}) is given "
+            "a class label. Its ELBO given the labels is in the run's summary (run.json); estimate log p(x | y) "
+            "with elbox.bounds.iwae(model.log_weights(x, 5000, y)) over batches of x."
+        )
     x = _check_data(model, x)
     with _evaluating(model):
         stats = _pass(model, x, config, khat=config.khat, progress=progress)

@@ -1,8 +1,9 @@
 """Likelihoods p(x | z): map a decoder's output to a distribution over one data point.
 
-Each likelihood is an ``nn.Module`` whose ``forward`` takes the decoder output ``[..., X]``
-and returns a distribution with event shape ``[X]``, and whose ``check`` refuses data
-outside its support with a message that says what to do instead.
+Each likelihood is an ``nn.Module`` whose ``forward`` takes the decoder output ``[..., m X]``
+(m = its ``outputs_per_dim``: 1 for most, 2 for a location and a scale per pixel, n + 1 for a
+categorical over n + 1 levels) and returns a distribution with event shape ``[X]``, and whose
+``check`` refuses data outside its support with a message that says what to do instead.
 """
 
 import math
@@ -12,11 +13,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli as _Bernoulli
 from torch.distributions import Binomial as _Binomial
+from torch.distributions import Categorical as _Categorical
+from torch.distributions import ContinuousBernoulli as _ContinuousBernoulli
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .errors import ElboxError
 
-__all__ = ["LIKELIHOODS", "Bernoulli", "Binomial", "Gaussian", "GreyLevels", "IndependentBernoulli", "make_likelihood"]
+__all__ = [
+    "LIKELIHOODS",
+    "Bernoulli",
+    "Binomial",
+    "Categorical",
+    "CategoricalLevels",
+    "ContinuousBernoulli",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticLevels",
+    "Gaussian",
+    "GreyLevels",
+    "IndependentBernoulli",
+    "PixelGaussian",
+    "StableContinuousBernoulli",
+    "make_likelihood",
+]
 
 
 def _first_bad(bad: Tensor, x: Tensor) -> str:
@@ -62,6 +80,8 @@ class IndependentBernoulli(Independent):
 
 class Bernoulli(nn.Module):
     """p(x | z) = prod_i Bernoulli(x_i; sigmoid(logits_i)) for binary data x in {0, 1}^X."""
+
+    outputs_per_dim = 1
 
     def forward(self, logits: Tensor) -> Distribution:
         return IndependentBernoulli(logits)
@@ -120,6 +140,8 @@ class Binomial(nn.Module):
         total_count: n, the number of grey levels minus one.
     """
 
+    outputs_per_dim = 1
+
     def __init__(self, total_count: int) -> None:
         super().__init__()
         if total_count < 1:
@@ -155,6 +177,8 @@ class Gaussian(nn.Module):
             decoder reproduces exactly.
     """
 
+    outputs_per_dim = 1
+
     def __init__(self, scale: float | None = None, *, min_scale: float = 1e-3) -> None:
         super().__init__()
         if scale is not None and not scale > 0:
@@ -181,17 +205,304 @@ class Gaussian(nn.Module):
         return "scale=learned" if self.raw_scale is not None else f"scale={self.fixed_scale.item():g}"
 
 
-LIKELIHOODS = ("bernoulli", "binomial", "gaussian")
+# ------------------------------------------------------------------ likelihoods for grey levels and pixels
+#
+# A likelihood that needs m parameters per data dimension says so in ``outputs_per_dim``; the
+# decoder then outputs ``[..., m * X]``, parameter-major: parameter j of dimension i is at
+# j * X + i (``_split``), which is the channel order of a convolutional decoder's output
+# flattened, so an MLP and a conv decoder feed the same likelihood.
+
+
+def _split(out: Tensor, m: int) -> Tensor:
+    """``[..., m * X] -> [..., m, X]``: the m parameters of every data dimension."""
+    return out.unflatten(-1, (m, out.shape[-1] // m))
+
+
+def _check_grid(x: Tensor, levels: int, name: str, what: str) -> None:
+    """Refuse values that are not k / levels for a whole k in 0..levels."""
+    _check_finite(x, name)
+    k = x * levels
+    bad = (x < 0) | (x > 1) | ((k - k.round()).abs() > 1e-4)
+    if bad.any():
+        raise ElboxError(
+            f"the {what} likelihood over {levels + 1} grey levels needs values k/{levels} for whole k in "
+            f"0..{levels}, but the {name} data hold others ({_first_bad(bad, x)}). Scale integer data "
+            f"0..{levels} to [0, 1] (divide by {levels}), give the data's number of grey levels minus one "
+            "with --levels, or use --likelihood continuous-bernoulli or gaussian for continuous data."
+        )
+
+
+def _log_tanh_half(a: Tensor) -> Tensor:
+    """log tanh(a / 2) for a > 0, without overflow: log(1 - e^-a) - log(1 + e^-a)."""
+    return torch.log(-torch.expm1(-a)) - F.softplus(-a)
+
+
+class StableContinuousBernoulli(_ContinuousBernoulli):
+    """torch's ``ContinuousBernoulli`` with its normaliser, mean and inverse cdf written in the logits.
+
+    With eta = logit(lambda), the normalising constant C (Loaiza-Ganem & Cunningham 2019, eq. 7)
+    and the mean are
+
+        C(eta) = eta / tanh(eta / 2),      E[x] = 1 / (1 - e^-eta) - 1 / eta,
+
+    evaluated by Taylor series for |eta| < 0.1 (C ~ 2 e^(eta^2/12 - 7 eta^4/1440), E[x] ~ 1/2 +
+    eta/12 - eta^3/720). torch computes them from lambda = sigmoid(eta), which in float32 is
+    exactly 1 from eta ~ 17 on: log C becomes infinite there, while a decoder fitting pixels
+    that are exactly 1 drives its logits that far. Batch shape that of ``logits``, event ``[]``.
+    """
+
+    _TAYLOR = 0.1
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__(logits=logits, validate_args=False)
+
+    def _cont_bern_log_norm(self) -> Tensor:
+        eta = self.logits
+        a = eta.abs().clamp(min=self._TAYLOR)  # the far branch, kept finite where it is not used
+        exact = a.log() - _log_tanh_half(a)
+        x2 = eta.pow(2)
+        taylor = math.log(2.0) + x2 / 12 - 7 * x2.pow(2) / 1440
+        return torch.where(eta.abs() < self._TAYLOR, taylor, exact)
+
+    @property
+    def mean(self) -> Tensor:
+        eta = self.logits
+        safe = torch.where(eta.abs() < self._TAYLOR, self._TAYLOR, eta)
+        exact = -1 / torch.expm1(-safe) - 1 / safe
+        taylor = 0.5 + eta / 12 - eta.pow(3) / 720
+        return torch.where(eta.abs() < self._TAYLOR, taylor, exact)
+
+    def icdf(self, value: Tensor) -> Tensor:
+        """x with e^(eta x) = 1 - u + u e^eta, solved on the side where e^eta cannot overflow."""
+        eta = self.logits
+        safe = torch.where(eta.abs() < 1e-3, 1e-3, eta)
+        positive = 1 + torch.log(value + (1 - value) * torch.exp(-safe.clamp(min=0))) / safe
+        negative = torch.log1p(value * torch.expm1(safe.clamp(max=0))) / safe
+        taylor = value + eta * value * (1 - value) / 2
+        return torch.where(eta.abs() < 1e-3, taylor, torch.where(eta > 0, positive, negative)).clamp(0, 1)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        u = torch.rand(self._extended_shape(sample_shape), dtype=self.logits.dtype, device=self.logits.device)
+        return self.icdf(u)
+
+
+class ContinuousBernoulli(nn.Module):
+    """p(x | z) = prod_i CB(x_i; sigmoid(logits_i)) for grey values x_i in [0, 1].
+
+    The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) is the Bernoulli's
+    "log-likelihood" made a density on [0, 1]: CB(x; lambda) = C(lambda) lambda^x (1 -
+    lambda)^(1 - x). The Bernoulli's cross-entropy on grey values lacks log C(lambda) >= log 2
+    per pixel, so it is no log-likelihood of anything; this one is. Note that its mean is not
+    lambda (``StableContinuousBernoulli.mean``). Decoder output ``[..., X]`` (logits).
+    """
+
+    outputs_per_dim = 1
+
+    def forward(self, logits: Tensor) -> Distribution:
+        return Independent(StableContinuousBernoulli(logits), 1, validate_args=False)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """Refuse values outside [0, 1]."""
+        _check_finite(x, name)
+        bad = (x < 0) | (x > 1)
+        if bad.any():
+            raise ElboxError(
+                f"the continuous Bernoulli likelihood is a density on [0, 1], but the {name} data hold "
+                f"values outside it ({_first_bad(bad, x)}). Rescale the data to [0, 1], or use "
+                "--likelihood gaussian for unbounded data."
+            )
+
+
+class PixelGaussian(nn.Module):
+    """p(x | z) = prod_i N(x_i; mu_i(z), sigma_i(z)^2): a scale per pixel, predicted with its mean.
+
+    The decoder outputs ``[..., 2 X]``: the means, then raw scales, sigma = softplus(raw) +
+    ``min_scale``. The floor bounds the density (a pixel the decoder reproduces exactly would
+    otherwise let sigma -> 0 and log p -> infinity); a pixel that is constant in the data (the
+    borders of digits) sits at it, so compare such models by their ELBO with care.
+
+    Args:
+        min_scale: the smallest standard deviation.
+    """
+
+    outputs_per_dim = 2
+
+    def __init__(self, *, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        self.min_scale = min_scale
+
+    def forward(self, out: Tensor) -> Distribution:
+        loc, raw_scale = _split(out, 2).unbind(-2)
+        return Independent(Normal(loc, F.softplus(raw_scale) + self.min_scale, validate_args=False), 1)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """A Gaussian has all of R as support: only non-finite values are refused."""
+        _check_finite(x, name)
+
+    def extra_repr(self) -> str:
+        return f"min_scale={self.min_scale:g}"
+
+
+class DiscretizedLogisticLevels(Distribution):
+    """A logistic(loc, scale) rounded to the grid {0, 1/n, ..., 1}; the edge levels take the tails.
+
+    The likelihood of PixelCNN++ (Salimans et al. 2017) and of IAF's CIFAR model (Kingma et
+    al. 2016), on data in [0, 1] with n + 1 levels (n = 255: 256 bins of width 1/255):
+
+        P(k / n) = F((k + 1/2) / n) - F((k - 1/2) / n),  F(t) = sigmoid((t - loc) / scale),
+
+    with F(-1/(2n)) read as 0 and F(1 + 1/(2n)) as 1. The difference is taken in log space,
+    log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) - softplus(b) + log(1 - e^(b - a)), which
+    stays exact where both are near 0 or 1 (PixelCNN++ switches to the density there).
+    Batch shape that of ``loc``, event ``[]``.
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}  # noqa: RUF012 (torch's)
+    support = constraints.unit_interval
+
+    def __init__(self, loc: Tensor, scale: Tensor, levels: int) -> None:
+        self.loc, self.scale, self.levels = loc, scale, levels
+        super().__init__(loc.shape, validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        n, half = self.levels, 0.5 / self.levels
+        upper = (value + half - self.loc) / self.scale
+        lower = (value - half - self.loc) / self.scale
+        inside = F.logsigmoid(upper) - F.softplus(lower) + torch.log(-torch.expm1(-1 / (n * self.scale)))
+        k = (value * n).round()
+        return torch.where(k <= 0, F.logsigmoid(upper), torch.where(k >= n, F.logsigmoid(-lower), inside))
+
+    @property
+    def mean(self) -> Tensor:
+        # E[k] = sum_{j=1..n} P(k >= j) = sum_j (1 - F((j - 1/2) / n)); a loop keeps memory at [...]
+        n, total = self.levels, torch.zeros_like(self.loc)
+        for j in range(1, n + 1):
+            total = total + torch.sigmoid((self.loc - (j - 0.5) / n) / self.scale)
+        return total / n
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        with torch.no_grad():
+            u = torch.rand(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+            u = u.clamp(1e-6, 1 - 1e-6)
+            t = self.loc + self.scale * torch.logit(u)
+            return (t * self.levels).round().clamp(0, self.levels) / self.levels
+
+
+class DiscretizedLogistic(nn.Module):
+    """p(x | z) = prod_i DiscretizedLogistic(x_i; mu_i(z), s_i(z)) over n + 1 grey levels of [0, 1].
+
+    The decoder outputs ``[..., 2 X]``: the locations (in data units), then raw scales, s =
+    softplus(raw) + 1e-4 / n. A pmf: the log-likelihood is at most 0, in nats per image.
+
+    Args:
+        levels: n, the number of grey levels minus one (255 for 8-bit images).
+    """
+
+    outputs_per_dim = 2
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels}")
+        self.levels = levels
+
+    def forward(self, out: Tensor) -> Distribution:
+        loc, raw_scale = _split(out, 2).unbind(-2)
+        scale = F.softplus(raw_scale) + 1e-4 / self.levels
+        return Independent(DiscretizedLogisticLevels(loc, scale, self.levels), 1, validate_args=False)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """Refuse values that are not k / n for a whole k in 0..n."""
+        _check_grid(x, self.levels, name, "discretized logistic")
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+class CategoricalLevels(Distribution):
+    """x = k / n with k ~ Categorical(softmax(logits)): any pmf on the grid {0, 1/n, ..., 1}.
+
+    ``logits`` ``[..., n + 1]``; batch shape ``logits.shape[:-1]``, event ``[]``.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector}  # noqa: RUF012 (torch's convention)
+    support = constraints.unit_interval
+
+    def __init__(self, logits: Tensor) -> None:
+        self.logits, self.levels = logits, logits.shape[-1] - 1
+        super().__init__(logits.shape[:-1], validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        k = (value * self.levels).round().long()
+        shape = torch.broadcast_shapes(k.shape, self.batch_shape)
+        logits = self.logits.expand(*shape, self.levels + 1)
+        picked = logits.gather(-1, k.expand(shape).unsqueeze(-1)).squeeze(-1)
+        return picked - logits.logsumexp(-1)
+
+    @property
+    def mean(self) -> Tensor:
+        grid = torch.linspace(0, 1, self.levels + 1, dtype=self.logits.dtype, device=self.logits.device)
+        return self.logits.softmax(-1) @ grid
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        k = _Categorical(logits=self.logits, validate_args=False).sample(sample_shape)
+        return k.to(self.logits.dtype) / self.levels
+
+
+class Categorical(nn.Module):
+    """p(x | z) = prod_i Categorical(n x_i; softmax(logits_i)) over n + 1 grey levels of [0, 1].
+
+    The most flexible pmf per pixel (van den Oord et al. 2016 use it with n = 255), at n + 1
+    decoder outputs per pixel: ``[..., (n + 1) X]``, level-major (``_split``).
+
+    Args:
+        levels: n, the number of grey levels minus one (255 for 8-bit images).
+    """
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels}")
+        self.levels = levels
+        self.outputs_per_dim = levels + 1
+
+    def forward(self, out: Tensor) -> Distribution:
+        logits = _split(out, self.levels + 1).transpose(-1, -2)  # [..., X, n + 1]
+        return Independent(CategoricalLevels(logits), 1, validate_args=False)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """Refuse values that are not k / n for a whole k in 0..n."""
+        _check_grid(x, self.levels, name, "categorical")
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+LIKELIHOODS = ("bernoulli", "binomial", "gaussian", "continuous-bernoulli", "gaussian-pixel", "logistic", "categorical")
+GRID_LIKELIHOODS = ("binomial", "logistic", "categorical")  # pmfs on k / levels: they need ``levels``
 
 
 def make_likelihood(name: str, *, levels: int | None = None, scale: float | None = None) -> nn.Module:
-    """Build a likelihood by name: ``bernoulli``, ``binomial`` (with ``levels``) or ``gaussian``."""
+    """Build a likelihood by name: ``bernoulli``, ``binomial``, ``logistic`` or ``categorical`` (these
+    three with ``levels``), ``gaussian`` (one scale: fixed, or learned), ``gaussian-pixel`` (a scale
+    per pixel from the decoder) or ``continuous-bernoulli``.
+
+    Each has ``outputs_per_dim``, the decoder outputs it reads per data dimension.
+    """
+    if name in GRID_LIKELIHOODS and levels is None:
+        raise ElboxError(f"the {name} likelihood needs the number of grey levels minus one (--levels).")
     if name == "bernoulli":
         return Bernoulli()
     if name == "binomial":
-        if levels is None:
-            raise ElboxError("the binomial likelihood needs the number of grey levels (--levels).")
         return Binomial(levels)
     if name == "gaussian":
         return Gaussian(scale)
+    if name == "continuous-bernoulli":
+        return ContinuousBernoulli()
+    if name == "gaussian-pixel":
+        return PixelGaussian()
+    if name == "logistic":
+        return DiscretizedLogistic(levels)
+    if name == "categorical":
+        return Categorical(levels)
     raise ElboxError(f"unknown likelihood {name!r}: choose one of {', '.join(LIKELIHOODS)}.")

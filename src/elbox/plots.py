@@ -84,17 +84,34 @@ def _grid(x: np.ndarray) -> np.ndarray:
     return padded.reshape(rows, cols, *x.shape[1:])
 
 
-def samples(model: VAE, n: int = 64, image_shape: tuple[int, int] | None = None, seed: int = 0) -> Figure:
-    """The means of p(x | z) for n draws z ~ p(z), in a square grid."""
-    x = model.sample(n, torch.Generator().manual_seed(seed))
-    return _picture(tile(_grid(_as_images(x, image_shape))), f"{n} samples from the prior")
+def samples(
+    model: VAE, n: int = 64, image_shape: tuple[int, int] | None = None, seed: int = 0, condition: int | None = None
+) -> Figure:
+    """The means of p(x | z) for n draws z ~ p(z), in a square grid; given a class ``condition``
+    for a conditional VAE."""
+    given = {} if condition is None else {"condition": condition}
+    x = model.sample(n, torch.Generator().manual_seed(seed), **given)
+    title = f"{n} samples from the prior" + ("" if condition is None else f" given the class {condition}")
+    return _picture(tile(_grid(_as_images(x, image_shape))), title)
 
 
-def reconstructions(model: VAE, x: Tensor, image_shape: tuple[int, int] | None = None) -> Figure:
-    """Inputs ``[N, X]`` (odd rows) above their reconstructions (even rows)."""
+def class_samples(model: VAE, per_class: int = 8, image_shape: tuple[int, int] | None = None, seed: int = 0) -> Figure:
+    """A conditional VAE's draws, one row per class: the means of p(x | z, y), z ~ p(z | y)."""
+    classes = model.config.classes
+    y = torch.arange(classes).repeat_interleave(per_class)  # [C * per_class]
+    x = model.sample(len(y), torch.Generator().manual_seed(seed), condition=y)
+    grid = _as_images(x, image_shape)
+    return _picture(tile(grid.reshape(classes, per_class, *grid.shape[1:])), "samples given each class (rows)")
+
+
+def reconstructions(
+    model: VAE, x: Tensor, image_shape: tuple[int, int] | None = None, labels: Tensor | None = None
+) -> Figure:
+    """Inputs ``[N, X]`` (odd rows) above their reconstructions (even rows), given their ``labels``
+    ``[N]`` for a conditional VAE."""
     cols = min(x.shape[0], 10)
     rows = math.ceil(x.shape[0] / cols)
-    pairs = torch.stack([x, model.reconstruct(x)])  # [2, N, X]
+    pairs = torch.stack([x, model.reconstruct(x) if labels is None else model.reconstruct(x, labels)])  # [2, N, X]
     padded = torch.ones(2, rows * cols, x.shape[-1])  # blank images fill the last row
     padded[:, : x.shape[0]] = pairs
     # [2, R, C, X] -> [R, 2, C, X] -> [2R, C, X]: each row of inputs above its reconstructions
@@ -409,6 +426,14 @@ def write_figures(
     known) and, for a 2-D latent space, the manifold."""
     directory = Path(directory or run.path / "figures")
     shape, model = run.image_shape, run.model
+    if getattr(model, "needs_labels", False):  # a cvae draws given a class; a vib classifier draws no data
+        written = [save(curves(run.metrics), directory / "curves.png")]
+        if model.config.model == "cvae":
+            written.append(save(class_samples(model, 8, shape), directory / "samples.png"))
+            if labels is not None:
+                recon = reconstructions(model, x[:20], shape, labels[:20])
+                written.append(save(recon, directory / "reconstructions.png"))
+        return written
     written = [
         save(curves(run.metrics), directory / "curves.png"),
         save(samples(model, 64, shape), directory / "samples.png"),
@@ -423,7 +448,7 @@ def write_figures(
                 directory / "interpolation.png",
             )
         )
-    if model.config.latent_dim == 2:
+    if model.config.latent_dim == 2 and not model.config.discrete:  # a grid over R^2, not over codes
         written.append(save(manifold(model, 20, shape), directory / "manifold.png"))
     return written
 

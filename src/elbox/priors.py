@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, LowRankMultivariateNormal, MultivariateNormal, register_kl
 
-from .families import DiagonalNormal
+from .families import DiagonalNormal, UniformDiscrete, _inverse_positive, _positive
 
-__all__ = ["StandardNormal", "UnitNormal"]
+__all__ = ["ClassPrior", "StandardNormal", "UniformPrior", "UnitNormal"]
 
 
 class UnitNormal(DiagonalNormal):
@@ -69,3 +69,40 @@ class StandardNormal(nn.Module):
         if key not in self._cache:
             self._cache[key] = UnitNormal(self.dim, *key)
         return self._cache[key]
+
+
+class ClassPrior(nn.Module):
+    """p(z | y) = N(mu_y, diag sigma_y^2), one learned diagonal Gaussian per class (a conditional VAE's prior).
+
+    ``forward(y)`` takes one-hot labels ``[*B, C]`` and returns batch shape ``[*B]``, event ``[D]``;
+    every class starts at N(0, I). sigma = softplus(.) + 1e-4, the families' floor.
+
+    >>> p = ClassPrior(classes=3, dim=2)(torch.eye(3)[[0, 2]])
+    >>> p.batch_shape, p.event_shape
+    (torch.Size([2]), torch.Size([2]))
+    """
+
+    def __init__(self, classes: int, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.loc = nn.Parameter(torch.zeros(classes, dim))
+        self.raw_scale = nn.Parameter(torch.full((classes, dim), _inverse_positive(1.0, 1e-4)))
+
+    def forward(self, y: Tensor) -> Distribution:
+        return DiagonalNormal(y @ self.loc, _positive(y @ self.raw_scale, 1e-4))
+
+
+class UniformPrior(nn.Module):
+    """p(z) uniform over D discrete latents with C categories each (``families.UniformDiscrete``).
+
+    >>> UniformPrior(3, categories=4)().sample((2,)).shape
+    torch.Size([2, 12])
+    """
+
+    def __init__(self, dim: int, categories: int = 2) -> None:
+        super().__init__()
+        self.dim, self.categories = dim, categories
+        self.register_buffer("loc", torch.zeros(dim))  # the model's device and dtype, as StandardNormal's
+
+    def forward(self) -> Distribution:
+        return UniformDiscrete(self.dim, self.categories, self.loc.dtype, self.loc.device)

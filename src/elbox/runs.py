@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .errors import ElboxError
-from .models import VAE
+from .models import VAE, build_model
 
-__all__ = ["Run", "load_run", "model_tensors", "read_metrics", "restore_model"]
+__all__ = ["Run", "load_run", "model_tensors", "read_json", "read_metrics", "restore_model"]
 
 CONFIG, INFO, METRICS, CHECKPOINTS, FIGURES = (
     "config.json",
@@ -59,7 +59,7 @@ class Run:
         return self.info.get("summary", {})
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -73,12 +73,19 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path) / METRICS
     if not path.exists():
         return []
+    lines = path.read_bytes().splitlines()
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if i == len(lines):  # the torn last line of a crash mid-write
+                break
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("epoch"), int)):
+            raise ElboxError(f"{path} is corrupt at line {i} (not one epoch's JSON object); the run's metrics "
+                             "cannot be read. Restore the file, or train the run again.")  # fmt: skip
+        rows.append(row)
     return rows
 
 
@@ -118,9 +125,9 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
         raise ElboxError(f"the run folder {path} does not exist; give the folder `elbox train` wrote.")
     if checkpoint not in ("last", "best"):
         raise ElboxError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}.")
-    config = TrainConfig.from_dict(_read_json(path / CONFIG))
-    model = VAE(config.model)
+    config = TrainConfig.from_dict(read_json(path / CONFIG))
+    model = build_model(config.model)
     ckpt = path / CHECKPOINTS / f"{checkpoint}.safetensors"
     tensors, _ = load_checkpoint(ckpt)
     restore_model(model, tensors, ckpt)
-    return Run(path, config, model.eval(), read_metrics(path), _read_json(path / INFO))
+    return Run(path, config, model.eval(), read_metrics(path), read_json(path / INFO))

@@ -48,19 +48,13 @@ def epoch_logger(run_dir: str | Path, image_shape: tuple[int, int] | None, seed:
     from torch.utils.tensorboard import SummaryWriter  # the optional extra, imported only when asked for
 
     writer = SummaryWriter(str(Path(run_dir) / LOG_DIR))
-    draws: torch.Tensor | None = None
 
     def on_epoch(metrics: dict[str, Any], model: VAE) -> None:
-        nonlocal draws
         epoch = int(metrics["epoch"])
         for tag, value in _scalars(metrics).items():
             writer.add_scalar(tag, value, epoch)
-        if image_shape is not None:
-            if draws is None:  # one fixed set of z for the whole run
-                g = torch.Generator().manual_seed(seed)
-                draws = torch.randn(SAMPLES, model.config.latent_dim, generator=g)
-            with torch.no_grad():
-                mean = model.decode(draws.to(next(model.parameters()))).mean  # [n, H * W]
+        if image_shape is not None:  # the same seed every epoch: one fixed set of z for the whole run
+            mean = model.sample(SAMPLES, torch.Generator().manual_seed(seed))  # [n, H * W]
             writer.add_images("prior samples", mean.clamp(0, 1).reshape(-1, 1, *image_shape).cpu(), epoch)
         writer.flush()
 

@@ -8,15 +8,19 @@ the run folder, checkpoints, metrics and a progress bar.
 
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -26,14 +30,18 @@ from .checkpoints import (
     load_checkpoint,
     optimizer_state_from_tensors,
     optimizer_state_to_tensors,
+    restore_rng_states,
+    rng_states,
     save_checkpoint,
     write_json,
     write_json_lines,
 )
 from .config import PRECISIONS, TrainConfig
 from .data import Dataset, binarize, load_dataset
-from .errors import ElboxError
-from .models import VAE, VAEConfig
+from .distributed import all_gather_tensors, barrier, device_of, from_main, init, shard, sum_over_ranks, world
+from .errors import ElboxError, StoppedError
+from .likelihoods import GRID_LIKELIHOODS
+from .models import VAE, VAEConfig, build_model
 from .runs import (
     CHECKPOINTS,
     CONFIG,
@@ -43,22 +51,27 @@ from .runs import (
     Run,
     load_run,
     model_tensors,
+    read_json,
     read_metrics,
     restore_model,
 )
 from .schedules import kl_weight
 
 __all__ = [
+    "EpochProgress",
     "NonFiniteError",
     "Setup",
+    "StoppedError",
     "VariationalLoss",
     "compile_loss",
     "evaluate",
     "kl_schedule",
+    "labels_for",
     "load_splits",
     "make_objective",
     "make_optimizer",
     "prepare",
+    "resolve_device",
     "resume",
     "train",
     "train_epoch",
@@ -80,10 +93,12 @@ class VariationalLoss(nn.Module):
             raise ElboxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
         self.model, self.objective, self.k, self.precision = model, objective, k, precision
 
-    def forward(self, x: Tensor) -> Bound:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Bound:
+        """The bound for inputs x ``[B, X]``, given labels y ``[B]`` for a model that needs them (cvae, vib)."""
         o = self.objective
+        given = {} if y is None else {"y": y}
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            bound = o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q))
+            bound = o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q, **given))
         return Bound(*(v.to(x.dtype) for v in bound)) if self.precision == "bf16" else bound
 
 
@@ -119,9 +134,23 @@ def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAECo
             likelihood = "binomial"
         else:
             likelihood = "gaussian"
-    if likelihood == "binomial" and levels is None:
+    if likelihood in GRID_LIKELIHOODS and levels is None:
         levels = dataset.levels
-    return replace(model, data_dim=dataset.dim, likelihood=likelihood, levels=levels)
+        if levels is None:
+            raise ElboxError(
+                f"the {likelihood} likelihood is a pmf on the grey levels k/n, but the {dataset.name} data take "
+                "continuous values; give n with --levels if they lie on such a grid, or use --likelihood "
+                "gaussian or continuous-bernoulli."
+            )
+    image_shape = model.image_shape
+    if model.network == "conv" and image_shape is None:
+        image_shape = dataset.image_shape
+        if image_shape is None:
+            raise ElboxError(
+                f"the conv network needs images, but the {dataset.name} data are rows of {dataset.dim} values with no "
+                "image shape; save them as an [N, H, W] array, give --image-shape H,W, or use --network mlp."
+            )
+    return replace(model, data_dim=dataset.dim, likelihood=likelihood, levels=levels, image_shape=image_shape)
 
 
 def load_splits(config: TrainConfig) -> tuple[Dataset, dict[str, Tensor]]:
@@ -151,12 +180,63 @@ def prepare(config: TrainConfig) -> Setup:
         check_installed()
     dataset, splits = load_splits(config)
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
+    model_config = _resolve_classes(model_config, dataset, config.data)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = VAE(model_config)
+    model = build_model(model_config)
     for name, x in splits.items():
         dynamic = name == "train" and config.binarize == "dynamic"
         model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
-    return Setup(replace(config, model=model_config), dataset, splits, model)
+    w = init(device)  # under torchrun: join the other processes; every rank built the same weights
+    if w.rank:  # each rank draws its own particles; rank 0 draws what a single process would
+        torch.manual_seed(config.seed + 1_000_003 * w.rank)
+    return Setup(replace(config, model=model_config), dataset, splits, model.to(device_of(device, w)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a config names: ``auto`` is the GPU when torch sees one, else the CPU.
+
+    The data splits stay in host memory; each epoch's training data and each evaluation chunk
+    go to the device, so a data set larger than the GPU's memory still trains.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ElboxError(
+                f"device {name!r} was asked for, but torch sees no CUDA GPU (torch {torch.__version__}, {build}). "
+                "Use --device cpu, or --device auto to take a GPU only where there is one."
+            )
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise ElboxError(f"device {name!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s).")
+    return torch.device(name)
+
+
+def _resolve_classes(model: VAEConfig, dataset: Dataset, data: str) -> VAEConfig:
+    """A cvae's or vib's number of classes, from labels that every split must have; refused without them."""
+    if model.model not in ("cvae", "vib"):
+        return model
+    if missing := [s for s in ("train", "valid", "test") if s not in dataset.labels]:
+        raise ElboxError(
+            f"--model {model.model} needs a class label for every example, but the data {data!r} have none for "
+            f"the {', '.join(missing)} split(s). Use a data set with labels (digits, mnist, fashion-mnist) or an "
+            ".npz file with 'train_labels' (and 'valid_labels', 'test_labels' for the splits it holds)."
+        )
+    low = min(int(y.min()) for y in dataset.labels.values())
+    high = max(int(y.max()) for y in dataset.labels.values())
+    if low < 0:
+        raise ElboxError(f"class labels must be 0, 1, ..., C - 1, but the data {data!r} have the label {low}.")
+    if model.classes is not None and high >= model.classes:
+        raise ElboxError(f"classes is {model.classes} but the data {data!r} have the label {high}; "
+                         f"give --classes {high + 1} or more, or leave it out.")  # fmt: skip
+    return replace(model, classes=model.classes or max(high + 1, 2))
+
+
+def labels_for(setup: "Setup", split: str) -> Tensor | None:
+    """The labels of a split ``[N]`` when the model needs them (cvae, vib), else None."""
+    return setup.dataset.labels[split] if getattr(setup.model, "needs_labels", False) else None
 
 
 def _sums(bound: Bound) -> Tensor:
@@ -194,6 +274,17 @@ def kl_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], fl
     return None
 
 
+def _steps(n: int, batch_size: int, processes: int = 1) -> int:
+    """Steps in an epoch over n points; under DDP a last batch with fewer rows than processes is left out."""
+    tail = n % batch_size
+    return n // batch_size + (tail >= processes if tail else 0)
+
+
+def _unwrap(loss: nn.Module) -> nn.Module:
+    """The ``VariationalLoss`` inside a ``DistributedDataParallel`` wrapper, or ``loss`` itself."""
+    return getattr(loss, "module", loss)
+
+
 class NonFiniteError(ElboxError):
     """Too many training steps in a row had a non-finite loss or gradient."""
 
@@ -205,7 +296,10 @@ def _finite(bound: Bound, loss: nn.Module) -> bool:
     the loss and of each gradient's sum decides for all of them at once.
     """
     grads = [p.grad.sum() for p in loss.parameters() if p.grad is not None]
-    return bool(torch.isfinite(bound.loss.detach() + torch.stack(grads).sum() if grads else bound.loss.detach()))
+    finite = torch.isfinite(bound.loss.detach() + torch.stack(grads).sum() if grads else bound.loss.detach())
+    if world().size > 1:  # every rank skips the step, or none does: the replicas stay equal
+        return not bool(sum_over_ranks((~finite).float().reshape(1)))
+    return bool(finite)
 
 
 def _first_nonfinite(bound: Bound, loss: nn.Module) -> str:
@@ -214,10 +308,33 @@ def _first_nonfinite(bound: Bound, loss: nn.Module) -> str:
                         ("the objective", bound.loss)):  # fmt: skip
         if not torch.isfinite(value).all():
             return f"{name} ({int((~torch.isfinite(value)).sum())} non-finite values)"
-    for name, p in loss.named_parameters():
+    for name, p in _unwrap(loss).named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"the gradient of {name.removeprefix('model.')}"
     return "no single tensor: the gradients are finite but their sum overflows float range"
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands after ``position`` steps: what a mid-epoch checkpoint saves.
+
+    ``totals`` ``[3]`` holds the sums of the bound, reconstruction and KL over the ``used``
+    data points of the steps taken (skipped steps excluded); the rest is the NaN guard's count
+    and the KL weights used so far. A resumed epoch continues from exactly these numbers.
+    """
+
+    position: int = 0
+    totals: Tensor = field(default_factory=lambda: torch.zeros(3))
+    used: int = 0
+    skipped: int = 0
+    in_a_row: int = 0
+    first_bad: str = ""
+    weights: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but ``totals``, which travels as a tensor (bitwise)."""
+        return {k: v for k, v in asdict(self).items() if k != "totals"}
 
 
 def train_epoch(
@@ -226,63 +343,99 @@ def train_epoch(
     x: Tensor,
     batch_size: int,
     generator: torch.Generator,
-    on_step: Callable[[], Any] | None = None,
+    on_step: Callable[[EpochProgress], Any] | None = None,
     schedule: Callable[[int], float] | None = None,
     first_step: int = 0,
     max_nonfinite: int = 10,
+    progress: EpochProgress | None = None,
+    y: Tensor | None = None,
 ) -> dict[str, Any]:
     """One pass over ``x`` ``[N, X]`` in shuffled minibatches; returns the mean bound and its parts.
 
-    With a ``schedule``, the objective's KL weight is set to ``schedule(step)`` before each
-    step (steps counted from ``first_step``) and the weights used are returned as
-    ``kl_weight``. The running sums stay tensors until the end of the epoch.
+    The order is ``randperm(N, generator)``. With a ``schedule``, the objective's KL weight is
+    set to ``schedule(step)`` before each step (steps counted from ``first_step``) and the
+    weights used are returned as ``kl_weight``. The running sums stay tensors until the end.
 
     A step whose loss or any gradient is not finite is skipped (no update; its batch left out
     of the means) and counted in ``skipped_steps``; after ``max_nonfinite`` such steps in a row
     ``NonFiniteError`` is raised, naming the first tensor that went non-finite at the first of them.
+
+    ``progress`` continues an epoch stopped after ``progress.position`` steps: the generator
+    must be in the state it had at the epoch's start, so the order is drawn again identically
+    and the steps already taken are passed over. It is updated in place, and ``on_step(progress)``
+    is called after every step (to checkpoint, or to stop by raising).
+
+    ``y`` ``[N]`` are the labels of ``x`` for a model that needs them, taken in the same order.
     """
-    n = x.shape[0]
-    order = torch.randperm(n, generator=generator)
-    totals, used = torch.zeros(3), 0
-    weights, skipped, in_a_row, first_bad = [], 0, 0, ""
-    for i, start in enumerate(range(0, n, batch_size)):
+    n, w = x.shape[0], world()
+    order = torch.randperm(n, generator=generator).to(x.device)
+    p = progress if progress is not None else EpochProgress(totals=torch.zeros(3, device=x.device))
+    started, seconds = time.perf_counter(), p.seconds
+    objective = _unwrap(loss).objective
+    tail = n % batch_size
+    stop = n - tail if 0 < tail < w.size else n  # under DDP, a last batch too small to give every rank a row
+    for i, start in enumerate(range(p.position * batch_size, stop, batch_size), start=p.position):
         if schedule is not None:
-            loss.objective.beta = schedule(first_step + i)
-            weights.append(loss.objective.beta)
-        batch = x[order[start : start + batch_size]]
-        bound = loss(batch)
+            objective.beta = schedule(first_step + i)
+            p.weights.append(objective.beta)
+        index = order[start : start + batch_size]
+        batch = shard(x[index], w)  # the whole batch in one process
+        bound = loss(batch, None if y is None else shard(y[index], w))
         optimizer.zero_grad(set_to_none=True)
-        bound.loss.backward()
+        if w.size == 1:
+            bound.loss.backward()
+        else:  # DDP averages gradients over ranks: weigh each by its share of the global batch
+            (bound.loss * (batch.shape[0] * w.size / min(batch_size, n - start))).backward()
         if _finite(bound, loss):
             optimizer.step()
-            in_a_row, used = 0, used + batch.shape[0]
+            p.in_a_row, p.used = 0, p.used + batch.shape[0]
             with torch.no_grad():
-                totals += _sums(bound)
+                p.totals += _sums(bound)
         else:
-            skipped, in_a_row = skipped + 1, in_a_row + 1
-            first_bad = first_bad if in_a_row > 1 else f"step {first_step + i + 1}: {_first_nonfinite(bound, loss)}"
-            if in_a_row >= max_nonfinite:
-                raise NonFiniteError(f"{in_a_row} training steps in a row had a non-finite loss or gradient "
-                                     f"(the first, {first_bad}); the run stopped.")  # fmt: skip
+            p.skipped, p.in_a_row = p.skipped + 1, p.in_a_row + 1
+            if p.in_a_row == 1:
+                p.first_bad = f"step {first_step + i + 1}: {_first_nonfinite(bound, loss)}"
+            if p.in_a_row >= max_nonfinite:
+                raise NonFiniteError(f"{p.in_a_row} training steps in a row had a non-finite loss or gradient "
+                                     f"(the first, {p.first_bad}); the run stopped.")  # fmt: skip
+        p.position, p.seconds = i + 1, seconds + time.perf_counter() - started
         if on_step is not None:
-            on_step()
-    means = _means(totals, used) if used else dict.fromkeys(("elbo", "reconstruction", "kl", "bound"), math.nan)
-    return means | {"skipped_steps": skipped} | ({"kl_weight": weights} if schedule is not None else {})
+            on_step(p)
+    parts = ("elbo", "reconstruction", "kl", "bound")
+    totals, used = p.totals, p.used
+    if w.size > 1:  # every rank's sums: the epoch's means over the whole data set
+        reduced = sum_over_ranks(torch.cat((totals, totals.new_tensor([used]))))
+        totals, used = reduced[:3], int(reduced[3])
+    means = _means(totals, used) if used else dict.fromkeys(parts, math.nan)
+    return means | {"skipped_steps": p.skipped} | ({"kl_weight": p.weights} if schedule is not None else {})
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000, y: Tensor | None = None
+) -> dict[str, float]:
     """The mean ELBO over ``x`` ``[N, X]`` with one particle, in nats per data point, with its parts.
 
-    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p).
+    ``elbo = reconstruction - kl``: reconstruction is E_q log p(x | z), kl is KL(q || p). Given
+    labels ``y`` ``[N]`` (a cvae, a vib) every term is given y; a classifier (vib) adds its
+    ``accuracy``, predicting the class of highest p(y | x) averaged over 12 draws of z.
     """
     objective = ELBO(analytic_kl=analytic_kl)
-    totals = torch.zeros(3)
+    device, n = next(model.parameters()).device, x.shape[0]
+    x = shard(x, world())  # under torchrun each rank takes its rows; the sums are added up
+    y = None if y is None else shard(y, world()).to(device)
+    classifier = y is not None and hasattr(model, "predict")
+    totals = torch.zeros(4, device=device)  # the bound, its two parts and, for a classifier, the correct
     for start in range(0, x.shape[0], batch_size):
-        totals += _sums(objective(model(x[start : start + batch_size])))
-    means = _means(totals, x.shape[0])
+        batch = x[start : start + batch_size].to(device)
+        labels = None if y is None else y[start : start + batch_size]
+        totals[:3] += _sums(objective(model(batch) if labels is None else model(batch, y=labels)))
+        if classifier:
+            totals[3] += (model.predict(batch).argmax(-1) == labels).sum()
+    totals = sum_over_ranks(totals)
+    means = _means(totals[:3], n)
     del means["bound"]  # the ELBO itself
-    return means
+    return means | ({"accuracy": totals[3].item() / n} if classifier else {})
 
 
 def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
@@ -304,10 +457,37 @@ def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
     return path
 
 
-def _checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, g: torch.Generator, state: dict) -> None:
+def _checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    data_rng: Tensor,
+    state: dict[str, Any],
+    progress: EpochProgress | None = None,
+) -> None:
+    """Write everything a resume needs to continue bitwise, atomically, to one file.
+
+    ``data_rng`` is the data generator's state at the start of the epoch in progress (or of the
+    next one, at an epoch's end): a resumed epoch draws its binarization and order again from
+    it. ``progress`` is the epoch's position and running sums when stopped mid-epoch.
+    """
+    w = world()
     opt_tensors, opt_meta = optimizer_state_to_tensors(optimizer.state_dict())
-    rng = {"rng.torch": torch.get_rng_state(), "rng.data": g.get_state()}
-    save_checkpoint(path, model_tensors(model) | opt_tensors | rng, state | {"optimizer": opt_meta})
+    rng_tensors, rng_meta = rng_states()
+    tensors = model_tensors(model) | opt_tensors | rng_tensors | {"rng.data": data_rng}
+    meta = state | {"optimizer": opt_meta, "rng": rng_meta, "progress": None}
+    if progress is not None:
+        totals, used = progress.totals, progress.used
+        if w.size > 1:  # every rank's sums so far, kept by rank 0 on resume
+            reduced = sum_over_ranks(torch.cat((totals, totals.new_tensor([used]))))
+            totals, used = reduced[:3], int(reduced[3])
+        tensors["progress.totals"] = totals
+        meta["progress"] = progress.to_json() | {"used": used}
+    if w.size > 1:  # each rank's own particle stream (a collective: every rank takes part)
+        ranks = all_gather_tensors(torch.get_rng_state())
+        tensors |= {f"rng.torch.rank{r}": t for r, t in enumerate(ranks)}
+    if w.main:
+        save_checkpoint(path, tensors, meta)
 
 
 def _dataset_info(setup: Setup) -> dict[str, Any]:
@@ -318,19 +498,33 @@ def _dataset_info(setup: Setup) -> dict[str, Any]:
 
 def _start(
     path: Path, model: VAE, optimizer: torch.optim.Optimizer, g: torch.Generator, resume_from: Path | None
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The training state and metrics to start from: fresh, or restored from a checkpoint."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], EpochProgress | None]:
+    """The training state, metrics and mid-epoch progress to start from: fresh, or from a checkpoint."""
     if resume_from is None:
-        return {"epoch": 0, "step": 0, "best_valid_elbo": -math.inf, "best_epoch": None}, []
+        return {"epoch": 0, "step": 0, "best_valid_elbo": -math.inf, "best_epoch": None}, [], None
     tensors, state = load_checkpoint(resume_from)
     restore_model(model, tensors, resume_from)
+    device = next(model.parameters()).device
     optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state.pop("optimizer")))
-    torch.set_rng_state(tensors["rng.torch"])
+    restore_rng_states(tensors, state.pop("rng"))
     g.set_state(tensors["rng.data"])
+    w = world()
+    if f"rng.torch.rank{w.rank}" in tensors:
+        torch.set_rng_state(tensors[f"rng.torch.rank{w.rank}"])
+    elif w.rank:  # resumed with more processes than saved: a fresh stream for this one
+        torch.manual_seed(hash((state["step"], w.rank)) % 2**62)
+    progress = state.pop("progress")
+    if progress is not None:
+        progress = EpochProgress(**progress, totals=tensors["progress.totals"].to(device))
+        if w.rank:  # rank 0 carries every rank's sums so far
+            progress.used, progress.totals = 0, torch.zeros_like(progress.totals)
     # epochs written to metrics after the checkpoint (a crash in between) are done again
     metrics = [m for m in read_metrics(path) if m["epoch"] <= state["epoch"]]
-    write_json_lines(path / METRICS, metrics)
-    return state, metrics
+    if w.main:
+        for stale in (path / CHECKPOINTS).glob(".*.tmp"):  # a write killed before its rename
+            stale.unlink()
+        write_json_lines(path / METRICS, metrics)
+    return state, metrics, progress
 
 
 def _epoch(
@@ -338,26 +532,30 @@ def _epoch(
     loss: VariationalLoss,
     optimizer: torch.optim.Optimizer,
     g: torch.Generator,
-    on_step: Callable,
+    on_step: Callable[[EpochProgress], Any],
     schedule: Callable[[int], float] | None,
     first_step: int,
+    progress: EpochProgress | None,
 ) -> dict[str, Any]:
-    """Train one epoch and evaluate on the validation split: the epoch's metrics.
+    """Train one epoch (or the rest of one) and evaluate on the validation split: its metrics.
 
     ``train_*`` is the training objective's reported value (the true bound, whatever beta);
     ``valid_*`` is always the ELBO, so runs with different objectives compare.
     """
     config, model = setup.config, setup.model
-    started = time.perf_counter()
+    device = next(model.parameters()).device
     x = setup.splits["train"]
-    x = binarize(x, g) if config.binarize == "dynamic" else x
+    x = (binarize(x, g) if config.binarize == "dynamic" else x).to(device)
+    progress = progress if progress is not None else EpochProgress(totals=torch.zeros(3, device=device))
     model.train()
-    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step, config.max_nonfinite)
-    seconds = time.perf_counter() - started
+    y = labels_for(setup, "train")
+    train = train_epoch(loss, optimizer, x, config.batch_size, g, on_step, schedule, first_step,
+                        config.max_nonfinite, progress, y=None if y is None else y.to(device))  # fmt: skip
+    seconds = progress.seconds
     weights = train.pop("kl_weight", None)
     bound, skipped = train.pop("bound"), train.pop("skipped_steps")
     model.eval()
-    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl)
+    valid = evaluate(model, setup.splits["valid"], analytic_kl=config.analytic_kl, y=labels_for(setup, "valid"))
     record = {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
     if config.objective != "elbo":  # the trained bound beside the ELBO, under its own name
         record[f"train_{config.objective}"] = bound
@@ -381,39 +579,100 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+@contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Turn SIGINT and SIGTERM into a request read between steps: the list of signals received.
+
+    The loop then stops at the next step's end with a checkpoint, so nothing is lost; a second
+    signal while it does so stops at once (the last checkpoint is still whole: writes are atomic).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _fit(
     setup: Setup, path: Path, progress: bool | None, resume_from: Path | None = None, on_epoch: OnEpoch | None = None
 ) -> Run:
     config, model = setup.config, setup.model
     optimizer = make_optimizer(model, config.lr)
     g = torch.Generator().manual_seed(config.seed)
-    state, metrics = _start(path, model, optimizer, g, resume_from)
-    info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running"}
-    write_json(path / INFO, info)
+    state, metrics, partial = _start(path, model, optimizer, g, resume_from)
+    w = world()
+    info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running", "processes": w.size}
+    if w.main:
+        write_json(path / INFO, info)
     loss = VariationalLoss(model, make_objective(config), config.k, precision=config.precision)
     loss = compile_loss(loss) if config.compile else loss
-    steps = math.ceil(setup.splits["train"].shape[0] / config.batch_size)
+    if w.size > 1:  # the objective inside DDP, so that backward averages the gradients over ranks
+        device = next(model.parameters()).device
+        loss = DistributedDataParallel(loss, device_ids=[device] if device.type == "cuda" else None)
+    steps = _steps(setup.splits["train"].shape[0], config.batch_size, w.size)
     schedule = kl_schedule(config, steps)
+    last, best = path / CHECKPOINTS / "last.safetensors", path / CHECKPOINTS / "best.safetensors"
     bar = tqdm(
         total=config.epochs * steps,
-        initial=state["epoch"] * steps,
-        disable=None if progress is None else not progress,  # None: only on a terminal
+        initial=state["epoch"] * steps + (partial.position if partial is not None else 0),
+        disable=True if not w.main else None if progress is None else not progress,  # None: only on a terminal
         unit="step",
         desc=f"training {path.name}",
         leave=False,
     )
-    hooks = [h for h in (on_epoch, _tensorboard(setup, path)) if h is not None]
-    with bar:
+    hooks = [h for h in (on_epoch, _tensorboard(setup, path)) if h is not None] if w.main else []
+
+    def stopping() -> bool:
+        """Whether a signal asks to stop; under DDP, whether any rank got one (all stop at one step)."""
+        if w.size == 1:
+            return bool(received)
+        return bool(sum_over_ranks(torch.tensor([float(bool(received))], device=next(model.parameters()).device)))
+
+    def stop(signum: int, where: str) -> StoppedError:
+        info["status"] = "interrupted"
+        if w.main:
+            write_json(path / INFO, info)
+        name = signal.Signals(signum).name
+        return StoppedError(f"stopped by {name} {where}; the checkpoint {last} holds the run as it stood. "
+                           f"Continue it with `elbox train --resume {path}`.", signum)  # fmt: skip
+
+    def on_step(p: EpochProgress) -> None:
+        bar.update()
+        step = state["step"] + p.position
+        # a periodic checkpoint only between good steps: one taken inside a run of non-finite
+        # steps would replace the last good one
+        asked = stopping()
+        if asked or (config.checkpoint_every and step % config.checkpoint_every == 0 and p.in_a_row == 0
+                     and p.position < steps):  # fmt: skip
+            _checkpoint(last, model, optimizer, data_rng, state, p)
+        if asked:
+            signum = received[0] if received else signal.SIGTERM  # another rank's signal
+            raise stop(signum, f"at step {step} (epoch {state['epoch'] + 1}, {p.position} of {steps} steps)")
+
+    with bar, _stop_signals() as received:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            data_rng = g.get_state()  # an epoch's draws start here; a mid-epoch resume draws them again
             record = {"epoch": epoch, "step": state["step"] + steps}
             try:
-                record |= _epoch(setup, loss, optimizer, g, bar.update, schedule, state["step"])
+                record |= _epoch(setup, loss, optimizer, g, on_step, schedule, state["step"], partial)
             except NonFiniteError as e:
                 raise ElboxError(
                     f"{e} The last good checkpoint (epoch {state['epoch']}) is in {path / CHECKPOINTS}, unchanged. "
                     "Lower --lr, look for outliers in the data, or check the model's likelihood; continue with "
                     f"`elbox train --resume {path}`."
                 ) from None
+            partial = None
             if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
                 raise ElboxError(
                     f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
@@ -421,16 +680,19 @@ def _fit(
                     "Lower --lr, or look for outliers in the data."
                 )
             metrics.append(record)
-            append_json_line(path / METRICS, record)  # before the checkpoint: see _start
+            if w.main:
+                append_json_line(path / METRICS, record)  # before the checkpoint: see _start
             state.update(epoch=epoch, step=record["step"])
             if record["valid_elbo"] > state["best_valid_elbo"]:
                 state.update(best_valid_elbo=record["valid_elbo"], best_epoch=epoch)
-                _checkpoint(path / CHECKPOINTS / "best.safetensors", model, optimizer, g, state)
-            _checkpoint(path / CHECKPOINTS / "last.safetensors", model, optimizer, g, state)
+                _checkpoint(best, model, optimizer, g.get_state(), state)
+            _checkpoint(last, model, optimizer, g.get_state(), state)
             bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{record['valid_elbo']:.2f}")
             for hook in hooks:
                 with torch.random.fork_rng():  # whatever it draws leaves the run's numbers unchanged
                     hook(record, model)
+            if stopping():
+                raise stop(received[0] if received else signal.SIGTERM, f"at the end of epoch {epoch}")
     for hook in hooks:
         getattr(hook, "close", lambda: None)()
     return _finish(setup, path, info, state, metrics)
@@ -450,7 +712,8 @@ def _finish(
 ) -> Run:
     """Evaluate on the test split, write the summary and the figures, and load the run."""
     setup.model.eval()
-    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl)
+    test = evaluate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl,
+                    y=labels_for(setup, "test"))  # fmt: skip
     last = metrics[-1] if metrics else {}
     parts = ("elbo", "reconstruction", "kl")
     info["status"] = "finished"
@@ -462,12 +725,13 @@ def _finish(
         "test": test,
         "seconds": sum(m["seconds"] for m in metrics),
     }
-    write_json(path / INFO, info)
-    run = load_run(path)
-    from .plots import write_figures  # matplotlib is imported only when figures are drawn
+    if world().main:
+        write_json(path / INFO, info)
+        from .plots import write_figures  # matplotlib is imported only when figures are drawn
 
-    write_figures(run, setup.splits["test"], labels=setup.dataset.labels.get("test"))
-    return run
+        write_figures(load_run(path), setup.splits["test"], labels=setup.dataset.labels.get("test"))
+    barrier()  # the other ranks read the run once rank 0 has written it
+    return load_run(path)
 
 
 def train(
@@ -502,22 +766,43 @@ def train(
         model = base.pop("model", {}) | {k: v for k, v in options.items() if k in VAEConfig.__dataclass_fields__}
         base |= {k: v for k, v in options.items() if k not in VAEConfig.__dataclass_fields__} | {"model": model}
     setup = prepare(TrainConfig.from_dict(base))
-    path = _run_folder(setup.config, overwrite)
-    config = replace(setup.config, out=str(path))
-    write_json(path / CONFIG, config.to_dict())
-    return _fit(setup._replace(config=config), path, progress, on_epoch=on_epoch)
+    chosen, problem = None, None
+    if world().main:  # one rank makes the folder; the others learn its name, or the reason it failed
+        try:
+            chosen = str(_run_folder(setup.config, overwrite))
+            write_json(Path(chosen) / CONFIG, replace(setup.config, out=chosen).to_dict())
+        except ElboxError as e:
+            problem = str(e)
+    if (problem := from_main(problem)) is not None:
+        raise ElboxError(problem)
+    path = Path(from_main(chosen))
+    return _fit(setup._replace(config=replace(setup.config, out=str(path))), path, progress, on_epoch=on_epoch)
 
 
-def resume(path: str | Path, *, epochs: int | None = None, progress: bool | None = None) -> Run:
+def resume(
+    path: str | Path, *, epochs: int | None = None, device: str | None = None, progress: bool | None = None
+) -> Run:
     """Continue a run from its last checkpoint, to its configured epochs or to ``epochs``.
 
-    The data order and every draw continue from the saved random states, so a run stopped at
-    an epoch's end and resumed gives the same numbers as one that was never stopped.
+    The checkpoint holds the weights, Adam's state, every random state and, when the run
+    stopped mid-epoch, the epoch's position and running sums: a run killed at any point
+    (SIGKILL included) and resumed ends bitwise as if never stopped (same machine and device).
+    A run killed before its first checkpoint starts again from its config. ``device``
+    continues on another device (no longer bitwise).
     """
     path = Path(path)
-    run = load_run(path)  # validates the folder and the checkpoint before anything changes
-    config = run.config if epochs is None else replace(run.config, epochs=epochs)
+    if not (path / CHECKPOINTS / "last.safetensors").exists() and (path / CONFIG).is_file():
+        if read_metrics(path):
+            raise ElboxError(f"{path} has metrics but no checkpoint ({path / CHECKPOINTS / 'last.safetensors'}); "
+                             "the run cannot continue exactly. Train it again with --overwrite.")  # fmt: skip
+        config = TrainConfig.from_dict(read_json(path / CONFIG))  # killed before its first checkpoint
+        resume_from = None
+    else:
+        config = load_run(path).config  # validates the folder and the checkpoint before anything changes
+        resume_from = path / CHECKPOINTS / "last.safetensors"
+    changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
+    config = replace(config, **changes)
     setup = prepare(config)
-    if epochs is not None:
+    if changes and world().main:
         write_json(path / CONFIG, config.to_dict())
-    return _fit(setup, path, progress, resume_from=path / CHECKPOINTS / "last.safetensors")
+    return _fit(setup, path, progress, resume_from=resume_from)
