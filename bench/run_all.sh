@@ -16,6 +16,7 @@ PY=${PYTHON:-.venv/bin/python}
 PEER=${PEER_PYTHON:-/tmp/benchenv/bin/python}
 OUT=bench/results/perf
 DATA=${DATA_DIR:-../shared/data/binarized_mnist}
+RUN=${RUN_DIR:-/tmp/elbox-perf-run}  # the trained model: outside the repository
 mkdir -p "$OUT"
 peers=()
 if [ "$PEER" != none ] && "$PEER" -c "import pyro, numpyro" 2>/dev/null; then peers=(--peer-python "$PEER"); fi
@@ -27,8 +28,8 @@ if [ "$PEER" != none ] && "$PEER" -c "import pyro, numpyro" 2>/dev/null; then pe
     | tee "$OUT/train_throughput.txt"
 "$PY" bench/train_throughput.py --profile --steps 100 | tee "$OUT/train_profile.txt"
 "$PY" -m elbox train --data binarized-mnist --data-dir "$DATA" --latent-dim 50 --hidden 200,200 \
-    --likelihood bernoulli --epochs "${EPOCHS:-10}" --compile --out "$OUT/mnist_run" --overwrite --no-report \
-    --progress | tail -3
-"$PY" bench/eval_throughput.py --points 200 --rounds 3 --run "$OUT/mnist_run" --json "$OUT/eval_throughput.json" \
+    --likelihood bernoulli --epochs "${EPOCHS:-10}" --compile --out "$RUN" --overwrite --no-report \
+    --no-progress | tail -3
+"$PY" bench/eval_throughput.py --points 200 --rounds 3 --run "$RUN" --json "$OUT/eval_throughput.json" \
     | tee "$OUT/eval_throughput.txt"
 grep -h '^RESULT\|^PROFILE' "$OUT"/*.txt | tee "$OUT/summary.txt"
