@@ -454,6 +454,10 @@ def evaluate(
         batch_size=batch_size, gap_points=gap_points, gap_steps=gap_steps, mi_points=mi_points, seed=seed,
         progress=progress, compile=compile, precision=precision,
     )  # fmt: skip
+    from .distributed import world
+
+    if not world().main:  # under torchrun, rank 0 writes and reports
+        return
     path = result.save(output if output is not None else run / "evaluation.json")
     figures = write_evaluation_figures(result, path.parent / "figures")
     typer.echo(f"{result.table()}\n\nwrote {path} and {len(figures)} figures in {path.parent / 'figures'}")

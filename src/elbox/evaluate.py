@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .bounds import cubo, iwae, log_mean_exp
 from .checkpoints import write_json
 from .data import binarize, spread, spread_index
+from .distributed import init, sum_over_ranks, world
 from .errors import ElboxError
 from .importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis_khat
 from .models import VAE
@@ -453,12 +454,34 @@ def _pass(
     decoder_pass = _DecoderPass(model, _compiles(config, x.shape[0]), config.precision)
     parts = []
     disable = None if progress is None else not progress  # None: a bar only on a terminal
-    with tqdm(total=x.shape[0], unit="point", desc=f"log p(x), K = {config.k}", leave=False, disable=disable) as bar:
-        for i, start in enumerate(range(0, x.shape[0], config.batch_size)):
-            seeds = _seeds(config.seed, _LOG_W, i, _blocks(config.k))
-            parts.append(_batch(model, x[start : start + config.batch_size], config, chunk, seeds, khat, decoder_pass))
-            bar.update(parts[-1]["log_px"].shape[0])
-    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    w = world()
+    starts = list(range(0, x.shape[0], config.batch_size))
+    mine = [i for i in range(len(starts)) if i % w.size == w.rank]  # under torchrun, every size-th batch
+    total = sum(min(config.batch_size, x.shape[0] - starts[i]) for i in mine)
+    with tqdm(total=total, unit="point", desc=f"log p(x), K = {config.k}", leave=False,
+              disable=disable if w.main else True) as bar:  # fmt: skip
+        for i in mine or [0]:  # a rank without a batch computes one to learn the shapes, then drops it
+            seeds = _seeds(config.seed, _LOG_W, i, _blocks(config.k))  # the batch's own: any rank draws the same
+            xb = x[starts[i] : starts[i] + config.batch_size]
+            parts.append(_batch(model, xb, config, chunk, seeds, khat, decoder_pass) | {"_start": starts[i]})
+            bar.update(xb.shape[0] if mine else 0)
+    if w.size == 1:
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0] if key != "_start"}
+    return _gathered(parts if mine else [], parts[0], x.shape[0])
+
+
+def _gathered(parts: list[dict[str, Any]], like: dict[str, Any], n: int) -> dict[str, Tensor]:
+    """Every rank's per-point results in the data's order: each rank writes its rows into zeros
+    ``[N, ...]`` and the ranks' tensors are summed (the rows are disjoint)."""
+    out = {}
+    for key, value in like.items():
+        if key == "_start":
+            continue
+        whole = value.new_zeros((n, *value.shape[1:]))
+        for part in parts:
+            whole[part["_start"] : part["_start"] + part[key].shape[0]] = part[key]
+        out[key] = sum_over_ranks(whole)
+    return out
 
 
 @dataclass(eq=False)
@@ -1064,6 +1087,9 @@ def evaluate(
     k-hat, the IWAE_k curve, CUBO_2, rate, distortion and the posterior means; the mutual
     information and the gap split use subsets spread through the data. Nothing is written:
     ``Evaluation.save`` writes ``evaluation.json``. The caller's random state is left as it was.
+    Under torchrun (``torchrun --nproc_per_node N -m elbox evaluate RUN``) the log p(x) pass
+    splits its batches over the processes; each batch draws from its own seeds, so the numbers
+    are those of one process. The mutual information and the gap split run on every process.
 
     >>> from elbox import VAEConfig
     >>> vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
@@ -1085,6 +1111,7 @@ def evaluate(
             "with elbox.bounds.iwae(model.log_weights(x, 5000, y)) over batches of x."
         )
     x = _check_data(model, x)
+    init(_device(model))  # under torchrun: the log p(x) pass splits its batches over the processes
     with _evaluating(model):
         stats = _pass(model, x, config, khat=config.khat, progress=progress)
         mi = _mi_values(model, spread(x, config.mi_points), config.mi_samples, config.seed)
