@@ -10,7 +10,12 @@ within Monte Carlo error, which the script prints beside the timings:
 - pythae: ``VAE.get_nll``, which loops over the images one at a time (``--pythae-python``:
   an interpreter of a separate environment with pythae installed; skipped without one).
 
-Interleaved rounds rotate which goes first, so the machine's drift hits all alike.
+elbox runs three ways: eager (``compile=False``), compiled (what ``elbox evaluate`` does on a
+whole test split) and compiled in bf16 (``--precision bf16``, opt-in). Beside them, the GEMM
+floor in fp32 and bf16: the decoder's matrix products alone for the same particle-images, in
+row blocks of the same size, on preallocated operands (``gemm_floor.py`` measures the same at
+fixed shapes). Interleaved rounds rotate which goes first, so the machine's drift hits all
+alike, and every ratio is a median of per-round ratios.
 
     python bench/eval_throughput.py                                    # 200 images x 3 rounds
     python bench/eval_throughput.py --pythae-python /tmp/benchenv/bin/python
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +117,24 @@ def handwritten_log_px(model: torch.nn.Module, x: torch.Tensor, k: int, chunk: i
 # --------------------------------------------------------------------------- the comparison
 
 
+def floor_runner(model: torch.nn.Module, points: int, k: int, rows: int, dtype: torch.dtype) -> "Callable":
+    """The decoder's GEMMs alone for ``points x k`` particle-images, ``rows`` at a time: the time to beat."""
+    layers = [m for m in model.decoder if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(rows, layer.in_features).to(dtype) for layer in layers]
+    weights = [layer.weight.detach().t().contiguous().to(dtype) for layer in layers]
+    outputs = [torch.empty(rows, layer.out_features, dtype=dtype) for layer in layers]
+    calls = math.ceil(points * k / rows)
+
+    def run() -> tuple[float, float]:
+        started = time.perf_counter()
+        for _ in range(calls):
+            for a, w, out in zip(inputs, weights, outputs, strict=True):
+                torch.mm(a, w, out=out)
+        return time.perf_counter() - started, math.nan
+
+    return run
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=None, help="binarized MNIST folder")
@@ -169,20 +193,39 @@ def main() -> None:
     )
     print(f"{x.shape[0]} test images, K = {args.k}, chunks of {args.chunk} particles, batches of {args.batch} images")
 
-    def run_elbox() -> tuple[float, float]:
-        started = time.perf_counter()
-        ll = log_likelihood(model, x, args.k, chunk=args.chunk, batch_size=args.batch, seed=0)
-        return time.perf_counter() - started, ll.mean
+    values: dict[str, torch.Tensor] = {}
+
+    def elbox_runner(name: str, **options: object) -> Callable[[], tuple[float, float]]:
+        def run() -> tuple[float, float]:
+            started = time.perf_counter()
+            ll = log_likelihood(model, x, args.k, chunk=args.chunk, batch_size=args.batch, seed=0, **options)
+            seconds = time.perf_counter() - started
+            values[name] = ll.values
+            return seconds, ll.mean
+
+        return run
 
     def run_hand() -> tuple[float, float]:
         started = time.perf_counter()
         values = handwritten_log_px(hand, x, args.k, args.chunk, args.batch)
         return time.perf_counter() - started, values.mean().item()
 
-    # one untimed pass of each first: allocations, caches, threads
-    log_likelihood(model, x[:10], args.chunk, chunk=args.chunk, batch_size=args.batch)
+    rows = args.chunk * min(args.batch, x.shape[0])  # particle-images per decoder pass, as elbox and the loop run
+    runners = {
+        "elbox-eager": elbox_runner("elbox-eager", compile=False),
+        "elbox": elbox_runner("elbox", compile=True),
+        "elbox-bf16": elbox_runner("elbox-bf16", compile=True, precision="bf16"),
+        "handwritten": run_hand,
+        "floor-fp32": floor_runner(model, x.shape[0], args.k, rows, torch.float32),
+        "floor-bf16": floor_runner(model, x.shape[0], args.k, rows, torch.bfloat16),
+    }
+    # one untimed pass of each first: allocations, caches, threads, compilation
+    for name, options in (("eager", {"compile": False}), ("compiled", {"compile": True}),
+                          ("bf16", {"compile": True, "precision": "bf16"})):  # fmt: skip
+        started = time.perf_counter()
+        log_likelihood(model, x[: args.batch], args.chunk, chunk=args.chunk, batch_size=args.batch, **options)
+        print(f"warm-up of elbox {name}: {time.perf_counter() - started:.1f} s (compilation included)")
     handwritten_log_px(hand, x[:10], args.chunk, args.chunk, args.batch)
-    runners = {"elbox": run_elbox, "handwritten": run_hand}
     with tempfile.TemporaryDirectory(prefix="elbox-eval-") as tmp:
         if args.pythae_python is not None:
             np.save(Path(tmp) / "images.npy", x.numpy())
@@ -196,7 +239,7 @@ def main() -> None:
 
             runners["pythae"] = run_py
         results = rounds(runners, args.rounds)
-    report(results, x.shape[0], args, env)
+    report(results, x.shape[0], args, env, values)
 
 
 def rounds(runners: dict, n: int) -> dict[str, dict[str, list[float]]]:
@@ -218,22 +261,36 @@ def paired(results: dict, slow: str, fast: str) -> float:
     return statistics.median(s / f for s, f in zip(results[slow]["seconds"], results[fast]["seconds"], strict=True))
 
 
-def report(results: dict, points: int, args: argparse.Namespace, env: dict) -> None:
+def report(results: dict, points: int, args: argparse.Namespace, env: dict, values: dict) -> None:
     seconds = {name: statistics.median(r["seconds"]) for name, r in results.items()}
     for name, r in results.items():
         per_1000 = 1000 * seconds[name] / points
         minutes = 10 * per_1000 / 60
+        estimate = "" if name.startswith("floor") else f"; mean log p(x) {statistics.mean(r['log_px']):.3f}"
         print(f"{name:<12} median {seconds[name]:7.2f} s = {per_1000:6.1f} s per 1,000 images ({minutes:5.1f} min "
-              f"for 10,000); mean log p(x) {statistics.mean(r['log_px']):.3f}")  # fmt: skip
-    ratio = paired(results, "handwritten", "elbox")
-    print(f"elbox speed / hand-written speed: median of per-round ratios {ratio:.3f} (target >= 1: no slower)")
-    summary = {"elbox_over_handwritten_speed": ratio}
+              f"for 10,000){estimate}")  # fmt: skip
+    summary = {}
+    pairs = (("elbox-eager", "handwritten", "(target >= 1: no slower)"), ("elbox", "handwritten", ""),
+             ("elbox", "elbox-eager", "(the compiled pass)"), ("elbox-bf16", "elbox", "(bf16)"))
+    for ours, theirs, target in pairs:
+        summary[f"{ours}/{theirs}"] = paired(results, theirs, ours)
+        print(f"speed {ours} / {theirs}: {summary[f'{ours}/{theirs}']:.3f}  {target}")
+    for ours, floor in (("elbox", "floor-fp32"), ("elbox-eager", "floor-fp32"), ("elbox-bf16", "floor-bf16"),
+                        ("elbox-bf16", "floor-fp32"), ("handwritten", "floor-fp32")):  # fmt: skip
+        summary[f"{ours}/{floor}"] = paired(results, ours, floor)
+        print(f"time {ours} / {floor}: {summary[f'{ours}/{floor}']:.2f}x the GEMM floor (target for elbox: <= 1.5)")
+    difference = values["elbox-bf16"] - values["elbox"]  # the same draws: a paired difference per image
+    summary["bf16_minus_fp32_mean"] = difference.mean().item()
+    summary["bf16_minus_fp32_max_abs"] = difference.abs().max().item()
+    verdict = "within" if abs(summary["bf16_minus_fp32_mean"]) < 0.05 else "NOT within"
+    print(f"bf16 - fp32 log p(x), same draws: mean {summary['bf16_minus_fp32_mean']:+.4f} nats, largest per image "
+          f"{summary['bf16_minus_fp32_max_abs']:.4f} ({verdict} the 0.05-nat tolerance)")  # fmt: skip
     if "pythae" in results:
-        speedup = paired(results, "pythae", "elbox")
-        print(f"elbox speed / pythae get_nll speed: {speedup:.2f} (target >= 3)")
-        summary["elbox_over_pythae_speed"] = speedup
+        summary["elbox/pythae"] = paired(results, "pythae", "elbox")
+        print(f"speed elbox / pythae get_nll: {summary['elbox/pythae']:.2f} (target >= 3)")
     else:
         print("pythae: not measured (give --pythae-python)")
+    print("RESULT " + " ".join(f"{name}={v:.3f}" for name, v in summary.items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "worker"}
     args.json.write_text(json.dumps({"settings": settings, "environment": env, "results": results,

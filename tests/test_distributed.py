@@ -97,3 +97,20 @@ def test_labels_are_split_with_their_rows(tmp_path, capsys, monkeypatch):
     assert m2["train_reconstruction"] == pytest.approx(m1["train_reconstruction"], rel=1e-4)
     # predictions average 12 draws of q that the fixed noise does not fix: equal up to a few of 180 labels
     assert m2["valid_accuracy"] == pytest.approx(m1["valid_accuracy"], abs=0.03)
+
+
+def test_evaluate_under_two_processes_gives_the_numbers_of_one(runs, tmp_path):
+    one, _, _ = runs
+    common = ["--k", "64", "--batch-size", "40", "--gap-points", "0", "--mi-points", "100", "--no-compile"]
+    single = _elbox(tmp_path, "evaluate", one, "-o", tmp_path / "one.json", *common, env=os.environ)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "elbox", "evaluate", str(one), "-o", str(tmp_path / "two.json"), *common],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert double.returncode == 0, double.stderr
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    # 180 test images in 5 batches of 40 (the last 20): rank 0 takes batches 0, 2, 4 and rank 1 batches 1, 3
+    assert a["points"] == b["points"] == 180
+    for key in ("log_px", "mc_se", "ess"):
+        assert b["per_point"][key] == pytest.approx(a["per_point"][key], rel=1e-5, abs=1e-5), key
+    assert double.stdout.count("Evaluation of") == 1  # rank 0 alone reports

@@ -336,3 +336,47 @@ def test_a_family_without_closed_forms_is_evaluated_by_monte_carlo():
 
 def test_evaluation_config_keeps_k_on_the_curve():
     assert EvaluationConfig(k=300).ks == (1, 5, 50, 300)
+
+
+# ----------------------------------------------------------------- the fast paths (issue 10)
+
+
+def _trained_bernoulli_vae(tmp_path):
+    """A VAE of the benchmark's shape (200-200 tanh, Bernoulli) trained briefly on the embedded digits."""
+    import elbox
+
+    run = elbox.train(data="digits", binarize="static", latent_dim=10, hidden=(200, 200), epochs=15,
+                      out=str(tmp_path / "run"), progress=False)  # fmt: skip
+    x = elbox.training.load_splits(run.config)[1]["test"][:60]
+    return run.model, x
+
+
+def test_the_compiled_decoder_pass_gives_the_eager_values_to_float_rounding():
+    vae = VAE(VAEConfig(data_dim=30, latent_dim=3, hidden=(16,), likelihood="bernoulli"))
+    x = torch.bernoulli(torch.full((7, 30), 0.3))
+    eager = log_likelihood(vae, x, k=300, batch_size=4, seed=2, compile=False)
+    compiled = log_likelihood(vae, x, k=300, batch_size=4, seed=2, compile=True)  # last batch of 3: a second shape
+    # float32 sums of 30 log-probs, summed in another order by the fused kernel: rounding only
+    assert torch.allclose(compiled.values, eager.values, rtol=0, atol=1e-4)
+    assert torch.allclose(compiled.ess, eager.ess, rtol=1e-3)
+
+
+def test_bf16_changes_log_px_of_a_trained_model_by_under_0_05_nats(tmp_path):
+    """The opt-in bfloat16 decoder against float32, same draws: the stated accuracy of the fast path."""
+    model, x = _trained_bernoulli_vae(tmp_path)
+    fp32 = log_likelihood(model, x, k=500, seed=0, compile=False)
+    bf16 = log_likelihood(model, x, k=500, seed=0, compile=False, precision="bf16")
+    difference = bf16.values - fp32.values
+    assert not torch.equal(bf16.values, fp32.values)  # bf16 really ran: rounding moved every estimate a little
+    assert abs(difference.mean().item()) < 0.05, difference.mean()
+    assert difference.abs().max() < 0.25, difference.abs().max()  # and no single point far off
+
+
+def test_the_eager_decoder_pass_is_the_models_own_log_likelihood_bit_for_bit_in_its_dtype():
+    from elbox.evaluate import _DecoderPass
+
+    vae = _correlated_vae()  # float64
+    x, z = _sample_x(vae, 3), torch.randn(7, 3, 2, dtype=F64)
+    with torch.no_grad():
+        fast = _DecoderPass(vae, compile=False, precision="fp32")(z, x)
+        assert fast.dtype == F64 and torch.equal(fast, vae.decode(z).log_prob(x))

@@ -114,6 +114,14 @@ def train(
         bool | None,
         typer.Option("--mc-kl", help="Estimate the KL by Monte Carlo instead of in closed form."),
     ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="Compile the loss with torch.compile (same losses, faster "
+                     "after seconds of compiling). \\[default: off]"),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, or bf16 for the forward pass in bfloat16 (opt-in). \\[default: fp32]")
+    ] = None,
     family: Annotated[
         str | None,
         typer.Option(
@@ -206,7 +214,8 @@ def train(
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, network=network, channels=channels,
             image_shape=image_shape, out=out, model=model, class_prior=class_prior, temperature=temperature,
-            straight_through=straight_through, prior=prior, top_latent_dim=top_latent_dim, top_hidden=top_hidden,
+            straight_through=straight_through, compile=compile, precision=precision, prior=prior,
+            top_latent_dim=top_latent_dim, top_hidden=top_hidden,
         )  # fmt: skip
         options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
         run = training.train(progress=progress, overwrite=overwrite, **options)
@@ -433,6 +442,14 @@ def evaluate(
     gap_steps: Annotated[int, typer.Option(help="Adam steps of the per-point optimisation of q.")] = 500,
     mi_points: Annotated[int, typer.Option(help="Points whose q(z | x) make the aggregate posterior.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="Compile the decoder pass (torch.compile). \\[default: when "
+                     "the pass has 2 million particle-points or more]"),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16 for the decoder's matrix products in bfloat16 (opt-in).")
+    ] = "fp32",
     checkpoint: Checkpoint = "last",
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="JSON to write. \\[default: RUN/evaluation.json]")
@@ -446,8 +463,12 @@ def evaluate(
     result = evaluate_run(
         run, split=split, checkpoint=checkpoint, k=k, chunk=chunk, max_memory=max_memory * 2**20,
         batch_size=batch_size, gap_points=gap_points, gap_steps=gap_steps, mi_points=mi_points, seed=seed,
-        progress=progress,
+        progress=progress, compile=compile, precision=precision,
     )  # fmt: skip
+    from .distributed import world
+
+    if not world().main:  # under torchrun, rank 0 writes and reports
+        return
     path = result.save(output if output is not None else run / "evaluation.json")
     figures = write_evaluation_figures(result, path.parent / "figures")
     typer.echo(f"{result.table()}\n\nwrote {path} and {len(figures)} figures in {path.parent / 'figures'}")

@@ -19,6 +19,7 @@ __all__ = ["TrainConfig", "read_config_file"]
 
 BINARIZE = ("none", "static", "dynamic")
 OBJECTIVES = ("elbo", "iwae", "renyi")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -49,6 +50,10 @@ class TrainConfig:
         device: ``cpu``, ``cuda`` (``cuda:N``), or ``auto`` (a GPU when torch sees one).
         max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
             the run stops, naming the first tensor that went non-finite.
+        compile: train with the loss compiled by ``torch.compile`` (``training.compile_loss``):
+            the same losses as eager to float rounding, faster once compiled (docs/benchmarks.md).
+        precision: ``fp32``, or ``bf16`` for the forward pass under bfloat16 autocast (opt-in;
+            ``training.VariationalLoss``).
         out: the run folder; ``runs/<data>-<time>`` when not given.
         tensorboard: also log each epoch to ``RUN/tensorboard`` (``elbox.tensorboard``; needs the
             ``tensorboard`` package).
@@ -75,6 +80,8 @@ class TrainConfig:
     max_nonfinite: int = 10
     checkpoint_every: int = 1000
     device: str = "cpu"
+    compile: bool = False
+    precision: str = "fp32"
     out: str | None = None
     tensorboard: bool = False
     model: VAEConfig = field(default_factory=VAEConfig)
@@ -95,6 +102,8 @@ class TrainConfig:
         if not all(math.isfinite(v) for v in (self.beta, self.alpha, self.free_bits)):
             problems.append(f"beta, alpha and free_bits must be finite, got {self.beta}, {self.alpha}, "
                             f"{self.free_bits}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.data:
             problems.append("data must name a data set or a .npy / .npz file, got an empty string")
         problems += self._objective_problems()

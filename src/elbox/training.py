@@ -36,7 +36,7 @@ from .checkpoints import (
     write_json,
     write_json_lines,
 )
-from .config import TrainConfig
+from .config import PRECISIONS, TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .distributed import all_gather_tensors, barrier, device_of, from_main, init, shard, sum_over_ranks, world
 from .errors import ElboxError, StoppedError
@@ -63,6 +63,7 @@ __all__ = [
     "Setup",
     "StoppedError",
     "VariationalLoss",
+    "compile_loss",
     "evaluate",
     "kl_schedule",
     "labels_for",
@@ -81,18 +82,38 @@ class VariationalLoss(nn.Module):
     """A model bound to an objective: ``forward(x)`` returns the ``Bound`` per data point.
 
     Minimise ``forward(x).loss``. One module holding both is what any optimiser (and
-    DistributedDataParallel) expects.
+    DistributedDataParallel) expects. With ``precision="bf16"`` the forward pass runs under
+    ``torch.autocast`` in bfloat16 (matrix products in bf16, reductions and the bound's
+    log-densities in float32 as autocast keeps them): opt-in, its accuracy in tests/test_train.py.
     """
 
-    def __init__(self, model: VAE, objective: Objective, k: int = 1) -> None:
+    def __init__(self, model: VAE, objective: Objective, k: int = 1, *, precision: str = "fp32") -> None:
         super().__init__()
-        self.model, self.objective, self.k = model, objective, k
+        if precision not in PRECISIONS:
+            raise ElboxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+        self.model, self.objective, self.k, self.precision = model, objective, k, precision
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Bound:
         """The bound for inputs x ``[B, X]``, given labels y ``[B]`` for a model that needs them (cvae, vib)."""
         o = self.objective
         given = {} if y is None else {"y": y}
-        return o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q, **given))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            bound = o(self.model(x, self.k, reparameterize=o.reparameterize, stop_q=o.stop_q, **given))
+        return Bound(*(v.to(x.dtype) for v in bound)) if self.precision == "bf16" else bound
+
+
+def compile_loss(loss: VariationalLoss) -> VariationalLoss:
+    """Compile ``loss``'s forward with ``torch.compile``, in place, and return it.
+
+    The model, the draws and the objective become a few fused kernels, and their backward one
+    compiled graph; the optimiser and the NaN guard stay as they are. Draws use torch's own
+    random numbers (inductor's ``fallback_random``), so a compiled run draws exactly what an
+    eager one does and its losses agree with eager ones to float rounding (tests/test_train.py).
+    The first steps pay for the compilation (seconds).
+    """
+    loss.model.prior()  # fill the prior's cache now: a first call that fills it would be compiled twice
+    loss.compile(dynamic=False, options={"fallback_random": True})
+    return loss
 
 
 class Setup(NamedTuple):
@@ -594,7 +615,8 @@ def _fit(
     info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running", "processes": w.size}
     if w.main:
         write_json(path / INFO, info)
-    loss = VariationalLoss(model, make_objective(config), config.k)
+    loss = VariationalLoss(model, make_objective(config), config.k, precision=config.precision)
+    loss = compile_loss(loss) if config.compile else loss
     if w.size > 1:  # the objective inside DDP, so that backward averages the gradients over ranks
         device = next(model.parameters()).device
         loss = DistributedDataParallel(loss, device_ids=[device] if device.type == "cuda" else None)
