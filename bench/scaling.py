@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(nproc: int, args: argparse.Namespace, out: Path) -> float:
     command = [sys.executable, "-m", "elbox", "train", "--data", "binarized-mnist", "--data-dir", str(args.data_dir),
                "--hidden", "200,200", "--latent-dim", "50", "--epochs", str(args.epochs), "--out", str(out),
-               "--no-progress", "--no-report", "--nproc", str(nproc)]  # fmt: skip
+               "--no-progress", "--no-report", "--nproc", str(nproc), "--batch-size", str(args.batch_size)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return statistics.median(m["images_per_second"] for m in metrics)
@@ -41,8 +41,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=100, help="the global batch")
     args = parser.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f}, cores {os.cpu_count()}")
+    print(f"load average {os.getloadavg()[0]:.2f}, cores {os.cpu_count()}, global batch {args.batch_size}")
     results: dict[int, list[float]] = {1: [], args.nproc: []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
