@@ -12,7 +12,7 @@ import elbox
 from elbox import VAEConfig
 from elbox.bounds import ELBO, IWAE, RenyiBound
 from elbox.errors import ElboxError
-from elbox.evaluate import evaluate, log_likelihood
+from elbox.evaluate import evaluate, inference_gaps, log_likelihood
 from elbox.families import DiagonalNormal
 from elbox.hierarchical import UNBOUNDED, Chain, HierarchicalVAE
 from elbox.likelihoods import LIKELIHOODS
@@ -240,7 +240,9 @@ def test_the_evaluation_explains_that_the_gap_split_needs_one_family():
     hvae, x = _hvae(), torch.bernoulli(torch.full((6, 6), 0.5))
     assert evaluate(hvae, x, k=10, gap_points=0, mi_points=6, khat=False).active_units <= 5
     with pytest.raises(ElboxError, match=r"HierarchicalVAE is not one\. Use gap_points=0"):
-        evaluate(hvae, x, k=10, gap_points=2, mi_points=6, khat=False)
+        inference_gaps(hvae, x, gap_points=2)
+    e = evaluate(hvae, x, k=10, gap_points=2, mi_points=6, khat=False)  # the rest is evaluated, and the skip said
+    assert e.gaps is None and any("gap split was skipped" in w and "HierarchicalVAE" in w for w in e.warnings)
 
 
 @pytest.mark.parametrize(

@@ -680,20 +680,24 @@ class Gaps:
         }
 
 
-def _amortized_family(model: VAE) -> Any:
+def _gap_problem(model: VAE) -> str | None:
+    """Why the gap split cannot run on this model, or None: it needs one amortized, reparameterized family."""
     family = getattr(model, "encoder", model)  # the hvae has two encoders, no one family
     if getattr(family, "encoder", None) is None or not hasattr(family, "distribution"):
-        raise ElboxError(
-            f"the gap decomposition optimises q's raw parameters per data point, which needs an amortized "
-            f"family (an encoder and a distribution of its output); {type(family).__name__} is not one. "
-            "Use gap_points=0 (--gap-points 0) to skip it."
+        return (
+            "the gap decomposition optimises q's raw parameters per data point, which needs an amortized family "
+            f"(an encoder and a distribution of its output); {type(family).__name__} is not one."
         )
     if getattr(family, "categories", None) is not None:  # families.Discrete: hard draws in evaluation
-        raise ElboxError(
-            "the gap decomposition optimises q per data point with reparameterized gradients, which discrete "
-            "latents do not have. Use gap_points=0 (--gap-points 0) to skip it."
-        )
-    return family
+        return ("the gap decomposition optimises q per data point with reparameterized gradients, which discrete "
+                "latents do not have.")  # fmt: skip
+    return None
+
+
+def _amortized_family(model: VAE) -> Any:
+    if (problem := _gap_problem(model)) is not None:
+        raise ElboxError(f"{problem} Use gap_points=0 (--gap-points 0) to skip it.")
+    return getattr(model, "encoder", model)
 
 
 def _fit_locally(model: VAE, family: Any, x: Tensor, raw: Tensor, config: EvaluationConfig) -> tuple[Tensor, Tensor]:
@@ -1116,11 +1120,12 @@ def evaluate(
         stats = _pass(model, x, config, khat=config.khat, progress=progress)
         mi = _mi_values(model, spread(x, config.mi_points), config.mi_samples, config.seed)
         gap_index = spread_index(x.shape[0], config.gap_points)
-        gaps = _gaps(model, x[gap_index], config) if config.gap_points else None
+        problem = _gap_problem(model) if config.gap_points else None  # evaluate the rest, and say why not this
+        gaps = _gaps(model, x[gap_index], config) if config.gap_points and problem is None else None
     return Evaluation(
         config=config, source=described | {"points": x.shape[0]}, log_px=stats["log_px"], mc_se=stats["mc_se"],
         ess=stats["ess"], khat=stats.get("khat"), iwae={j: stats[f"iwae_{j}"] for j in config.ks}, cubo=stats["cubo"],
         reconstruction=stats["reconstruction"], kl=stats["kl"], kl_per_dimension=stats.get("kl_dims"),
         means=stats["mean"], mutual_information=mi, gaps=gaps, gap_log_px=stats["log_px"][gap_index] if gaps else None,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, warnings=[f"the gap split was skipped: {problem}"] if problem else [],
     )  # fmt: skip
