@@ -89,8 +89,8 @@ def _assert_same_run(resumed, whole):
     assert not list((resumed.path / "checkpoints").glob(".*.tmp"))  # the killed write's temporary is gone
 
 
-KILLS = [("step", s) for s in sorted(random.Random(8).sample(range(1, STEPS), 3))] + [
-    ("step", 15),  # the last step of epoch 1, before its validation
+KILLS = [("step", s) for s in sorted(random.Random(8).sample(range(1, STEPS), 3))] + [  # steps 15, 24, 25
+    ("step", 29),  # a step after a mid-epoch checkpoint (step 28), none since
     ("rename", 2),  # mid-way through writing the second checkpoint
     ("metrics", 2),  # epoch 2's metrics written, its checkpoint not
 ]
