@@ -32,4 +32,5 @@ if [ "$PEER" != none ] && "$PEER" -c "import pyro, numpyro" 2>/dev/null; then pe
     --no-progress | tail -3
 "$PY" bench/eval_throughput.py --points 200 --rounds 3 --run "$RUN" --json "$OUT/eval_throughput.json" \
     | tee "$OUT/eval_throughput.txt"
+(cd bench && "$PY" eval_full.py --run "$RUN" --json "../$OUT/eval_full.json") | tee "$OUT/eval_full.txt"  # ~8 min
 grep -h '^RESULT\|^PROFILE' "$OUT"/*.txt | tee "$OUT/summary.txt"

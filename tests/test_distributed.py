@@ -114,3 +114,13 @@ def test_evaluate_under_two_processes_gives_the_numbers_of_one(runs, tmp_path):
     for key in ("log_px", "mc_se", "ess"):
         assert b["per_point"][key] == pytest.approx(a["per_point"][key], rel=1e-5, abs=1e-5), key
     assert double.stdout.count("Evaluation of") == 1  # rank 0 alone reports
+
+
+def test_each_launched_worker_gets_its_share_of_the_cores_unless_the_user_set_it(monkeypatch):
+    from elbox.distributed import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert worker_threads(2) == {"OMP_NUM_THREADS": "8"} and worker_threads(32) == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_threads(2) == {}

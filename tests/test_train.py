@@ -291,3 +291,14 @@ def test_bf16_keeps_the_batch_bound_within_0_1_nats_and_refuses_unknown_precisio
         training.VariationalLoss(model, elbox.ELBO(), precision="fp16")
     with pytest.raises(ElboxError, match="precision must be one of"):
         TrainConfig(precision="half")
+
+
+def test_threads_are_pinned_for_the_run_and_refused_below_one(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        run = elbox.train(epochs=1, threads=1, out=str(tmp_path / "r"), **SMALL)
+        assert torch.get_num_threads() == 1 and run.config.threads == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ElboxError, match="threads must be at least 1"):
+        TrainConfig(threads=0)

@@ -105,6 +105,9 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:N, or auto (a GPU when there is one). \\[default: cpu]")
     ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads, fixed for the run. \\[default: torch's, one per core]")
+    ] = None,
     tensorboard: Annotated[
         bool | None,
         typer.Option("--tensorboard/--no-tensorboard", help="Also log each epoch to RUN/tensorboard (pip install "
@@ -210,7 +213,7 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
-            checkpoint_every=checkpoint_every, device=device,
+            checkpoint_every=checkpoint_every, device=device, threads=threads,
             family=family, latent_dim=latent_dim, hidden=hidden, activation=activation, likelihood=likelihood,
             levels=levels, gaussian_scale=gaussian_scale, network=network, channels=channels,
             image_shape=image_shape, out=out, model=model, class_prior=class_prior, temperature=temperature,

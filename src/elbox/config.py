@@ -48,6 +48,9 @@ class TrainConfig:
         checkpoint_every: also write ``checkpoints/last.safetensors`` every this many steps (``0``:
             only at each epoch's end), so a killed run resumes bitwise from where it stood.
         device: ``cpu``, ``cuda`` (``cuda:N``), or ``auto`` (a GPU when torch sees one).
+        threads: torch's intra-op threads, fixed for the run (``torch.set_num_threads``); ``None``
+            keeps torch's choice (``OMP_NUM_THREADS``, else one per core). ``elbox train --nproc N``
+            gives each process its share of the cores this process may use.
         max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
             the run stops, naming the first tensor that went non-finite.
         compile: train with the loss compiled by ``torch.compile`` (``training.compile_loss``):
@@ -80,6 +83,7 @@ class TrainConfig:
     max_nonfinite: int = 10
     checkpoint_every: int = 1000
     device: str = "cpu"
+    threads: int | None = None
     compile: bool = False
     precision: str = "fp32"
     out: str | None = None
@@ -93,6 +97,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "k", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be at least 1 (or left out for torch's choice), got {self.threads}")
         if self.checkpoint_every < 0:
             problems.append(f"checkpoint_every must be at least 0 (0: at epoch ends only), got {self.checkpoint_every}")
         if self.device not in ("cpu", "cuda", "auto") and not re.fullmatch(r"cuda:\d+", self.device):

@@ -35,6 +35,7 @@ __all__ = [
     "launch",
     "shard",
     "sum_over_ranks",
+    "worker_threads",
     "world",
 ]
 
@@ -129,4 +130,16 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise ElboxError(f"--nproc must be at least 1, got {nproc}.")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "elbox", *argv]  # fmt: skip
-    return subprocess.run(command, check=False).returncode
+    return subprocess.run(command, check=False, env=os.environ | worker_threads(nproc)).returncode
+
+
+def worker_threads(nproc: int) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for each of ``nproc`` workers: their share of the cores this process may use.
+
+    torchrun otherwise gives every worker one thread, leaving most cores of a large machine idle;
+    a value the user set is kept.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"OMP_NUM_THREADS": str(max(1, cores // nproc))}

@@ -182,6 +182,8 @@ def prepare(config: TrainConfig) -> Setup:
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
     model_config = _resolve_classes(model_config, dataset, config.data)
     device = resolve_device(config.device)
+    if config.threads is not None:  # pinned for the run: a thread count that drifts changes speed and rounding
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = build_model(model_config)
     for name, x in splits.items():
