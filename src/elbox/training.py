@@ -374,9 +374,8 @@ def train_epoch(
     p = progress if progress is not None else EpochProgress(totals=torch.zeros(3, device=x.device))
     started, seconds = time.perf_counter(), p.seconds
     objective = _unwrap(loss).objective
-    tail = n % batch_size
-    stop = n - tail if 0 < tail < w.size else n  # under DDP, a last batch too small to give every rank a row
-    for i, start in enumerate(range(p.position * batch_size, stop, batch_size), start=p.position):
+    starts = range(p.position * batch_size, n, batch_size)[: _steps(n, batch_size, w.size) - p.position]
+    for i, start in enumerate(starts, start=p.position):
         if schedule is not None:
             objective.beta = schedule(first_step + i)
             p.weights.append(objective.beta)
