@@ -33,6 +33,25 @@ def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
         assert (tmp_path / "r" / name).is_file(), name
 
 
+def test_train_warns_when_the_posterior_collapsed_and_not_otherwise(tmp_path, capsys):
+    """A KL weight of 100 drives q onto the prior; the mean KL bounds I(x; z), so under 0.05 nats z says nothing."""
+    code, out, _ = run_cli(capsys, "train", "--epochs", "2", "--hidden", "16", "--beta", "100", "--out", tmp_path / "c",
+                           "--no-progress", "--no-report")  # fmt: skip
+    assert code == 0 and "warning: the test KL is 0.0" in out and "collapsed onto the prior" in out
+    code, out, _ = run_cli(capsys, "train", "--epochs", "2", "--hidden", "16", "--out", tmp_path / "u", "--no-progress",
+                           "--no-report")  # fmt: skip
+    assert code == 0 and "collapsed" not in out
+
+
+def test_model_vamp_is_the_vae_with_the_vamp_prior(tmp_path, capsys):
+    code, _, _ = run_cli(capsys, "train", "--model", "vamp", "--prior", "vamp:5", "--epochs", "1", "--hidden", "16",
+                         "--out", tmp_path / "v", "--no-progress", "--no-report")  # fmt: skip
+    config = json.loads((tmp_path / "v" / "config.json").read_text())["model"]
+    assert code == 0 and (config["model"], config["prior"]) == ("vae", "vamp:5")
+    code, _, err = run_cli(capsys, "train", "--model", "vamp", "--prior", "mog", "--out", tmp_path / "m")
+    assert code == 2 and "takes --prior vamp[:K] or none" in err and not (tmp_path / "m").exists()
+
+
 def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text("epochs = 2\nlatent_dim = 3\nhidden = [16]\n")

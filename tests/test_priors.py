@@ -73,6 +73,44 @@ def test_pseudo_inputs_start_as_in_the_paper_and_stay_in_the_unit_box_for_bounde
     assert torch.equal(unbounded.pseudo_inputs, unbounded.raw_inputs)
 
 
+def test_pseudo_inputs_started_at_data_are_distinct_training_points_inside_the_box_and_learn():
+    x = torch.rand(30, 6, generator=torch.Generator().manual_seed(1))  # grey, so every row is its own
+    prior, _ = _vamp(components=10)
+    prior.start_at(x, torch.Generator().manual_seed(0))
+    u = prior.pseudo_inputs
+    rows = (u - 0.05) / 0.9  # back to the data points
+    matches = [int(torch.nonzero((x - r).abs().amax(-1) < 1e-6)[0]) for r in rows]
+    assert len(set(matches)) == 10  # without replacement
+    assert u.min() >= 0.05 - 1e-6 and u.max() <= 0.95 + 1e-6  # hardtanh passes gradients there: every pixel learns
+    prior().log_prob(torch.randn(4, 2)).sum().backward()
+    assert (prior.raw_inputs.grad != 0).float().mean() > 0.9
+    again, _ = _vamp(components=40)  # more pseudo-inputs than points: drawn with replacement
+    again.start_at(x, torch.Generator().manual_seed(0))
+    unbounded, _ = _vamp(components=10, bounded=False)
+    unbounded.start_at(3 * x - 1, torch.Generator().manual_seed(0))
+    drawn = torch.randperm(30, generator=torch.Generator().manual_seed(0))[:10]
+    assert torch.equal(unbounded.pseudo_inputs, (3 * x - 1)[drawn])
+    with pytest.raises(ValueError, match="6 values each"):
+        prior.start_at(torch.zeros(5, 4))
+
+
+@pytest.mark.parametrize("model", ["vae", "hvae"])
+def test_training_starts_the_vamp_prior_at_training_images(model):
+    from elbox.config import TrainConfig
+    from elbox.training import prepare
+
+    config = TrainConfig(
+        data="digits", epochs=1, seed=3, model=VAEConfig(model=model, hidden=(8,), latent_dim=2, prior="vamp:7")
+    )
+    setup = prepare(config)
+    prior = next(m for m in setup.model.modules() if isinstance(m, VampPrior))
+    train = setup.splits["train"]
+    for u in prior.pseudo_inputs:
+        assert ((train - (u - 0.05) / 0.9).abs().amax(-1) < 1e-5).any()
+    key = next(k for k in setup.model.state_dict() if k.endswith("raw_inputs"))
+    assert torch.equal(prepare(config).model.state_dict()[key], prior.raw_inputs)  # the seed fixes them
+
+
 @pytest.mark.parametrize("name", ["mog:3", "vamp:3"])
 def test_learned_priors_integrate_to_one(name):
     """A Riemann sum over [-10, 10]^2 on a grid of spacing 0.05."""

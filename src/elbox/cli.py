@@ -159,8 +159,8 @@ def train(
     model: Annotated[
         str | None,
         typer.Option(help="vae; cvae (conditioned on the data's labels); vib (a classifier with a stochastic "
-                     "encoder, trained with cross-entropy + beta KL); or hvae (two stochastic layers, Burda et al. "
-                     "2016; --latent-dim is z1's). \\[default: vae]"),
+                     "encoder, trained with cross-entropy + beta KL); hvae (two stochastic layers, Burda et al. "
+                     "2016; --latent-dim is z1's); or vamp (vae with --prior vamp). \\[default: vae]"),
     ] = None,
     class_prior: Annotated[
         bool | None, typer.Option("--class-prior", help="cvae: a learned Gaussian prior p(z | y) per class.")
@@ -220,7 +220,7 @@ def train(
             straight_through=straight_through, compile=compile, precision=precision, prior=prior,
             top_latent_dim=top_latent_dim, top_hidden=top_hidden,
         )  # fmt: skip
-        options = _flatten(options) | {key: v for key, v in flags.items() if v is not None}
+        options = _vamp_model(_flatten(options) | {key: v for key, v in flags.items() if v is not None})
         run = training.train(progress=progress, overwrite=overwrite, **options)
     from .distributed import world
 
@@ -243,7 +243,20 @@ def _flatten(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k != "model"} | model
 
 
+def _vamp_model(options: dict[str, Any]) -> dict[str, Any]:
+    """``model = "vamp"`` is the VAE with the VampPrior: ``model = "vae"``, ``prior = "vamp[:K]"``."""
+    if options.get("model") != "vamp":
+        return options
+    prior = options.get("prior", "vamp")
+    if prior.partition(":")[0] != "vamp":
+        raise ElboxError(f"--model vamp is the VAE with the VampPrior; it takes --prior vamp[:K] or none, "
+                         f"not {prior!r}.")
+    return options | {"model": "vae", "prior": prior}
+
+
 def _summary(run: Any) -> str:
+    from .evaluate import COLLAPSE_MI
+
     s, d = run.summary, run.info["dataset"]
     sizes = d["sizes"]
     kind = {"cvae": "conditional VAE", "vib": "VIB classifier"}.get(run.model.config.model, "VAE")
@@ -268,6 +281,10 @@ def _summary(run: Any) -> str:
         lines.append(f"warning: {skipped} training steps had a non-finite loss or gradient and were skipped "
                      f"(epochs {', '.join(map(str, epochs[:10]))}{' ...' if len(epochs) > 10 else ''}; "
                      "skipped_steps in metrics.jsonl).")  # fmt: skip
+    if run.model.config.model != "vib" and s["test"]["kl"] < COLLAPSE_MI:  # the mean KL bounds I(x; z) from above
+        lines.append(f"warning: the test KL is {s['test']['kl']:.3f} nats: the posterior has collapsed onto the prior "
+                     "and the decoder ignores z. A longer --kl-warmup or --free-bits can help; with --prior vamp, "
+                     "--activation relu (README, 'Learned priors and two stochastic layers').")  # fmt: skip
     lines += [
         "",
         {"cvae": "Every term is given the label y: the ELBO is a lower bound on log p(x | y), not log p(x | y) itself.",

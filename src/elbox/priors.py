@@ -202,7 +202,11 @@ class VampPrior(nn.Module):
 
     As in the paper's code, the pseudo-inputs are w_k ~ N(0.05, 0.01^2) passed through
     h = hardtanh onto [0, 1] when the data lie there (``bounded``: Bernoulli and binomial
-    likelihoods); for unbounded data h is the identity and w_k ~ N(0, 1).
+    likelihoods); for unbounded data h is the identity and w_k ~ N(0, 1). ``start_at(x)``
+    puts them at K training points instead, which ``elbox.train`` does: the K near-black
+    images of the default start give K nearly equal components, a prior the encoder matches
+    at once by ignoring its input, and the fit can stay collapsed (KL 0) for thousands of
+    steps (docs/benchmarks.md, the zoo).
 
     >>> from elbox.families import DiagonalGaussian
     >>> encoder = DiagonalGaussian(2, nn.Linear(6, 4))
@@ -234,6 +238,24 @@ class VampPrior(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws ``[n, D]`` (without gradients, as torch's ``sample``), through ``generator``."""
         return _draw_mixture(self(), n, generator)
+
+    @torch.no_grad()
+    def start_at(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+        """Put the pseudo-inputs at K points of ``x`` ``[N, X]`` drawn through ``generator``
+        (without replacement when N >= K), in place.
+
+        For bounded data u_k = 0.05 + 0.9 x_n: inside (0, 1), where hardtanh passes gradients;
+        a pixel at exactly 0 or 1 would never move.
+        """
+        if x.shape[-1] != self.data_dim:
+            raise ValueError(f"the pseudo-inputs have {self.data_dim} values each, the data {x.shape[-1]}")
+        n = x.shape[0]
+        if n >= self.components:
+            index = torch.randperm(n, generator=generator)[: self.components]
+        else:
+            index = torch.randint(n, (self.components,), generator=generator)
+        points = x[index.to(x.device)].to(self.raw_inputs)
+        self.raw_inputs.copy_(0.05 + 0.9 * points if self.bounded else points)
 
     def extra_repr(self) -> str:
         return f"data_dim={self.data_dim}, components={self.components}, bounded={self.bounded}"

@@ -42,6 +42,7 @@ from .distributed import all_gather_tensors, barrier, device_of, from_main, init
 from .errors import ElboxError, StoppedError
 from .likelihoods import GRID_LIKELIHOODS
 from .models import VAE, VAEConfig, build_model
+from .priors import VampPrior
 from .runs import (
     CHECKPOINTS,
     CONFIG,
@@ -186,6 +187,8 @@ def prepare(config: TrainConfig) -> Setup:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = build_model(model_config)
+    for prior in (m for m in model.modules() if isinstance(m, VampPrior)):  # a resumed run loads its own after
+        prior.start_at(splits["train"], torch.Generator().manual_seed(config.seed))
     for name, x in splits.items():
         dynamic = name == "train" and config.binarize == "dynamic"
         model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
