@@ -49,6 +49,10 @@ def trace(x: torch.Tensor, name: str, steps: int, every: int, warmup: int, seed:
                                   likelihood="bernoulli", prior=prior))  # fmt: skip
     if at_data:
         model.prior.start_at(x, torch.Generator().manual_seed(seed))
+    with torch.no_grad():  # how much the untrained encoder's means depend on x, against its scale
+        q = model.encode(x[:100])
+        print(f"{name:<20} at the start: spread of the means over 100 images {q.mean.std(0).mean():.3f}, "
+              f"mean posterior scale {q.stddev.mean():.3f}")  # fmt: skip
     objective = ELBO()
     loss, optimizer = VariationalLoss(model, objective), make_optimizer(model, LR)
     g, started, sums, lines = torch.Generator().manual_seed(seed), time.perf_counter(), torch.zeros(2), []
