@@ -205,8 +205,9 @@ class VampPrior(nn.Module):
     likelihoods); for unbounded data h is the identity and w_k ~ N(0, 1). ``start_at(x)``
     puts them at K training points instead, which ``elbox.train`` does: the K near-black
     images of the default start give K nearly equal components, a prior the encoder matches
-    at once by ignoring its input, and the fit can stay collapsed (KL 0) for thousands of
-    steps (docs/benchmarks.md, the zoo).
+    at once by ignoring its input. With ReLU networks the data start makes the prior useful
+    from the first steps; with tanh ones the fit can stay collapsed (KL 0) for thousands of
+    steps either way (docs/benchmarks.md, the zoo).
 
     >>> from elbox.families import DiagonalGaussian
     >>> encoder = DiagonalGaussian(2, nn.Linear(6, 4))
