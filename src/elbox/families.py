@@ -44,6 +44,7 @@ __all__ = [
     "UniformDiscrete",
     "center",
     "check_family_name",
+    "line_between",
     "make_family",
     "stop_gradient",
 ]
@@ -456,6 +457,14 @@ def center(q: Distribution) -> Tensor:
     the base's center (a flow's, or ``hierarchical.Chain``'s). What reconstructions and
     interpolations decode."""
     return q.center() if hasattr(q, "center") else q.mean  # a flow, or a chain of layers (hierarchical)
+
+
+def line_between(q: Distribution, steps: int) -> Tensor:
+    """``steps`` evenly spaced points on the straight line between the centers of q of batch
+    shape ``[2]`` (two inputs' posteriors): ``[steps, D]``, from the first center to the second."""
+    z_a, z_b = center(q)
+    t = torch.linspace(0, 1, steps, device=z_a.device)[:, None]
+    return (1 - t) * z_a + t * z_b
 
 
 FAMILIES = ("diagonal", "fullrank", "lowrank", *FLOWS, "mixture", "bernoulli", "categorical")

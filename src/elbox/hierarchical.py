@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Normal, constraints
+from torch.distributions import Distribution, constraints
 
 from .bounds import Particles, log_weights
 from .errors import ElboxError
-from .families import DiagonalGaussian, center, make_family, stop_gradient
+from .families import DiagonalGaussian, center, line_between, make_family, stop_gradient
 from .likelihoods import make_likelihood
 from .networks import mlp
-from .priors import draw_diagonal, make_prior
+from .priors import draw_diagonal, make_prior, probit_grid
 
 if TYPE_CHECKING:
     from .models import VAEConfig
@@ -223,9 +223,7 @@ class HierarchicalVAE(nn.Module):
     @torch.no_grad()
     def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Tensor:
         """Decode the straight line between the means of q(z1 | x) of two inputs ``[X]``: ``[steps, X]``."""
-        z_a, z_b = center(self.encode(torch.stack([x_a, x_b])))
-        t = torch.linspace(0, 1, steps, device=z_a.device)[:, None]
-        return self.decode((1 - t) * z_a + t * z_b).mean
+        return self.decode(line_between(self.encode(torch.stack([x_a, x_b])), steps)).mean
 
     @torch.no_grad()
     def manifold(self, n: int = 20) -> Tensor:
@@ -239,6 +237,5 @@ class HierarchicalVAE(nn.Module):
                 f"the latent manifold is drawn for a 2-D z1, but this model's has {self.config.latent_dim} "
                 "dimensions; use `elbox interpolate`, which works in any dimension."
             )
-        u = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
-        z1 = torch.stack(torch.meshgrid(u.flip(0), u, indexing="ij")[::-1], dim=-1)  # [n, n, 2], as VAE.manifold
-        return self.likelihood(self.decoder(z1.to(next(self.parameters())))).mean
+        z1 = probit_grid(n).to(next(self.parameters()))  # [n, n, 2], as VAE.manifold
+        return self.likelihood(self.decoder(z1)).mean

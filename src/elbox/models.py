@@ -9,15 +9,32 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Normal
+from torch.distributions import Categorical, Distribution
 
 from .bounds import Particles, log_weights
 from .errors import ElboxError
-from .families import DISCRETE, Discrete, Family, center, check_family_name, make_family, stop_gradient
+from .families import (
+    DISCRETE,
+    Discrete,
+    Family,
+    center,
+    check_family_name,
+    line_between,
+    make_family,
+    stop_gradient,
+)  # fmt: skip
 from .hierarchical import UNBOUNDED, HierarchicalVAE
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, mlp
-from .priors import ClassPrior, MixturePrior, UniformPrior, VampPrior, check_prior_name, make_prior
+from .priors import (
+    ClassPrior,
+    MixturePrior,
+    UniformPrior,
+    VampPrior,
+    check_prior_name,
+    make_prior,
+    probit_grid,
+)  # fmt: skip
 
 __all__ = ["MODELS", "NETWORKS", "VAE", "VIB", "VAEConfig", "build_model", "latent_floats"]
 
@@ -390,16 +407,14 @@ class VAE(nn.Module):
     @torch.no_grad()
     def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Tensor:
         """Decode the straight line between the posterior centers of two inputs ``[X]``: ``[steps, X]``."""
-        z_a, z_b = center(self.encode(torch.stack([x_a, x_b])))
-        t = torch.linspace(0, 1, steps, device=z_a.device)[:, None]
-        return self.decode((1 - t) * z_a + t * z_b).mean
+        return self.decode(line_between(self.encode(torch.stack([x_a, x_b])), steps)).mean
 
     @torch.no_grad()
     def manifold(self, n: int = 20) -> Tensor:
         """Decode an n x n grid over a 2-D latent space: ``[n, n, X]``.
 
-        The grid is evenly spaced in probability, z = Phi^-1(u) for u in (0.05, 0.95), as in
-        Kingma & Welling (2014, Figure 4), so it covers the prior's mass rather than a box.
+        The grid is ``priors.probit_grid``: evenly spaced in probability, so it covers the
+        prior's mass rather than a box.
         """
         if self.config.latent_dim != 2:
             raise ElboxError(
@@ -407,10 +422,7 @@ class VAE(nn.Module):
                 f"{self.config.latent_dim} dimensions; train with --latent-dim 2, or use "
                 "`elbox interpolate` which works in any dimension."
             )
-        u = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
-        # rows go from high to low z_2 so the picture reads like a plot with y upward
-        z = torch.stack(torch.meshgrid(u.flip(0), u, indexing="ij")[::-1], dim=-1)  # [n, n, 2]
-        return self.decode(z.to(next(self.decoder.parameters()))).mean
+        return self.decode(probit_grid(n).to(next(self.decoder.parameters()))).mean
 
 
 def _check_width(x: Tensor, width: int, name: str) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "check_prior_name",
     "draw_diagonal",
     "make_prior",
+    "probit_grid",
 ]
 
 PRIORS = ("standard", "mog", "vamp")
@@ -260,6 +261,15 @@ class VampPrior(nn.Module):
 
     def extra_repr(self) -> str:
         return f"data_dim={self.data_dim}, components={self.components}, bounded={self.bounded}"
+
+
+def probit_grid(n: int) -> Tensor:
+    """An n x n grid over two latent dimensions, ``[n, n, 2]``, evenly spaced in N(0, 1)
+    probability: z = Phi^-1(u) for u in (0.05, 0.95) (Kingma & Welling 2014, Figure 4), so it
+    covers the standard normal's mass rather than a box. Rows go from high to low z_2, so the
+    picture reads like a plot with y upward."""
+    u = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    return torch.stack(torch.meshgrid(u.flip(0), u, indexing="ij")[::-1], dim=-1)
 
 
 def check_prior_name(name: str) -> tuple[str, int | None]:
