@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, set_threads, write_results
 
-from elbox.training import load_splits, train
+from elbox.runs import load_splits
+from elbox.training import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vib_beta.json"
 

@@ -347,7 +347,7 @@ def _trained_bernoulli_vae(tmp_path):
 
     run = elbox.train(data="digits", binarize="static", latent_dim=10, hidden=(200, 200), epochs=15,
                       out=str(tmp_path / "run"), progress=False)  # fmt: skip
-    x = elbox.training.load_splits(run.config)[1]["test"][:60]
+    x = elbox.runs.load_splits(run.config)[1]["test"][:60]
     return run.model, x
 
 

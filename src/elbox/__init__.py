@@ -9,8 +9,7 @@ Train a VAE, look at what it learned, and load it back:
 torch.Size([4, 64])
 """
 
-__version__ = "0.1.0"  # before the imports: training records it in every run
-
+from ._version import __version__ as __version__
 from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
 from .config import TrainConfig
 from .errors import ElboxError

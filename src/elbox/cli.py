@@ -310,7 +310,7 @@ def _held_out(run: Any, split: str) -> Any:
 
 def _labelled(run: Any, split: str) -> tuple[Any, Any]:
     """A split of the run's data as it was trained on, and its labels (None where unknown)."""
-    from .training import load_splits
+    from .runs import load_splits
 
     if split not in ("train", "valid", "test"):
         raise ElboxError(f"--split must be train, valid or test, got {split!r}.")

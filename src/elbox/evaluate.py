@@ -1062,7 +1062,7 @@ def _load(source: "VAE | Run | str | Path", x: Tensor | None, config: Evaluation
 
 def _split(run: Run, config: EvaluationConfig) -> Tensor:
     """The run's split, binarized as in training; a dynamically binarized train split is drawn once from ``seed``."""
-    from .training import load_splits  # training imports much that evaluation of a model alone does not need
+    from .runs import load_splits
 
     x = load_splits(run.config)[1][config.split]
     if config.split == "train" and run.config.binarize == "dynamic":

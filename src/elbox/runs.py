@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
+from .data import Dataset, binarize, load_dataset
 from .errors import ElboxError
 from .models import VAE, build_model
 
-__all__ = ["Run", "load_run", "model_tensors", "read_json", "read_metrics", "restore_model"]
+__all__ = ["Run", "load_run", "load_splits", "model_tensors", "read_json", "read_metrics", "restore_model"]
 
 CONFIG, INFO, METRICS, CHECKPOINTS, FIGURES = (
     "config.json",
@@ -131,3 +133,18 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
     tensors, _ = load_checkpoint(ckpt)
     restore_model(model, tensors, ckpt)
     return Run(path, config, model.eval(), read_metrics(path), read_json(path / INFO))
+
+
+def load_splits(config: TrainConfig) -> tuple[Dataset, dict[str, Tensor]]:
+    """The data set of ``config`` and its train / valid / test splits ``[N, X]``, binarized as asked.
+
+    Held-out splits are binarized once (fixed by the seed), so every epoch is evaluated on
+    the same data; with ``dynamic`` the training split stays grey and is drawn per epoch.
+    """
+    dataset = load_dataset(config.data, config.data_dir, download=config.download)
+    splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+    if config.binarize == "none":
+        return dataset, splits
+    g = torch.Generator().manual_seed(config.seed)
+    fixed = {"valid", "test"} | ({"train"} if config.binarize == "static" else set())
+    return dataset, {name: binarize(x, g) if name in fixed else x for name, x in splits.items()}

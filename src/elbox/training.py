@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .bounds import ELBO, IWAE, Bound, Objective, RenyiBound
 from .checkpoints import (
     append_json_line,
@@ -37,7 +37,7 @@ from .checkpoints import (
     write_json_lines,
 )
 from .config import PRECISIONS, TrainConfig
-from .data import Dataset, binarize, load_dataset
+from .data import Dataset, binarize
 from .distributed import all_gather_tensors, barrier, device_of, from_main, init, shard, sum_over_ranks, world
 from .errors import ElboxError, StoppedError
 from .likelihoods import GRID_LIKELIHOODS
@@ -51,6 +51,7 @@ from .runs import (
     METRICS,
     Run,
     load_run,
+    load_splits,
     model_tensors,
     read_json,
     read_metrics,
@@ -68,7 +69,6 @@ __all__ = [
     "evaluate",
     "kl_schedule",
     "labels_for",
-    "load_splits",
     "make_objective",
     "make_optimizer",
     "prepare",
@@ -152,21 +152,6 @@ def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAECo
                 "image shape; save them as an [N, H, W] array, give --image-shape H,W, or use --network mlp."
             )
     return replace(model, data_dim=dataset.dim, likelihood=likelihood, levels=levels, image_shape=image_shape)
-
-
-def load_splits(config: TrainConfig) -> tuple[Dataset, dict[str, Tensor]]:
-    """The data set of ``config`` and its train / valid / test splits ``[N, X]``, binarized as asked.
-
-    Held-out splits are binarized once (fixed by the seed), so every epoch is evaluated on
-    the same data; with ``dynamic`` the training split stays grey and is drawn per epoch.
-    """
-    dataset = load_dataset(config.data, config.data_dir, download=config.download)
-    splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
-    if config.binarize == "none":
-        return dataset, splits
-    g = torch.Generator().manual_seed(config.seed)
-    fixed = {"valid", "test"} | ({"train"} if config.binarize == "static" else set())
-    return dataset, {name: binarize(x, g) if name in fixed else x for name, x in splits.items()}
 
 
 def prepare(config: TrainConfig) -> Setup:

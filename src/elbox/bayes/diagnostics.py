@@ -49,7 +49,7 @@ import torch
 
 from ..bounds import log_mean_exp
 from ..importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis
-from .posterior import flatten
+from .model import flatten
 
 if TYPE_CHECKING:
     from .posterior import Posterior

@@ -36,7 +36,7 @@ from torch.distributions.transforms import Transform
 
 from ..errors import ElboxError
 
-__all__ = ["Model", "Param", "ordered", "positive_ordered"]
+__all__ = ["Model", "Param", "flatten", "ordered", "positive_ordered"]
 
 Params = dict[str, Tensor]
 Data = dict[str, Any]
@@ -261,3 +261,9 @@ class Model:
                 f"the observed arrays must have one row per observation, but their lengths differ: {lengths}"
             )
         return data, next(iter(lengths.values()))
+
+
+def flatten(quantities: dict[str, Tensor]) -> np.ndarray:
+    """``{name: [n, *shape]}`` -> ``[n, P]``, the columns in the order of ``Model.names``."""
+    n = next(iter(quantities.values())).shape[0]
+    return torch.cat([v.detach().reshape(n, -1) for v in quantities.values()], -1).double().cpu().numpy()

@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 
 from .affine import draw, place
 from .laplace import Start
-from .model import Model
+from .model import Model, flatten
 
 __all__ = ["Posterior", "Summary", "threads"]
 
@@ -62,12 +62,6 @@ class Summary:
             | {f"q{100 * q:g}": float(v[i]) for q, v in self.quantiles.items()}
             for i, n in enumerate(self.names)
         }
-
-
-def flatten(quantities: dict[str, Tensor]) -> np.ndarray:
-    """``{name: [n, *shape]}`` -> ``[n, P]``, the columns in the order of ``Model.names``."""
-    n = next(iter(quantities.values())).shape[0]
-    return torch.cat([v.detach().reshape(n, -1) for v in quantities.values()], -1).double().cpu().numpy()
 
 
 @dataclass(eq=False)
