@@ -177,3 +177,20 @@ def test_user_errors_name_the_fix(regression):
         fit(model, data, lr=0.0)
     with pytest.raises(ElboxError, match="init must be"):
         fit(model, data, init="zero")
+
+
+def test_a_fit_on_a_constrained_parameter_carries_the_jacobian_gamma_poisson_oracle():
+    """Poisson counts with a Gamma(2, 1) prior on the rate: the posterior is Gamma(2 + sum y, 1 + N), exactly.
+    The fit runs on u = log(rate); without log |det J| its target would be Gamma(1 + sum y, 1 + N), whose mean
+    is 0.3 posterior sds lower. Needs no shared data."""
+    from torch.distributions import Gamma, Poisson, constraints
+
+    y = torch.tensor([2.0, 1.0, 3.0, 0.0, 2.0, 1.0])
+    model = Model({"rate": Param(support=constraints.positive)}, lambda p: Gamma(2.0, 1.0).log_prob(p["rate"]),
+                  lambda p, d: Poisson(p["rate"][:, None]).log_prob(d["y"]), observed=("y",))  # fmt: skip
+    a, b = 2.0 + y.sum().item(), 1.0 + len(y)
+    posterior = fit(model, {"y": y}, family="fullrank", progress=False)
+    rate = posterior.sample(40_000, seed=1)["rate"]
+    mean, sd = a / b, math.sqrt(a) / b
+    assert abs(rate.mean().item() - mean) < 0.1 * sd, (rate.mean().item(), mean)
+    assert abs(rate.std().item() / sd - 1) < 0.1

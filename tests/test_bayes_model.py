@@ -44,8 +44,10 @@ def test_log_det_jacobian_equals_autograds(param, inside):
 
 
 def test_the_density_of_u_integrates_to_one():
-    """With a Gamma prior on a positive parameter, exp(log p(u)) over u = log theta is a density: log |det J| is in."""
-    model = Model({"s": Param(support=constraints.positive)}, lambda p: Gamma(3.0, 2.0).log_prob(p["s"]))
+    """With a Gamma prior on a positive parameter, exp(log p(u)) over u = log theta is a density: log |det J| is in.
+    Without it the integral is E[1 / theta] = rate / (shape - 1) = 3 for Gamma(2, 3), not 1 (for Gamma(3, 2) it
+    would be 1 either way, and the test blind)."""
+    model = Model({"s": Param(support=constraints.positive)}, lambda p: Gamma(2.0, 3.0).log_prob(p["s"]))
     u = torch.linspace(-12, 6, 20001, dtype=torch.float64)[:, None]
     density = model.log_density(u, {}).exp()
     assert math.isclose(torch.trapezoid(density, u[:, 0]).item(), 1.0, rel_tol=1e-6)
