@@ -415,7 +415,7 @@ def evaluate(
     device, n = next(model.parameters()).device, x.shape[0]
     x = shard(x, world())  # under torchrun each rank takes its rows; the sums are added up
     y = None if y is None else shard(y, world()).to(device)
-    classifier = y is not None and hasattr(model, "predict")
+    classifier = y is not None and model.classifier
     totals = torch.zeros(4, device=device)  # the bound, its two parts and, for a classifier, the correct
     for start in range(0, x.shape[0], batch_size):
         batch = x[start : start + batch_size].to(device)
