@@ -12,7 +12,7 @@ from ..priors import check_prior_name
 
 __all__ = ["MODELS", "NETWORKS", "VAEConfig", "latent_floats"]
 
-MODELS = ("vae", "cvae", "vib", "hvae")
+MODELS = ("vae", "cvae", "vib", "hvae")  # the kinds --model takes; elbox.models.MODEL_KINDS maps each to its class
 NETWORKS = ("mlp", "conv")
 
 
