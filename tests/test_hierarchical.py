@@ -14,9 +14,9 @@ from elbox.bounds import ELBO, IWAE, RenyiBound
 from elbox.errors import ElboxError
 from elbox.evaluate import evaluate, inference_gaps, log_likelihood
 from elbox.families import DiagonalNormal
-from elbox.hierarchical import UNBOUNDED, Chain, HierarchicalVAE
-from elbox.likelihoods import LIKELIHOODS
+from elbox.likelihoods import LIKELIHOODS, UNBOUNDED
 from elbox.models import build_model
+from elbox.models.hierarchical import Chain, HierarchicalVAE
 from elbox.runs import load_run
 
 

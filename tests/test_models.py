@@ -1,13 +1,16 @@
-"""families, priors, networks and models: shapes, gradients, reparameterization, checks."""
+"""families, priors, networks and models: shapes, gradients, reparameterization, checks, and the
+models' typed contract (``LatentVariableModel``) for every kind of ``MODEL_KINDS``."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from elbox import VAE, VAEConfig
-from elbox.bounds import ELBO
+from elbox.bounds import ELBO, Particles
 from elbox.errors import ElboxError
 from elbox.families import DiagonalGaussian
+from elbox.models import MODEL_KINDS, MODELS, LatentVariableModel, build_model
 from elbox.networks import mlp
 from elbox.priors import StandardNormal
 
@@ -114,3 +117,76 @@ def test_families_and_priors_expand_like_torch_distributions():
     for d in (DiagonalNormal(torch.zeros(3), torch.ones(3)), UnitNormal(3), IndependentBernoulli(torch.zeros(3))):
         e = d.expand(torch.Size([5]))
         assert e.batch_shape == (5,) and e.event_shape == (3,) and e.sample().shape == (5, 3)
+
+
+def _kind(kind: str) -> LatentVariableModel:
+    labelled = kind in ("cvae", "vib")
+    return build_model(VAEConfig(data_dim=6, latent_dim=2, hidden=(8,), likelihood="bernoulli", model=kind,
+                                 classes=3 if labelled else None))  # fmt: skip
+
+
+X, Y = torch.tensor([[0.0, 1, 1, 0, 1, 0]] * 4), torch.tensor([0, 1, 2, 1])  # B = 4 inputs, their labels
+
+
+def test_the_table_of_model_kinds_holds_every_kind_the_config_accepts():
+    assert set(MODEL_KINDS) == set(MODELS)
+    for kind, cls in MODEL_KINDS.items():
+        assert type(_kind(kind)) is cls
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_every_model_kind_meets_the_contract_and_draws_particles_k_by_b(kind):
+    model = _kind(kind)
+    assert isinstance(model, LatentVariableModel)
+    y = Y if model.needs_labels else None
+    p = model(X, 5, y=y)
+    assert isinstance(p, Particles) and p.log_w.shape == (5, 4) and p.log_lik.shape == (5, 4)
+    assert p.z.shape[:2] == (5, 4) and torch.isfinite(p.log_w).all()
+    torch.manual_seed(0)
+    again = model.log_weights(X, 5, y)
+    torch.manual_seed(0)
+    assert torch.equal(again, model(X, 5, y=y).log_w)  # the contract's default: the particles' log-weights
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_needs_labels_says_whether_a_pass_takes_labels(kind):
+    model = _kind(kind)
+    with pytest.raises(ElboxError, match="class label" if model.needs_labels else "not conditional"):
+        model(X, 2, y=None if model.needs_labels else Y)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_a_classifier_predicts_and_a_generative_model_refuses_to(kind):
+    model = _kind(kind)
+    if model.classifier:
+        probs = model.predict(X)
+        assert probs.shape == (4, 3) and torch.allclose(probs.sum(-1), torch.ones(4))
+    else:
+        with pytest.raises(ElboxError, match="predicts no class labels"):
+            model.predict(X)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_the_amortized_family_is_the_encoder_of_q(kind):
+    model = _kind(kind)
+    family = model.amortized_family()
+    if kind == "hvae":  # q(z1 | x) q(z2 | z1): two encoders, no one family for the gap split
+        assert family is None
+        return
+    inputs = torch.cat([X, F.one_hot(Y, 3).float()], -1) if kind == "cvae" else X
+    q = model.encode(X, Y if kind == "cvae" else None)
+    assert torch.equal(family(inputs).mean, q.mean)
+
+
+def test_an_object_without_the_contracts_members_is_not_a_model():
+    assert not isinstance(nn.Linear(2, 2), LatentVariableModel)
+
+
+def test_checkpoint_tensor_names_stay_those_old_runs_were_written_with():
+    layers = [f"{net}.{i}.{p}" for net in ("encoder.encoder", "decoder") for i in (0, 2) for p in ("bias", "weight")]
+    vae = {*layers, "prior.loc"}
+    assert set(_kind("vae").state_dict()) == set(_kind("cvae").state_dict()) == vae
+    assert set(_kind("vib").state_dict()) == vae - {"decoder.2.bias", "decoder.2.weight"}
+    hvae = {f"{net}.{i}.{p}" for net in ("bottom_up.encoder", "decoder", "prior.conditional.encoder", "top_up.encoder")
+            for i in (0, 2) for p in ("bias", "weight")} | {"prior.top.loc"}  # fmt: skip
+    assert set(_kind("hvae").state_dict()) == hvae

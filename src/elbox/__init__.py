@@ -14,8 +14,7 @@ from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, c
 from .config import TrainConfig
 from .errors import ElboxError
 from .evaluate import Evaluation, EvaluationConfig, log_likelihood
-from .hierarchical import HierarchicalVAE
-from .models import VAE, VAEConfig
+from .models import VAE, HierarchicalVAE, VAEConfig
 from .runs import Run, load_run
 from .training import resume, train
 

@@ -354,7 +354,7 @@ def reconstruct(
 
     r = _load(run, checkpoint)
     x, labels = _labelled(r, split)
-    given = plots.spread(labels, n) if getattr(r.model, "needs_labels", False) and labels is not None else None
+    given = plots.spread(labels, n) if r.model.needs_labels and labels is not None else None
     figure = plots.reconstructions(r.model, plots.spread(x, n), r.image_shape, labels=given)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
 

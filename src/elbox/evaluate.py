@@ -42,7 +42,7 @@ from .data import binarize, spread, spread_index
 from .distributed import init, sum_over_ranks, world
 from .errors import ElboxError
 from .importance import KHAT_THRESHOLD, effective_sample_size, log_px_standard_error, psis_khat
-from .models import VAE, latent_floats
+from .models import LatentVariableModel, latent_floats
 from .runs import Run, load_run
 
 __all__ = [
@@ -283,7 +283,7 @@ def _blocks(k: int) -> int:
     return math.ceil(k / BLOCK)
 
 
-def _bytes_per_particle(model: VAE) -> int:
+def _bytes_per_particle(model: LatentVariableModel) -> int:
     """Rough peak bytes of one particle of one data point through the decoder and the likelihood.
 
     Without autograd only a layer or two are alive at once; the likelihood's output and its
@@ -307,7 +307,7 @@ def _available_memory(device: torch.device) -> float | None:
         return None
 
 
-def _chunk_size(model: VAE, k: int, batch: int, config: "EvaluationConfig") -> int:
+def _chunk_size(model: LatentVariableModel, k: int, batch: int, config: "EvaluationConfig") -> int:
     """Particles per decoder pass for batches of ``batch`` points: whole blocks, at most K (rounded up).
 
     Without a fixed ``chunk``, as many as ``max_memory`` holds, and no more than a quarter of
@@ -333,7 +333,7 @@ def _chunk_size(model: VAE, k: int, batch: int, config: "EvaluationConfig") -> i
 # ----------------------------------------------------------------- the decoder pass, fast
 
 
-def _log_lik(model: VAE, z: Tensor, x: Tensor) -> Tensor:
+def _log_lik(model: LatentVariableModel, z: Tensor, x: Tensor) -> Tensor:
     """log p(x | z) ``[c, B]`` for z ``[c, B, D]`` and x ``[B, X]``: the decoder pass, where the time goes."""
     return model.decode(z).log_prob(x)
 
@@ -347,7 +347,7 @@ class _DecoderPass:
     last, smaller chunk and batch need no second compilation.
     """
 
-    def __init__(self, model: VAE, compile: bool, precision: str) -> None:
+    def __init__(self, model: LatentVariableModel, compile: bool, precision: str) -> None:
         self.model, self.precision = model, precision
         self.compiled = torch.compile(_log_lik, dynamic=True) if compile else None
 
@@ -398,7 +398,7 @@ def _mean(q: Distribution, monte_carlo: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def _batch(
-    model: VAE,
+    model: LatentVariableModel,
     x: Tensor,
     config: EvaluationConfig,
     chunk: int,
@@ -438,7 +438,7 @@ def _batch(
     return stats
 
 
-def _check_data(model: VAE, x: Tensor) -> Tensor:
+def _check_data(model: LatentVariableModel, x: Tensor) -> Tensor:
     if x.ndim != 2 or x.shape[0] < 1:
         raise ElboxError(f"evaluation needs data of shape [N, X] with N >= 1, got {list(x.shape)}.")
     model.check(x, "evaluation")
@@ -447,7 +447,7 @@ def _check_data(model: VAE, x: Tensor) -> Tensor:
 
 
 def _pass(
-    model: VAE, x: Tensor, config: EvaluationConfig, khat: bool = False, progress: bool | None = False
+    model: LatentVariableModel, x: Tensor, config: EvaluationConfig, khat: bool = False, progress: bool | None = False
 ) -> dict[str, Tensor]:
     """``_batch`` over every batch of ``x``, concatenated: per point ``[N, ...]``."""
     chunk = _chunk_size(model, config.k, min(config.batch_size, x.shape[0]), config)
@@ -516,7 +516,7 @@ class LogLikelihood:
 
 
 def log_likelihood(
-    model: VAE,
+    model: LatentVariableModel,
     x: Tensor,
     k: int = 5000,
     *,
@@ -536,7 +536,7 @@ def log_likelihood(
     chunk size does not change the draws. The caller's random state is left as it was.
     ``compile`` and ``precision`` choose the fast paths of ``EvaluationConfig``.
 
-    >>> from elbox import VAEConfig
+    >>> from elbox import VAE, VAEConfig
     >>> vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
     >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
     >>> ll = log_likelihood(vae, x, k=300, chunk=100, seed=0)
@@ -556,7 +556,7 @@ def log_likelihood(
 # ----------------------------------------------------------------- mutual information
 
 
-def _mi_values(model: VAE, x: Tensor, samples: int, seed: int) -> Tensor:
+def _mi_values(model: LatentVariableModel, x: Tensor, samples: int, seed: int) -> Tensor:
     with torch.inference_mode():
         q = model.encode(x)  # batch shape [M]
         m = x.shape[0]
@@ -570,7 +570,7 @@ def _mi_values(model: VAE, x: Tensor, samples: int, seed: int) -> Tensor:
     return (log_own - log_aggregate).mean(0)  # outside inference mode: an ordinary tensor for the caller
 
 
-def mutual_information(model: VAE, x: Tensor, *, samples: int = 10, seed: int = 0) -> Tensor:
+def mutual_information(model: LatentVariableModel, x: Tensor, *, samples: int = 10, seed: int = 0) -> Tensor:
     """I(x; z) under the aggregate posterior of the rows of ``x`` ``[M, X]``, per point ``[M]``; the mean estimates it.
 
     With q(z) = (1/M) sum_m q(z | x_m) the aggregate posterior and x uniform on the M points,
@@ -680,7 +680,7 @@ class Gaps:
         }
 
 
-def _gap_problem(model: VAE) -> str | None:
+def _gap_problem(model: LatentVariableModel) -> str | None:
     """Why the gap split cannot run on this model, or None: it needs one amortized, reparameterized family."""
     family = getattr(model, "encoder", model)  # the hvae has two encoders, no one family
     if getattr(family, "encoder", None) is None or not hasattr(family, "distribution"):
@@ -694,13 +694,15 @@ def _gap_problem(model: VAE) -> str | None:
     return None
 
 
-def _amortized_family(model: VAE) -> Any:
+def _amortized_family(model: LatentVariableModel) -> Any:
     if (problem := _gap_problem(model)) is not None:
         raise ElboxError(f"{problem} Use gap_points=0 (--gap-points 0) to skip it.")
     return getattr(model, "encoder", model)
 
 
-def _fit_locally(model: VAE, family: Any, x: Tensor, raw: Tensor, config: EvaluationConfig) -> tuple[Tensor, Tensor]:
+def _fit_locally(
+    model: LatentVariableModel, family: Any, x: Tensor, raw: Tensor, config: EvaluationConfig
+) -> tuple[Tensor, Tensor]:
     """q's raw parameters ``[B, P]`` optimised per point by Adam on the ELBO, starting from ``raw``.
 
     The points' parameters are separate, so one Adam on the sum of their ELBOs is B separate
@@ -731,7 +733,13 @@ def _fit_locally(model: VAE, family: Any, x: Tensor, raw: Tensor, config: Evalua
 
 
 def _mixture_half(
-    model: VAE, x: Tensor, drawn: Distribution, other: Distribution, n: int, chunk: int, seeds: Sequence[int]
+    model: LatentVariableModel,
+    x: Tensor,
+    drawn: Distribution,
+    other: Distribution,
+    n: int,
+    chunk: int,
+    seeds: Sequence[int],
 ) -> tuple[Tensor, Tensor]:
     """n draws from ``drawn``: log-weights against ``drawn`` and against (drawn + other) / 2, ``[n, B]`` each."""
     prior = model.prior()
@@ -750,7 +758,13 @@ def _mean_se(log_w: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.inference_mode()
 def _gap_estimates(
-    model: VAE, x: Tensor, q_enc: Distribution, q_local: Distribution, k: int, chunk: int, seeds: Sequence[int]
+    model: LatentVariableModel,
+    x: Tensor,
+    q_enc: Distribution,
+    q_local: Distribution,
+    k: int,
+    chunk: int,
+    seeds: Sequence[int],
 ) -> tuple[Tensor, ...]:
     """log p(x), L[q_enc], L[q*] and their Monte Carlo standard errors, each ``[B]``."""
     half = max(2, k // 2)
@@ -761,7 +775,7 @@ def _gap_estimates(
     return log_mean_exp(mixed, 0), elbo_enc, elbo_loc, log_px_standard_error(mixed), se_enc, se_loc
 
 
-def _gaps(model: VAE, x: Tensor, config: EvaluationConfig) -> Gaps:
+def _gaps(model: LatentVariableModel, x: Tensor, config: EvaluationConfig) -> Gaps:
     family = _amortized_family(model)
     chunk = _chunk_size(model, config.k, min(config.batch_size, x.shape[0]), config)
     results, trace = [], 0.0
@@ -779,7 +793,9 @@ def _gaps(model: VAE, x: Tensor, config: EvaluationConfig) -> Gaps:
     return Gaps(*estimates, trace, config.gap_steps, config.gap_lr, config.gap_particles, config.k)
 
 
-def inference_gaps(model: VAE, x: Tensor, config: EvaluationConfig | None = None, **options: Any) -> Gaps:
+def inference_gaps(
+    model: LatentVariableModel, x: Tensor, config: EvaluationConfig | None = None, **options: Any
+) -> Gaps:
     """Split the encoder's inference gap on the rows of ``x`` ``[G, X]`` into approximation and amortization (``Gaps``).
 
     For each point, q's raw parameters (the encoder's output) are copied and optimised by
@@ -1044,7 +1060,9 @@ def _gap_rows(g: Gaps) -> Iterator[str]:
     yield f"  the last 10% of the steps raised the mean ELBO(q*) by {g.last_gain:.4f} nats"
 
 
-def _load(source: "VAE | Run | str | Path", x: Tensor | None, config: EvaluationConfig) -> tuple[VAE, Tensor, dict]:
+def _load(
+    source: "LatentVariableModel | Run | str | Path", x: Tensor | None, config: EvaluationConfig
+) -> tuple[LatentVariableModel, Tensor, dict]:
     """The model, the data and a description of where they came from."""
     if isinstance(source, torch.nn.Module):  # a VAE or a HierarchicalVAE
         if x is None:
@@ -1071,7 +1089,7 @@ def _split(run: Run, config: EvaluationConfig) -> Tensor:
 
 
 def evaluate(
-    source: "VAE | Run | str | Path",
+    source: "LatentVariableModel | Run | str | Path",
     x: Tensor | None = None,
     config: EvaluationConfig | None = None,
     *,
@@ -1095,7 +1113,7 @@ def evaluate(
     splits its batches over the processes; each batch draws from its own seeds, so the numbers
     are those of one process. The mutual information and the gap split run on every process.
 
-    >>> from elbox import VAEConfig
+    >>> from elbox import VAE, VAEConfig
     >>> vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
     >>> x = torch.bernoulli(torch.full((20, 4), 0.5))
     >>> e = evaluate(vae, x, k=50, gap_points=4, gap_steps=20)

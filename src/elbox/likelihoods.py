@@ -21,6 +21,7 @@ from .errors import ElboxError
 
 __all__ = [
     "LIKELIHOODS",
+    "UNBOUNDED",
     "Bernoulli",
     "Binomial",
     "Categorical",
@@ -480,6 +481,7 @@ class Categorical(nn.Module):
 
 LIKELIHOODS = ("bernoulli", "binomial", "gaussian", "continuous-bernoulli", "gaussian-pixel", "logistic", "categorical")
 GRID_LIKELIHOODS = ("binomial", "logistic", "categorical")  # pmfs on k / levels: they need ``levels``
+UNBOUNDED = ("gaussian", "gaussian-pixel")  # likelihoods of data outside [0, 1]: VampPrior inputs left free
 
 
 def make_likelihood(name: str, *, levels: int | None = None, scale: float | None = None) -> nn.Module:

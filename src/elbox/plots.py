@@ -22,7 +22,7 @@ from .checkpoints import write_atomic
 from .data import spread  # re-exported: figures of a sorted split take its rows evenly spread
 from .evaluate import ACTIVE_THRESHOLD, Estimate, Evaluation, unit_activity
 from .families import center
-from .models import VAE
+from .models import LatentVariableModel
 from .runs import Run
 
 __all__ = [
@@ -85,7 +85,11 @@ def _grid(x: np.ndarray) -> np.ndarray:
 
 
 def samples(
-    model: VAE, n: int = 64, image_shape: tuple[int, int] | None = None, seed: int = 0, condition: int | None = None
+    model: LatentVariableModel,
+    n: int = 64,
+    image_shape: tuple[int, int] | None = None,
+    seed: int = 0,
+    condition: int | None = None,
 ) -> Figure:
     """The means of p(x | z) for n draws z ~ p(z), in a square grid; given a class ``condition``
     for a conditional VAE."""
@@ -95,7 +99,9 @@ def samples(
     return _picture(tile(_grid(_as_images(x, image_shape))), title)
 
 
-def class_samples(model: VAE, per_class: int = 8, image_shape: tuple[int, int] | None = None, seed: int = 0) -> Figure:
+def class_samples(
+    model: LatentVariableModel, per_class: int = 8, image_shape: tuple[int, int] | None = None, seed: int = 0
+) -> Figure:
     """A conditional VAE's draws, one row per class: the means of p(x | z, y), z ~ p(z | y)."""
     classes = model.config.classes
     y = torch.arange(classes).repeat_interleave(per_class)  # [C * per_class]
@@ -105,7 +111,7 @@ def class_samples(model: VAE, per_class: int = 8, image_shape: tuple[int, int] |
 
 
 def reconstructions(
-    model: VAE, x: Tensor, image_shape: tuple[int, int] | None = None, labels: Tensor | None = None
+    model: LatentVariableModel, x: Tensor, image_shape: tuple[int, int] | None = None, labels: Tensor | None = None
 ) -> Figure:
     """Inputs ``[N, X]`` (odd rows) above their reconstructions (even rows), given their ``labels``
     ``[N]`` for a conditional VAE."""
@@ -119,13 +125,15 @@ def reconstructions(
     return _picture(tile(_as_images(grid, image_shape)), "inputs (odd rows) and reconstructions (even rows)")
 
 
-def manifold(model: VAE, n: int = 20, image_shape: tuple[int, int] | None = None) -> Figure:
+def manifold(model: LatentVariableModel, n: int = 20, image_shape: tuple[int, int] | None = None) -> Figure:
     """The decoded n x n grid over a 2-D latent space (Kingma & Welling 2014, Figure 4)."""
     grid = _as_images(model.manifold(n), image_shape)
     return _picture(tile(grid), "decoded latent space, z = Φ⁻¹(u) on a grid")
 
 
-def interpolation(model: VAE, x: Tensor, steps: int = 10, image_shape: tuple[int, int] | None = None) -> Figure:
+def interpolation(
+    model: LatentVariableModel, x: Tensor, steps: int = 10, image_shape: tuple[int, int] | None = None
+) -> Figure:
     """Each row decodes the line between the posterior means of two inputs; x is ``[2R, X]``."""
     rows = [model.interpolate(x[i], x[i + 1], steps) for i in range(0, x.shape[0] - 1, 2)]
     grid = _as_images(torch.stack(rows), image_shape)
@@ -169,7 +177,7 @@ def _is_image(data_dim: int, image_shape: tuple[int, int] | None) -> bool:
 
 
 @torch.no_grad()
-def _encoded_means(model: VAE, x: Tensor) -> Tensor:
+def _encoded_means(model: LatentVariableModel, x: Tensor) -> Tensor:
     """E_q[z | x] (the center of q where the mean has no closed form): ``[N, X] -> [N, D]``."""
     return center(model.encode(x)).detach().cpu().double()
 
@@ -190,7 +198,7 @@ def _traversed_dims(means: Tensor) -> list[int]:
 
 
 @torch.no_grad()
-def _traverse(model: VAE, mean: Tensor, dims: Sequence[int], steps: int, span: float) -> Tensor:
+def _traverse(model: LatentVariableModel, mean: Tensor, dims: Sequence[int], steps: int, span: float) -> Tensor:
     """Decoded means along each dimension of ``dims`` through ``mean`` ``[D]``: ``[len(dims), steps, X]``.
 
     Row r decodes z = mean + t e_{dims[r]} for t evenly spaced in [-span, span].
@@ -202,8 +210,8 @@ def _traverse(model: VAE, mean: Tensor, dims: Sequence[int], steps: int, span: f
     return model.decode(z).mean.cpu()
 
 
-def traversals(model: VAE, x: Tensor, dims: Sequence[int] | None = None, steps: int = 9, span: float = 3.0,
-               image_shape: tuple[int, int] | None = None) -> Figure:  # fmt: skip
+def traversals(model: LatentVariableModel, x: Tensor, dims: Sequence[int] | None = None, steps: int = 9,
+               span: float = 3.0, image_shape: tuple[int, int] | None = None) -> Figure:  # fmt: skip
     """Latent traversals: encode ``x[0]``, move one latent dimension at a time over
     [-span, span] around its posterior mean, decode (Higgins et al. 2017, beta-VAE, Figure 1).
 
@@ -254,7 +262,9 @@ def _pca(means: Tensor) -> tuple[Tensor, Tensor]:
     return centred @ vh[:2].T, share[:2]
 
 
-def embedding(model: VAE, x: Tensor, labels: Tensor | np.ndarray | Sequence[Any] | None = None) -> Figure:
+def embedding(
+    model: LatentVariableModel, x: Tensor, labels: Tensor | np.ndarray | Sequence[Any] | None = None
+) -> Figure:
     """The encoded means E_q[z | x] of ``x`` ``[N, X]`` in the plane: themselves when D = 2, else
     their first two principal components (PCA by SVD of the centred ``[N, D]``; D = 1 is drawn
     against a zero axis). Coloured by ``labels`` ``[N]`` when given: a legend for at most 10
@@ -418,15 +428,13 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def write_figures(
-    run: Run, x: Tensor, directory: str | Path | None = None, labels: Tensor | None = None
-) -> list[Path]:
+def write_figures(run: Run, x: Tensor, directory: str | Path | None = None, labels: Tensor | None = None) -> list[Path]:
     """The figures of a run into ``RUN/figures``: curves, samples, reconstructions of ``x``,
     interpolations, latent traversals, the embedding of ``x`` (coloured by ``labels`` where
     known) and, for a 2-D latent space, the manifold."""
     directory = Path(directory or run.path / "figures")
     shape, model = run.image_shape, run.model
-    if getattr(model, "needs_labels", False):  # a cvae draws given a class; a vib classifier draws no data
+    if model.needs_labels:  # a cvae draws given a class; a vib classifier draws no data
         written = [save(curves(run.metrics), directory / "curves.png")]
         if model.config.model == "cvae":
             written.append(save(class_samples(model, 8, shape), directory / "samples.png"))

@@ -20,7 +20,7 @@ from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ElboxError
-from .models import VAE, build_model
+from .models import LatentVariableModel, build_model
 
 __all__ = ["Run", "load_run", "load_splits", "model_tensors", "read_json", "read_metrics", "restore_model"]
 
@@ -40,14 +40,14 @@ class Run:
     Attributes:
         path: the run folder.
         config: the resolved configuration it was trained with.
-        model: the VAE, in evaluation mode, with the chosen checkpoint's weights.
+        model: the model, in evaluation mode, with the chosen checkpoint's weights.
         metrics: one dict per epoch (``metrics.jsonl``).
         info: ``run.json``: the data set's description, the status and the summary.
     """
 
     path: Path
     config: TrainConfig
-    model: VAE  # or a hierarchical.HierarchicalVAE, as config.model.model says
+    model: LatentVariableModel  # the class config.model.model names (models.MODEL_KINDS)
     metrics: list[dict[str, Any]]
     info: dict[str, Any]
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .errors import ElboxError
-from .models import VAE
+from .models import LatentVariableModel
 
 __all__ = ["LOG_DIR", "check_installed", "epoch_logger"]
 
@@ -49,7 +49,7 @@ def epoch_logger(run_dir: str | Path, image_shape: tuple[int, int] | None, seed:
 
     writer = SummaryWriter(str(Path(run_dir) / LOG_DIR))
 
-    def on_epoch(metrics: dict[str, Any], model: VAE) -> None:
+    def on_epoch(metrics: dict[str, Any], model: LatentVariableModel) -> None:
         epoch = int(metrics["epoch"])
         for tag, value in _scalars(metrics).items():
             writer.add_scalar(tag, value, epoch)

@@ -41,7 +41,7 @@ from .data import Dataset, binarize
 from .distributed import all_gather_tensors, barrier, device_of, from_main, init, shard, sum_over_ranks, world
 from .errors import ElboxError, StoppedError
 from .likelihoods import GRID_LIKELIHOODS
-from .models import VAE, VAEConfig, build_model
+from .models import LatentVariableModel, VAEConfig, build_model
 from .priors import VampPrior
 from .runs import (
     CHECKPOINTS,
@@ -88,7 +88,9 @@ class VariationalLoss(nn.Module):
     log-densities in float32 as autocast keeps them): opt-in, its accuracy in tests/test_train.py.
     """
 
-    def __init__(self, model: VAE, objective: Objective, k: int = 1, *, precision: str = "fp32") -> None:
+    def __init__(
+        self, model: LatentVariableModel, objective: Objective, k: int = 1, *, precision: str = "fp32"
+    ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ElboxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
@@ -123,7 +125,7 @@ class Setup(NamedTuple):
     config: TrainConfig
     dataset: Dataset
     splits: dict[str, Tensor]  # train / valid / test, [N, X], in the likelihood's support
-    model: VAE
+    model: LatentVariableModel
 
 
 def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAEConfig:
@@ -401,7 +403,7 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000, y: Tensor | None = None
+    model: LatentVariableModel, x: Tensor, *, analytic_kl: bool = True, batch_size: int = 1000, y: Tensor | None = None
 ) -> dict[str, float]:
     """The mean ELBO over ``x`` ``[N, X]`` with one particle, in nats per data point, with its parts.
 
@@ -413,7 +415,7 @@ def evaluate(
     device, n = next(model.parameters()).device, x.shape[0]
     x = shard(x, world())  # under torchrun each rank takes its rows; the sums are added up
     y = None if y is None else shard(y, world()).to(device)
-    classifier = y is not None and hasattr(model, "predict")
+    classifier = y is not None and model.classifier
     totals = torch.zeros(4, device=device)  # the bound, its two parts and, for a classifier, the correct
     for start in range(0, x.shape[0], batch_size):
         batch = x[start : start + batch_size].to(device)
@@ -448,7 +450,7 @@ def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
 
 def _checkpoint(
     path: Path,
-    model: VAE,
+    model: LatentVariableModel,
     optimizer: torch.optim.Optimizer,
     data_rng: Tensor,
     state: dict[str, Any],
@@ -486,7 +488,11 @@ def _dataset_info(setup: Setup) -> dict[str, Any]:
 
 
 def _start(
-    path: Path, model: VAE, optimizer: torch.optim.Optimizer, g: torch.Generator, resume_from: Path | None
+    path: Path,
+    model: LatentVariableModel,
+    optimizer: torch.optim.Optimizer,
+    g: torch.Generator,
+    resume_from: Path | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], EpochProgress | None]:
     """The training state, metrics and mid-epoch progress to start from: fresh, or from a checkpoint."""
     if resume_from is None:
@@ -553,7 +559,7 @@ def _epoch(
     return record | {"skipped_steps": skipped, "seconds": seconds, "images_per_second": x.shape[0] / seconds}
 
 
-OnEpoch = Callable[[dict[str, Any], VAE], Any]
+OnEpoch = Callable[[dict[str, Any], LatentVariableModel], Any]
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:

@@ -14,25 +14,20 @@ and free bits (they need a KL that factorizes over dimensions), both refused wit
 Neither joint has a closed-form KL, so the KL is the Monte Carlo mean of log q - log p, by itself.
 """
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from .bounds import Particles, log_weights
-from .errors import ElboxError
-from .families import DiagonalGaussian, center, line_between, make_family, stop_gradient
-from .likelihoods import make_likelihood
-from .networks import mlp
-from .priors import draw_diagonal, make_prior, probit_grid
+from ..bounds import Particles
+from ..errors import ElboxError
+from ..families import DiagonalGaussian, center, line_between, make_family, stop_gradient
+from ..likelihoods import UNBOUNDED, make_likelihood
+from ..networks import mlp
+from ..priors import draw_diagonal, make_prior, probit_grid
+from .base import LatentVariableModel, check_width, no_labels
+from .config import VAEConfig
 
-if TYPE_CHECKING:
-    from .models import VAEConfig
-
-__all__ = ["UNBOUNDED", "Chain", "ChainPrior", "HierarchicalVAE"]
-
-UNBOUNDED = ("gaussian", "gaussian-pixel")  # likelihoods of data outside [0, 1]: VampPrior inputs left free
+__all__ = ["Chain", "ChainPrior", "HierarchicalVAE"]
 
 _SCALAR = torch.Size()
 
@@ -129,7 +124,7 @@ class ChainPrior(nn.Module):
         return torch.cat([draw_diagonal(self.conditional(z2), n, generator), z2], -1)
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(nn.Module, LatentVariableModel):
     """A VAE with two stochastic layers (Burda, Grosse & Salakhutdinov 2016, section 5):
 
         p(z2) p(z1 | z2) p(x | z1),    q(z1 | x) q(z2 | z1),
@@ -145,7 +140,6 @@ class HierarchicalVAE(nn.Module):
     has no closed form, so each pseudo-input's z1 is the mean of q(z1 | u_k). (Tomczak &
     Welling 2018 order their inference as q(z2 | x) q(z1 | x, z2), where q(z2 | u_k) is exact.)
 
-    >>> from elbox.models import VAEConfig
     >>> hvae = HierarchicalVAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli",
     ...                                  model="hvae"))
     >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
@@ -153,7 +147,7 @@ class HierarchicalVAE(nn.Module):
     (torch.Size([5, 1, 3]), torch.Size([5, 1]))
     """
 
-    def __init__(self, config: "VAEConfig") -> None:
+    def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         if config.data_dim is None or config.likelihood == "auto":
             raise ValueError("resolve data_dim and likelihood from the data before building a model")
@@ -174,20 +168,24 @@ class HierarchicalVAE(nn.Module):
         """q(z2 | mean of q(z1 | u)) for pseudo-inputs ``[M, X]``: the VampPrior's components, batch ``[M]``."""
         return self.top_up(self.bottom_up(u).mean)
 
-    def encode(self, x: Tensor) -> Chain:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Chain:
         """q(z1, z2 | x) = q(z1 | x) q(z2 | z1): batch shape ``[B]``, event ``[D1 + D2]`` for x ``[B, X]``."""
+        no_labels(y, "the hvae")
         return Chain(self.bottom_up(x), self.top_up, self.sizes, root_first=True)
 
-    def decode(self, z: Tensor) -> Distribution:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         """p(x | z1) for z = [z1, z2] ``[..., D1 + D2]``: batch shape ``z.shape[:-1]``, event ``[X]``."""
+        no_labels(y, "the hvae")
         return self.likelihood(self.decoder(z[..., : self.sizes[0]]))
 
-    def forward(self, x: Tensor, k: int = 1, *, reparameterize: bool = True, stop_q: bool = False) -> Particles:
+    def forward(
+        self, x: Tensor, k: int = 1, *, y: Tensor | None = None, reparameterize: bool = True, stop_q: bool = False
+    ) -> Particles:
         """K particles z = [z1, z2] ~ q(z1, z2 | x) ``[K, B, D1 + D2]`` with log p(x | z1) ``[K, B]``.
 
         The switches are the gradient estimator's, as for ``VAE.forward``.
         """
-        q = self.encode(x)
+        q = self.encode(x, y)
         stopped, log_q = q.stopped() if stop_q else None, None
         if reparameterize and stopped is None:
             z, log_q = q.rsample_and_log_prob((k,))
@@ -195,30 +193,22 @@ class HierarchicalVAE(nn.Module):
             z = q.rsample((k,)) if reparameterize else q.sample((k,))
         return Particles(z, self.decode(z).log_prob(x), q, self.prior(), stopped, log_q)
 
-    def log_weights(self, x: Tensor, k: int = 1) -> Tensor:
-        """log p(x, z1, z2) - log q(z1, z2 | x) for K draws per input: ``[B, X] -> [K, B]``."""
-        return log_weights(self(x, k))
-
     def check(self, x: Tensor, name: str = "training") -> None:
         """Refuse data of the wrong width or outside the likelihood's support."""
-        if x.ndim != 2 or x.shape[1] != self.config.data_dim:
-            raise ElboxError(
-                f"the {name} data have shape {list(x.shape)} but this model takes rows of "
-                f"{self.config.data_dim} values (shape [N, {self.config.data_dim}])."
-            )
+        check_width(x, self.config.data_dim, name)
         self.likelihood.check(x, name)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, condition: int | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, condition: int | Tensor | None = None) -> Tensor:
         """Decode n draws from p(z2) p(z1 | z2): the means of p(x | z1), ``[n, X]``."""
         if condition is not None:
             raise ElboxError("the hvae is not conditional, so it draws without --condition (--model cvae is).")
         return self.decode(self.prior.sample(n, generator)).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The mean of p(x | z1) at the mean of q(z1 | x): ``[B, X] -> [B, X]``."""
-        return self.decode(center(self.encode(x))).mean
+        return self.decode(center(self.encode(x, y))).mean
 
     @torch.no_grad()
     def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Tensor:
