@@ -171,8 +171,8 @@ def _mixture_half(
     """n draws from ``drawn``: log-weights against ``drawn`` and against (drawn + other) / 2, ``[n, B]`` each."""
     own, mixed = [], []
     for p in particles(drawn, model.prior(), x, n, partial(decoder_log_lik, model), chunk=chunk, seeds=seeds):
+        own.append(p.log_w)  # [c, B]
         log_joint = p.log_lik + p.log_prior  # [c, B]
-        own.append(log_joint - p.log_q)  # p.log_w
         mixed.append(log_joint - torch.logaddexp(p.log_q, other.log_prob(p.z)) + math.log(2))
     return torch.cat(own), torch.cat(mixed)
 
