@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, set_threads, write_results
 
-from elbox.evaluate import evaluate
+from elbox.evaluation import evaluate
 from elbox.training import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "discrete_estimators.json"

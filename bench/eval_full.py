@@ -20,7 +20,7 @@ from common import DEFAULT_DATA_DIR, environment, load_binarized_mnist
 from eval_throughput import floor_runner
 
 import elbox
-from elbox.evaluate import log_likelihood
+from elbox.evaluation import log_likelihood
 
 
 def main() -> None:

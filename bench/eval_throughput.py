@@ -4,7 +4,7 @@ All three estimate log p(x) on the same test images with the same network weight
 784-200-200-50 tanh VAE with a Bernoulli decoder) and the same q, so their estimates agree
 within Monte Carlo error, which the script prints beside the timings:
 
-- elbox: ``elbox.evaluate.log_likelihood`` (what ``elbox evaluate`` runs), chunks of particles;
+- elbox: ``elbox.evaluation.log_likelihood`` (what ``elbox evaluate`` runs), chunks of particles;
 - hand-written: the vectorised loop a user writes: per batch of images, chunks of particles
   through the decoder as one ``[chunk, B, 784]`` batch, logsumexp at the end;
 - pythae: ``VAE.get_nll``, which loops over the images one at a time (``--pythae-python``:
@@ -174,7 +174,7 @@ def main() -> None:
     from common import DEFAULT_DATA_DIR, HandwrittenVAE, elbox_model, environment, load_binarized_mnist, set_threads
 
     import elbox
-    from elbox.evaluate import log_likelihood
+    from elbox.evaluation import log_likelihood
     from elbox.plots import spread
 
     set_threads(args.threads)

@@ -2,7 +2,7 @@
 
 The 784-200-200-50 tanh VAE on static binarized MNIST, trained by ``elbox.train`` with the
 same epochs, seed and data, with q diagonal, an inverse autoregressive flow and a neural
-spline flow; then log p(x) estimated by ``elbox.evaluate.log_likelihood`` (importance
+spline flow; then log p(x) estimated by ``elbox.evaluation.log_likelihood`` (importance
 sampling with K = 5,000 draws from each model's own encoder) on test images spread through the
 split. The same images serve every model, so the differences carry paired standard errors.
 Literature: Rezende & Mohamed (2015) 89.9 -> 85.1 nats with 80 planar steps; Kingma et al.
@@ -30,7 +30,7 @@ from common import (
 )
 
 import elbox
-from elbox.evaluate import log_likelihood
+from elbox.evaluation import log_likelihood
 from elbox.plots import spread
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -27,7 +27,7 @@ from pathlib import Path
 from common import BATCH_SIZE, DEFAULT_DATA_DIR, HIDDEN, LATENT_DIM, LR, environment, load_binarized_mnist
 
 import elbox
-from elbox.evaluate import Estimate, evaluate
+from elbox.evaluation import Estimate, evaluate
 from elbox.plots import spread
 
 CREMER = {"approximation": 1.43, "amortization": 1.34}  # nats, MNIST, FFG encoder, their Table 2

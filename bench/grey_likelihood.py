@@ -9,7 +9,7 @@ numbers, next to the continuous Bernoulli (a density on [0, 1]) and, as pmfs on 
 the binomial, discretized logistic and categorical likelihoods.
 
 Each model is trained by ``elbox.train`` with the same small settings and seed; log p(x) is
-estimated on the whole test split by ``elbox.evaluate.log_likelihood`` (IWAE with K particles).
+estimated on the whole test split by ``elbox.evaluation.log_likelihood`` (IWAE with K particles).
 For the Bernoulli model the script also integrates, by the midpoint rule on 10,000 points, its
 per-pixel "density" at the decoded lambda of each test image's posterior mean: the log of the
 mass it puts on [0, 1]^64.
@@ -28,7 +28,7 @@ import torch
 from common import environment
 
 import elbox
-from elbox.evaluate import log_likelihood
+from elbox.evaluation import log_likelihood
 from elbox.families import center
 from elbox.likelihoods import Bernoulli
 

@@ -4,7 +4,7 @@ Four models on static binarized MNIST, trained by ``elbox.train`` with the same 
 data, batch 100, Adam lr 1e-3 (single-particle ELBO) and nonlinearity (ReLU by default: with
 tanh and PyTorch's default initialisation every model starts on a plateau where the decoder
 ignores z, and a VampPrior model can stay there, collapsed, for the whole run), then log p(x) estimated by
-``elbox.evaluate.log_likelihood`` (importance sampling, K = 5,000 draws from each model's own
+``elbox.evaluation.log_likelihood`` (importance sampling, K = 5,000 draws from each model's own
 encoder) on test images spread through the split; the same images serve every model, so the
 differences carry paired standard errors:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from common import BATCH_SIZE, DEFAULT_DATA_DIR, HIDDEN, LR, environment, load_binarized_mnist, write_results
 
 import elbox
-from elbox.evaluate import log_likelihood
+from elbox.evaluation import log_likelihood
 from elbox.plots import spread
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -133,7 +133,7 @@ def test_samples_depend_on_the_condition_and_bad_labels_are_refused():
 
 
 def test_evaluate_refuses_a_cvae_naming_the_estimate_of_log_p_x_given_y():
-    from elbox.evaluate import evaluate
+    from elbox.evaluation import evaluate
 
     model, x = linear_cvae(), data()[0]
     with pytest.raises(ElboxError, match=r"iwae\(model.log_weights\(x, 5000, y\)\)"):

@@ -14,12 +14,12 @@ from oracles import exact_elbo, exact_log_px, exact_posterior, linear_gaussian_v
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from elbox import VAE, ElboxError, VAEConfig
-from elbox.evaluate import (
+from elbox.bounds import iwae_curve
+from elbox.evaluation import (
     ACTIVE_THRESHOLD,
     EvaluationConfig,
     evaluate,
     inference_gaps,
-    iwae_curve,
     log_likelihood,
     mutual_information,
 )
@@ -373,7 +373,7 @@ def test_bf16_changes_log_px_of_a_trained_model_by_under_0_05_nats(tmp_path):
 
 
 def test_the_eager_decoder_pass_is_the_models_own_log_likelihood_bit_for_bit_in_its_dtype():
-    from elbox.evaluate import _DecoderPass
+    from elbox.evaluation.likelihood import _DecoderPass
 
     vae = _correlated_vae()  # float64
     x, z = _sample_x(vae, 3), torch.randn(7, 3, 2, dtype=F64)

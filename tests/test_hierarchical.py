@@ -12,7 +12,7 @@ import elbox
 from elbox import VAEConfig
 from elbox.bounds import ELBO, IWAE, RenyiBound
 from elbox.errors import ElboxError
-from elbox.evaluate import evaluate, inference_gaps, log_likelihood
+from elbox.evaluation import evaluate, inference_gaps, log_likelihood
 from elbox.families import DiagonalNormal
 from elbox.likelihoods import LIKELIHOODS, UNBOUNDED
 from elbox.models import build_model

@@ -5,6 +5,7 @@ import torch
 from figures import saves_as_png
 
 from elbox import VAE, VAEConfig, plots
+from elbox.plots import model as plots_model
 
 
 def test_spread_takes_evenly_spaced_rows_including_both_ends():
@@ -45,7 +46,7 @@ def test_every_figure_renders_for_image_and_non_image_data(tmp_path):
 
 
 def _evaluation(latent_dim, gap_points=4):
-    from elbox.evaluate import evaluate
+    from elbox.evaluation import evaluate
 
     torch.manual_seed(0)
     vae = VAE(VAEConfig(data_dim=16, latent_dim=latent_dim, hidden=(8,), likelihood="bernoulli"))
@@ -72,20 +73,20 @@ def test_traversals_and_embedding_render_for_2d_and_higher_latents(tmp_path):
 
 def test_traversals_default_to_active_units_largest_first():
     means = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.0, 2.0], [-0.3, 0.001, -2.0]])
-    assert plots._traversed_dims(means) == [2, 0]  # dim 1 varies by less than the threshold
-    assert plots._traversed_dims(torch.zeros(4, 3)) == [0, 1, 2]  # none active: the most variable stand in
+    assert plots_model._traversed_dims(means) == [2, 0]  # dim 1 varies by less than the threshold
+    assert plots_model._traversed_dims(torch.zeros(4, 3)) == [0, 1, 2]  # none active: the most variable stand in
 
 
 def test_traversal_rows_move_only_their_dimension():
     vae = VAE(VAEConfig(data_dim=4, latent_dim=3, hidden=(8,), likelihood="bernoulli"))
-    decoded = plots._traverse(vae, torch.zeros(3), [2], steps=3, span=1.0)
+    decoded = plots_model._traverse(vae, torch.zeros(3), [2], steps=3, span=1.0)
     expected = vae.decode(torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]])).mean
     torch.testing.assert_close(decoded[0], expected.detach())
 
 
 def test_pca_of_points_on_a_line_puts_all_variance_on_the_first_axis():
     t = torch.linspace(-1, 1, 20, dtype=torch.float64)[:, None]
-    points, share = plots._pca(t * torch.tensor([[1.0, 2.0, -2.0]], dtype=torch.float64))
+    points, share = plots_model._pca(t * torch.tensor([[1.0, 2.0, -2.0]], dtype=torch.float64))
     torch.testing.assert_close(points[:, 0].abs(), 3 * t[:, 0].abs())
     assert share[0] > 0.999
 

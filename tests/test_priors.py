@@ -13,7 +13,7 @@ from torch.distributions import Categorical, MixtureSameFamily
 from elbox import VAE, VAEConfig
 from elbox.bounds import ELBO, IWAE, Particles, iwae, log_mean_exp
 from elbox.errors import ElboxError
-from elbox.evaluate import log_likelihood
+from elbox.evaluation import log_likelihood
 from elbox.families import DiagonalGaussian, DiagonalNormal
 from elbox.priors import DiagonalMixture, MixturePrior, StandardNormal, VampPrior, check_prior_name, make_prior
 

@@ -13,7 +13,7 @@ from ._version import __version__ as __version__
 from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
 from .config import TrainConfig
 from .errors import ElboxError
-from .evaluate import Evaluation, EvaluationConfig, log_likelihood
+from .evaluation import Evaluation, EvaluationConfig, evaluate, log_likelihood
 from .models import VAE, HierarchicalVAE, VAEConfig
 from .runs import Run, load_run
 from .training import resume, train
@@ -36,6 +36,7 @@ __all__ = [
     "VAEConfig",
     "cubo",
     "elbo",
+    "evaluate",
     "iwae",
     "load_run",
     "log_likelihood",

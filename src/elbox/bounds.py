@@ -20,6 +20,7 @@ This module knows tensors and ``torch.distributions``; it imports no model.
 """
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
@@ -40,6 +41,7 @@ __all__ = [
     "cubo",
     "elbo",
     "iwae",
+    "iwae_curve",
     "kl",
     "log_mean_exp",
     "log_weights",
@@ -140,6 +142,28 @@ def iwae(log_w: Tensor) -> Tensor:
     (1.4338, 1.0)
     """
     return log_mean_exp(log_w, 0)
+
+
+def iwae_curve(log_w: Tensor, ks: Iterable[int]) -> dict[int, Tensor]:
+    """IWAE_k for each k of ``ks``, from one set of K particles: ``[K, B] -> {k: [B]}``.
+
+    IWAE_k is averaged over the K // k disjoint groups of k particles (the last K mod k are
+    left out): an unbiased estimate of the expected bound E[IWAE_k] (the figure papers report),
+    with less variance than one group. IWAE_1 is the ELBO as the mean log-weight; IWAE_K is
+    the log p(x) estimate.
+
+    >>> log_w = torch.tensor([[0.0], [2.0], [0.0], [2.0]])
+    >>> {k: round(v.item(), 4) for k, v in iwae_curve(log_w, (1, 2, 4)).items()}
+    {1: 1.0, 2: 1.4338, 4: 1.4338}
+    """
+    k_all, rest = log_w.shape[0], log_w.shape[1:]
+    curve = {}
+    for k in ks:
+        if not 1 <= k <= k_all:
+            raise ValueError(f"IWAE_k needs 1 <= k <= K = {k_all}, got k = {k}")
+        groups = k_all // k
+        curve[k] = log_mean_exp(log_w[: groups * k].reshape(groups, k, *rest), 1).mean(0)
+    return curve
 
 
 def renyi(log_w: Tensor, alpha: float) -> Tensor:

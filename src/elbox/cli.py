@@ -255,7 +255,7 @@ def _vamp_model(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(run: Any) -> str:
-    from .evaluate import COLLAPSE_MI
+    from .evaluation import COLLAPSE_MI
 
     s, d = run.summary, run.info["dataset"]
     sizes = d["sizes"]
@@ -477,7 +477,7 @@ def evaluate(
     progress: Progress = None,
 ) -> None:
     """Estimate log p(x) with error bars, the bounds around it, rate, distortion, collapse and the gap split."""
-    from .evaluate import evaluate as evaluate_run
+    from .evaluation import evaluate as evaluate_run
     from .plots import write_evaluation_figures
 
     result = evaluate_run(

@@ -1,7 +1,7 @@
 """Importance weights: their effective sample size, the Monte Carlo error of log p(x), PSIS.
 
 The functions of log-weights (DESIGN.md) that say how far an importance-sampling estimate
-can be believed, written once for VAEs (``elbox.evaluate``: K particles per data point) and
+can be believed, written once for VAEs (``elbox.evaluation``: K particles per data point) and
 Bayesian models (``elbox.bayes``: S draws of the parameters). ``log_w`` has the particles
 first, ``[K, ...]``; every function reduces over that dimension and keeps the rest.
 """

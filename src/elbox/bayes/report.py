@@ -11,7 +11,7 @@
 Further figures of a fit, not written by ``write_run``: ``pairs`` (the most correlated pairs of
 quantities) and ``khat`` (the PSIS k-hat of each replicate set).
 
-Matplotlib's object-oriented API on the Agg canvas, as in ``elbox.plots``: no pyplot, no window.
+Matplotlib's object-oriented API on the Agg canvas, as in ``elbox.plots.base``: no pyplot, no window.
 """
 
 import json
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from ..checkpoints import save_checkpoint, write_json, write_json_lines
 from ..errors import ElboxError
-from ..plots import save
+from ..plots.base import save
 from .diagnostics import KHAT_MAX, Diagnostics
 from .posterior import Posterior
 
