@@ -364,7 +364,7 @@ def test_a_new_family_is_one_class_and_one_table_line_for_a_vae(isotropic):
         check_family_name("isotropic:2")  # it declares no option
     torch.manual_seed(0)
     x = (torch.rand(64, 6) < 0.3).float()
-    vae = VAE(VAEConfig(data_dim=6, latent_dim=2, hidden=[16], family="isotropic"))
+    vae = VAE(VAEConfig(data_dim=6, latent_dim=2, hidden=[16], likelihood="bernoulli", family="isotropic"))
     assert isinstance(vae.encoder, ScaledIdentity)
     optimizer = torch.optim.Adam(vae.parameters(), lr=0.01)
     objective = ELBO(estimator="stl")  # log q through IsotropicNormal.stopped
