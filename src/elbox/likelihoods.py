@@ -62,8 +62,8 @@ class Likelihood(nn.Module):
 
     @classmethod
     def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
-        """The likelihood that ``make_likelihood``'s settings give; most take none."""
-        return cls()
+        """The likelihood that ``make_likelihood``'s settings give: ``levels`` for a grid pmf, else none."""
+        return cls(levels) if cls.grid else cls()
 
 
 class IndependentBernoulli(Independent):
@@ -157,11 +157,7 @@ class Binomial(Likelihood):
 
     outputs_per_dim = 1
 
-    grid = True
-
-    @classmethod
-    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
-        return cls(levels)
+    grid = True  # a pmf on k / levels, built from levels
 
     def __init__(self, total_count: int) -> None:
         super().__init__()
@@ -425,11 +421,7 @@ class DiscretizedLogistic(Likelihood):
 
     outputs_per_dim = 2
 
-    grid = True
-
-    @classmethod
-    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
-        return cls(levels)
+    grid = True  # a pmf on k / levels, built from levels
 
     def __init__(self, levels: int) -> None:
         super().__init__()
@@ -490,11 +482,7 @@ class Categorical(Likelihood):
         levels: n, the number of grey levels minus one (255 for 8-bit images).
     """
 
-    grid = True
-
-    @classmethod
-    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
-        return cls(levels)
+    grid = True  # a pmf on k / levels, built from levels
 
     def __init__(self, levels: int) -> None:
         super().__init__()
