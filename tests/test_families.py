@@ -1,15 +1,31 @@
 """families: the contract every family keeps, its closed-form KL, and the bias each family carries."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
-from torch.distributions import MultivariateNormal, Normal, kl_divergence
+from torch import Tensor
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from elbox import VAE, TrainConfig, VAEConfig
+from elbox.bayes import Model, Param, fit
+from elbox.bayes.affine import PLACES
 from elbox.bounds import ELBO
 from elbox.errors import ElboxError
-from elbox.families import center, make_family, stop_gradient
+from elbox.families import (
+    FAMILIES,
+    DiagonalNormal,
+    Family,
+    _inverse_positive,
+    _positive,
+    center,
+    check_family_name,
+    family_names,
+    make_family,
+    stop_gradient,
+)
 from elbox.priors import UnitNormal
 
 NAMES = ["diagonal", "fullrank", "lowrank", "lowrank:2", "iaf:2", "maf:2", "nsf:2", "realnvp:2", "mixture:3"]
@@ -275,3 +291,107 @@ def test_reconstructions_decode_the_center_of_q(name):
     vae = VAE(VAEConfig(data_dim=6, latent_dim=3, hidden=(8,), likelihood="bernoulli", family=name))
     x = torch.randint(0, 2, (4, 6)).float()
     assert torch.equal(vae.reconstruct(x), vae.decode(center(vae.encode(x))).mean)
+
+
+# ------------------------------------------- torch's global state, and the tables as extension points
+
+_GLOBAL_STATE_SCRIPT = """
+import torch
+from torch.distributions import Distribution, Normal
+before = (Distribution.__dict__["_validate_args"], Distribution.__dict__["arg_constraints"])
+import elbox
+import elbox.bayes
+from elbox.families import FAMILIES, make_family, stop_gradient
+for name in FAMILIES:
+    for family, args in ((make_family(name, 3), ()), (make_family(name, 3, [4, 8]), (torch.zeros(5, 4),))):
+        q = family(*args)
+        z = q.rsample((2,))
+        stop_gradient(q).log_prob(z)
+after = (Distribution.__dict__["_validate_args"], Distribution.__dict__["arg_constraints"])
+assert after[0] is before[0] and after[1] is before[1], (before, after)
+try:
+    Normal(0.0, -1.0)
+except ValueError:
+    print("checks on")
+"""
+
+
+def test_elbox_leaves_torchs_argument_checks_as_they_were():
+    """zuko switches torch's argument checks off for the whole program when imported; elbox
+    imports it where a flow is built and puts them back. A fresh interpreter, so that this
+    process's own imports cannot hide a change; warnings are errors there, as in pytest."""
+    run = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", _GLOBAL_STATE_SCRIPT],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "checks on", run.stdout
+
+
+class IsotropicNormal(Independent):
+    """N(loc, s^2 I): ``loc`` ``[*B, D]``, ``scale`` ``[*B, 1]``."""
+
+    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+        super().__init__(Normal(loc, scale.expand_as(loc), validate_args=False), 1, validate_args=False)
+
+    def stopped(self) -> "IsotropicNormal":
+        return IsotropicNormal(self.base_dist.loc.detach(), self.base_dist.scale[..., :1].detach())
+
+
+class ScaledIdentity(Family):
+    """A new family in one class: q = N(mu, s^2 I), D + 1 raw parameters."""
+
+    def num_params(self) -> int:
+        return self.dim + 1
+
+    def initial(self) -> Tensor:
+        return torch.cat([torch.zeros(self.dim), torch.full((1,), _inverse_positive(1.0, self.min_scale))])
+
+    def distribution(self, raw: Tensor) -> IsotropicNormal:
+        loc, raw_scale = raw.split([self.dim, 1], dim=-1)
+        return IsotropicNormal(loc, _positive(raw_scale, self.min_scale))
+
+
+@pytest.fixture
+def isotropic(monkeypatch):
+    """The new family registered: one line in the family table, one in ``place``'s register."""
+    monkeypatch.setitem(FAMILIES, "isotropic", ScaledIdentity)
+    monkeypatch.setitem(PLACES, IsotropicNormal, lambda q, shift, scale: DiagonalNormal(
+        shift + scale * q.base_dist.loc, scale * q.base_dist.scale))  # a diagonal S makes it diagonal
+
+
+def test_a_new_family_is_one_class_and_one_table_line_for_a_vae(isotropic):
+    assert "isotropic" in family_names() and check_family_name("isotropic") == ("isotropic", "")
+    with pytest.raises(ValueError, match="unknown family"):
+        check_family_name("isotropic:2")  # it declares no option
+    torch.manual_seed(0)
+    x = (torch.rand(64, 6) < 0.3).float()
+    vae = VAE(VAEConfig(data_dim=6, latent_dim=2, hidden=[16], likelihood="bernoulli", family="isotropic"))
+    assert isinstance(vae.encoder, ScaledIdentity)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=0.01)
+    objective = ELBO(estimator="stl")  # log q through IsotropicNormal.stopped
+    first = None
+    for _ in range(300):
+        bound = objective(vae(x, 2, stop_q=True))
+        first = bound.value.mean().item() if first is None else first
+        optimizer.zero_grad()
+        (-bound.surrogate.mean()).backward()
+        optimizer.step()
+    q = vae.encoder(x)
+    assert torch.equal(q.base_dist.scale[:, 0], q.base_dist.scale[:, 1])  # one scale for every axis
+    # the ELBO of 64 points rises well beyond its noise (about 0.1 nats per point at this size)
+    assert ELBO()(vae(x, 16)).value.mean().item() > first + 0.5
+
+
+def test_a_new_family_fits_a_bayesian_model_through_one_place_register_line(isotropic):
+    """Two independent normal means with the same data size: the posterior is N(m, s^2 I)
+    itself, y_ij ~ N(mu_j, 1), mu_j ~ N(0, 10^2): mu_j | y ~ N(sum_i y_ij / (n + 0.01), 1 / (n + 0.01))."""
+    y = torch.tensor([[1.3, -0.4], [0.2, -1.1], [2.1, 0.3], [0.9, -0.8], [1.7, -0.2]], dtype=torch.float64)
+    model = Model({"mu": Param(2)}, lambda p: Normal(0.0, 10.0).log_prob(p["mu"]).sum(-1),
+                  lambda p, d: Normal(p["mu"][:, None], 1.0).log_prob(d["y"]).sum((-2, -1)),
+                  observed=("y",))  # fmt: skip
+    posterior = fit(model, {"y": y}, family="isotropic", seed=0, progress=False)
+    precision = len(y) + 0.01
+    q = posterior.q()
+    assert isinstance(posterior.family, ScaledIdentity) and isinstance(q, DiagonalNormal)
+    sd = 1 / math.sqrt(precision)
+    assert torch.allclose(q.mean, y.sum(0) / precision, atol=0.05 * sd)
+    assert torch.allclose(q.variance, torch.full((2,), 1 / precision, dtype=torch.float64), rtol=0.03)

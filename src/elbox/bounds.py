@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -34,6 +34,8 @@ __all__ = [
     "ELBO",
     "ESTIMATORS",
     "IWAE",
+    "OBJECTIVES",
+    "SETTINGS",
     "Bound",
     "Objective",
     "Particles",
@@ -45,6 +47,7 @@ __all__ = [
     "kl",
     "log_mean_exp",
     "log_weights",
+    "make_objective",
     "renyi",
 ]
 
@@ -234,6 +237,8 @@ class Objective:
     """
 
     dreg_ok = False
+    lower: ClassVar[bool] = True  # a lower bound on log p(x), which training maximises
+    settings: ClassVar[tuple[str, ...]] = ("estimator", "beta", "free_bits")  # the keywords make_objective passes
 
     def __init__(self, *, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0) -> None:
         if estimator not in ESTIMATORS:
@@ -327,6 +332,7 @@ class ELBO(Objective):
     """
 
     dreg_ok = True
+    settings = (*Objective.settings, "analytic_kl")
 
     def __init__(
         self, *, analytic_kl: bool = True, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0
@@ -382,6 +388,8 @@ class IWAE(Objective):
 class RenyiBound(Objective):
     """The Rényi bound of order alpha (Li & Turner, 2016): alpha = 0 is IWAE, alpha -> 1 the ELBO."""
 
+    settings = (*Objective.settings, "alpha")
+
     def __init__(
         self, alpha: float = 0.5, *, estimator: str = "reparam", beta: float = 1.0, free_bits: float = 0.0
     ) -> None:
@@ -398,6 +406,9 @@ class RenyiBound(Objective):
 class CUBO(Objective):
     """The chi upper bound CUBO_n (Dieng et al., 2017): with ``ELBO`` or ``IWAE``, an interval around log p(x)."""
 
+    lower = False
+    settings = ("estimator", "n")
+
     def __init__(self, n: float = 2.0, *, estimator: str = "reparam") -> None:
         super().__init__(estimator=estimator)
         if n < 1:
@@ -409,3 +420,20 @@ class CUBO(Objective):
 
     def _options(self) -> str:
         return f"n={self.n}, {super()._options()}"
+
+
+OBJECTIVES: dict[str, type[Objective]] = {"elbo": ELBO, "iwae": IWAE, "renyi": RenyiBound, "cubo": CUBO}
+SETTINGS = tuple(dict.fromkeys(key for cls in OBJECTIVES.values() for key in cls.settings))  # every keyword
+
+
+def make_objective(name: str, **settings: Any) -> Objective:
+    """The objective ``name`` of ``OBJECTIVES``, given the ``settings`` its class takes (its
+    ``settings``; the others are left out, so a caller may pass all of ``SETTINGS``).
+
+    >>> make_objective("renyi", alpha=0.5, estimator="stl", analytic_kl=False)
+    RenyiBound(alpha=0.5, estimator='stl', beta=1.0, free_bits=0.0)
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
+    cls = OBJECTIVES[name]
+    return cls(**{key: value for key, value in settings.items() if key in cls.settings})

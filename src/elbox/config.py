@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .bounds import ESTIMATORS
+from .bounds import OBJECTIVES as BOUNDS
 from .errors import ElboxError
 from .models import VAEConfig
 
 __all__ = ["TrainConfig", "read_config_file"]
 
 BINARIZE = ("none", "static", "dynamic")
-OBJECTIVES = ("elbo", "iwae", "renyi")
+OBJECTIVES = tuple(name for name, cls in BOUNDS.items() if cls.lower)  # what training maximises
 PRECISIONS = ("fp32", "bf16")
 
 

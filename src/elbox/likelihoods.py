@@ -7,6 +7,7 @@ categorical over n + 1 levels) and returns a distribution with event shape ``[X]
 """
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 from .errors import ElboxError
 
 __all__ = [
+    "GRID_LIKELIHOODS",
     "LIKELIHOODS",
     "UNBOUNDED",
     "Bernoulli",
@@ -32,6 +34,7 @@ __all__ = [
     "Gaussian",
     "GreyLevels",
     "IndependentBernoulli",
+    "Likelihood",
     "PixelGaussian",
     "StableContinuousBernoulli",
     "make_likelihood",
@@ -50,6 +53,18 @@ def _check_finite(x: Tensor, name: str) -> None:
             f"the {name} data hold non-finite values (NaN or infinity): {_first_bad(bad, x)}. "
             "Remove or impute them before training."
         )
+
+
+class Likelihood(nn.Module):
+    """What a likelihood of the table ``LIKELIHOODS`` declares: whether it is a pmf on the grid
+    k / levels (``grid``: it needs ``levels``) and how ``make_likelihood``'s settings build it."""
+
+    grid: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
+        """The likelihood that ``make_likelihood``'s settings give: ``levels`` for a grid pmf, else none."""
+        return cls(levels) if cls.grid else cls()
 
 
 class IndependentBernoulli(Independent):
@@ -79,7 +94,7 @@ class IndependentBernoulli(Independent):
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
-class Bernoulli(nn.Module):
+class Bernoulli(Likelihood):
     """p(x | z) = prod_i Bernoulli(x_i; sigmoid(logits_i)) for binary data x in {0, 1}^X."""
 
     outputs_per_dim = 1
@@ -131,7 +146,7 @@ class GreyLevels(Distribution):
         return log_binom + k * self.logits - n * F.softplus(self.logits)
 
 
-class Binomial(nn.Module):
+class Binomial(Likelihood):
     """p(x | z) = prod_i Binomial(n x_i; n, sigmoid(logits_i)) for grey levels x_i in {0, 1/n, ..., 1}.
 
     The natural likelihood of n + 1 grey levels (the embedded digits have 17): a proper pmf on
@@ -142,6 +157,8 @@ class Binomial(nn.Module):
     """
 
     outputs_per_dim = 1
+
+    grid = True  # a pmf on k / levels, built from levels
 
     def __init__(self, total_count: int) -> None:
         super().__init__()
@@ -169,7 +186,7 @@ class Binomial(nn.Module):
         return f"total_count={self.total_count}"
 
 
-class Gaussian(nn.Module):
+class Gaussian(Likelihood):
     """p(x | z) = N(x; decoder(z), s^2 I) with a fixed scale s, or one learned for all pixels.
 
     Args:
@@ -179,6 +196,10 @@ class Gaussian(nn.Module):
     """
 
     outputs_per_dim = 1
+
+    @classmethod
+    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
+        return cls(scale)
 
     def __init__(self, scale: float | None = None, *, min_scale: float = 1e-3) -> None:
         super().__init__()
@@ -287,7 +308,7 @@ class StableContinuousBernoulli(_ContinuousBernoulli):
         return self.icdf(u)
 
 
-class ContinuousBernoulli(nn.Module):
+class ContinuousBernoulli(Likelihood):
     """p(x | z) = prod_i CB(x_i; sigmoid(logits_i)) for grey values x_i in [0, 1].
 
     The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) is the Bernoulli's
@@ -314,7 +335,7 @@ class ContinuousBernoulli(nn.Module):
             )
 
 
-class PixelGaussian(nn.Module):
+class PixelGaussian(Likelihood):
     """p(x | z) = prod_i N(x_i; mu_i(z), sigma_i(z)^2): a scale per pixel, predicted with its mean.
 
     The decoder outputs ``[..., 2 X]``: the means, then raw scales, sigma = softplus(raw) +
@@ -389,7 +410,7 @@ class DiscretizedLogisticLevels(Distribution):
             return (t * self.levels).round().clamp(0, self.levels) / self.levels
 
 
-class DiscretizedLogistic(nn.Module):
+class DiscretizedLogistic(Likelihood):
     """p(x | z) = prod_i DiscretizedLogistic(x_i; mu_i(z), s_i(z)) over n + 1 grey levels of [0, 1].
 
     The decoder outputs ``[..., 2 X]``: the locations (in data units), then raw scales, s =
@@ -400,6 +421,8 @@ class DiscretizedLogistic(nn.Module):
     """
 
     outputs_per_dim = 2
+
+    grid = True  # a pmf on k / levels, built from levels
 
     def __init__(self, levels: int) -> None:
         super().__init__()
@@ -450,7 +473,7 @@ class CategoricalLevels(Distribution):
         return k.to(self.logits.dtype) / self.levels
 
 
-class Categorical(nn.Module):
+class Categorical(Likelihood):
     """p(x | z) = prod_i Categorical(n x_i; softmax(logits_i)) over n + 1 grey levels of [0, 1].
 
     The most flexible pmf per pixel (van den Oord et al. 2016 use it with n = 255), at n + 1
@@ -459,6 +482,8 @@ class Categorical(nn.Module):
     Args:
         levels: n, the number of grey levels minus one (255 for 8-bit images).
     """
+
+    grid = True  # a pmf on k / levels, built from levels
 
     def __init__(self, levels: int) -> None:
         super().__init__()
@@ -479,32 +504,29 @@ class Categorical(nn.Module):
         return f"levels={self.levels}"
 
 
-LIKELIHOODS = ("bernoulli", "binomial", "gaussian", "continuous-bernoulli", "gaussian-pixel", "logistic", "categorical")
-GRID_LIKELIHOODS = ("binomial", "logistic", "categorical")  # pmfs on k / levels: they need ``levels``
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "bernoulli": Bernoulli,
+    "binomial": Binomial,
+    "gaussian": Gaussian,
+    "continuous-bernoulli": ContinuousBernoulli,
+    "gaussian-pixel": PixelGaussian,
+    "logistic": DiscretizedLogistic,
+    "categorical": Categorical,
+}
+GRID_LIKELIHOODS = tuple(name for name, cls in LIKELIHOODS.items() if cls.grid)  # pmfs on k / levels: need levels
 UNBOUNDED = ("gaussian", "gaussian-pixel")  # likelihoods of data outside [0, 1]: VampPrior inputs left free
 
 
-def make_likelihood(name: str, *, levels: int | None = None, scale: float | None = None) -> nn.Module:
-    """Build a likelihood by name: ``bernoulli``, ``binomial``, ``logistic`` or ``categorical`` (these
-    three with ``levels``), ``gaussian`` (one scale: fixed, or learned), ``gaussian-pixel`` (a scale
-    per pixel from the decoder) or ``continuous-bernoulli``.
+def make_likelihood(name: str, *, levels: int | None = None, scale: float | None = None) -> Likelihood:
+    """Build a likelihood by name (``LIKELIHOODS``): ``bernoulli``, ``binomial``, ``logistic`` or
+    ``categorical`` (these three with ``levels``), ``gaussian`` (one scale: fixed, or learned),
+    ``gaussian-pixel`` (a scale per pixel from the decoder) or ``continuous-bernoulli``.
 
     Each has ``outputs_per_dim``, the decoder outputs it reads per data dimension.
     """
-    if name in GRID_LIKELIHOODS and levels is None:
+    if name not in LIKELIHOODS:
+        raise ElboxError(f"unknown likelihood {name!r}: choose one of {', '.join(LIKELIHOODS)}.")
+    cls = LIKELIHOODS[name]
+    if cls.grid and levels is None:
         raise ElboxError(f"the {name} likelihood needs the number of grey levels minus one (--levels).")
-    if name == "bernoulli":
-        return Bernoulli()
-    if name == "binomial":
-        return Binomial(levels)
-    if name == "gaussian":
-        return Gaussian(scale)
-    if name == "continuous-bernoulli":
-        return ContinuousBernoulli()
-    if name == "gaussian-pixel":
-        return PixelGaussian()
-    if name == "logistic":
-        return DiscretizedLogistic(levels)
-    if name == "categorical":
-        return Categorical(levels)
-    raise ElboxError(f"unknown likelihood {name!r}: choose one of {', '.join(LIKELIHOODS)}.")
+    return cls.from_settings(levels=levels, scale=scale)

@@ -10,6 +10,7 @@ from the particles, log q(z) - log p(z), by themselves.
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from torch.distributions import (
     register_kl,
 )
 
+from .catalogue import Option, parse
 from .families import DiagonalNormal, UniformDiscrete, _inverse_positive, _positive
 
 __all__ = [
@@ -41,8 +43,7 @@ __all__ = [
     "probit_grid",
 ]
 
-PRIORS = ("standard", "mog", "vamp")
-DEFAULT_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling (2018) on MNIST
+MOG_COMPONENTS, VAMP_COMPONENTS = 10, 500  # vamp: Tomczak & Welling (2018) on MNIST
 
 
 class UnitNormal(DiagonalNormal):
@@ -92,6 +93,13 @@ class StandardNormal(nn.Module):
     torch.Size([3, 2])
     """
 
+    option = None  # the name ``standard`` carries no number
+
+    @classmethod
+    def named(cls, dim: int, number: int | None, **context: Any) -> "StandardNormal":
+        """``make_prior``'s factory: N(0, I) needs only D."""
+        return cls(dim)
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
@@ -104,8 +112,9 @@ class StandardNormal(nn.Module):
             self._cache[key] = UnitNormal(self.dim, *key)
         return self._cache[key]
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n draws ``[n, D]``, made on the generator's device and moved to the prior's."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, y: Tensor | None = None) -> Tensor:
+        """n draws ``[n, D]``, made on the generator's device and moved to the prior's. Every prior's
+        ``sample`` takes the one-hot labels ``y`` of a conditional model; an unconditional prior ignores them."""
         return _randn((n, self.dim), generator, self.loc)
 
 
@@ -171,7 +180,14 @@ class MixturePrior(nn.Module):
     torch.Size([4, 5])
     """
 
-    def __init__(self, dim: int, components: int = DEFAULT_COMPONENTS["mog"], min_scale: float = 1e-4) -> None:
+    option = Option("K", "components", "a learned mixture of K Gaussians", default=MOG_COMPONENTS)
+
+    @classmethod
+    def named(cls, dim: int, number: int, *, min_scale: float = 1e-4, **context: Any) -> "MixturePrior":
+        """``make_prior``'s factory: K = ``number``, the families' scale floor."""
+        return cls(dim, number, min_scale)
+
+    def __init__(self, dim: int, components: int = MOG_COMPONENTS, min_scale: float = 1e-4) -> None:
         super().__init__()
         self.dim, self.components, self.min_scale = dim, components, min_scale
         self.loc = nn.Parameter(torch.randn(components, dim))
@@ -183,7 +199,7 @@ class MixturePrior(nn.Module):
         return DiagonalMixture(self.logits, self.loc, F.softplus(self.raw_scale) + self.min_scale)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, *, y: Tensor | None = None) -> Tensor:
         """n draws ``[n, D]`` (without gradients, as torch's ``sample``), through ``generator``."""
         return _draw_mixture(self(), n, generator)
 
@@ -217,8 +233,20 @@ class VampPrior(nn.Module):
     (torch.Size([3, 7]), torch.Size([5]))
     """
 
+    option = Option("K", "components", "the VampPrior with K pseudo-inputs", default=VAMP_COMPONENTS)
+
+    @classmethod
+    def named(
+        cls, dim: int, number: int, *, encode: Callable[[Tensor], Distribution] | None = None,
+        data_dim: int | None = None, bounded: bool = True, **context: Any,
+    ) -> "VampPrior":  # fmt: skip
+        """``make_prior``'s factory: K = ``number`` pseudo-inputs through the model's ``encode``."""
+        if encode is None or data_dim is None:
+            raise ValueError("the VampPrior needs the model's encoder and the data's width")
+        return cls(encode, data_dim, number, bounded=bounded)
+
     def __init__(
-        self, encode: Callable[[Tensor], Distribution], data_dim: int, components: int = DEFAULT_COMPONENTS["vamp"],
+        self, encode: Callable[[Tensor], Distribution], data_dim: int, components: int = VAMP_COMPONENTS,
         *, bounded: bool = True,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -237,7 +265,7 @@ class VampPrior(nn.Module):
         return DiagonalMixture(self.raw_inputs.new_zeros(self.components), q.base_dist.loc, q.base_dist.scale)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, *, y: Tensor | None = None) -> Tensor:
         """n draws ``[n, D]`` (without gradients, as torch's ``sample``), through ``generator``."""
         return _draw_mixture(self(), n, generator)
 
@@ -272,32 +300,26 @@ def probit_grid(n: int) -> Tensor:
     return torch.stack(torch.meshgrid(u.flip(0), u, indexing="ij")[::-1], dim=-1)
 
 
+PRIORS: dict[str, type[nn.Module]] = {"standard": StandardNormal, "mog": MixturePrior, "vamp": VampPrior}
+DEFAULT_COMPONENTS = {name: cls.option.default for name, cls in PRIORS.items() if cls.option is not None}
+
+
 def check_prior_name(name: str) -> tuple[str, int | None]:
-    """Split ``mog:K`` or ``vamp:K`` into the kind and K (default ``DEFAULT_COMPONENTS``); refuse other names."""
-    kind, colon, option = name.partition(":")
-    if kind not in PRIORS or (colon and (kind == "standard" or not option.isdigit() or int(option) < 1)):
-        raise ValueError(
-            f"unknown prior {name!r}: choose standard, mog[:K] (a learned mixture of K Gaussians, default "
-            f"{DEFAULT_COMPONENTS['mog']}) or vamp[:K] (the VampPrior with K pseudo-inputs, default "
-            f"{DEFAULT_COMPONENTS['vamp']})"
-        )
-    return kind, int(option) if option else DEFAULT_COMPONENTS.get(kind)
+    """Split ``mog:K`` or ``vamp:K`` into the kind and K (default: the class's ``option``); refuse
+    names that ``PRIORS`` does not hold (``ValueError``, listing them)."""
+    kind, number = parse(name, PRIORS, "prior")
+    option = PRIORS[kind].option
+    return kind, number if number is not None or option is None else option.default
 
 
 def make_prior(
     name: str, dim: int, *, encode: Callable[[Tensor], Distribution] | None = None, data_dim: int | None = None,
     bounded: bool = True, min_scale: float = 1e-4,
 ) -> nn.Module:  # fmt: skip
-    """A prior by name (``check_prior_name``) over ``dim`` dimensions; a VampPrior needs ``encode`` and ``data_dim``."""
-    kind, components = check_prior_name(name)
-    if kind == "standard":
-        return StandardNormal(dim)
-    if kind == "mog":
-        return MixturePrior(dim, components, min_scale)
-    if encode is None or data_dim is None:
-        raise ValueError("the VampPrior needs the model's encoder and the data's width")
-    return VampPrior(encode, data_dim, components, bounded=bounded)
-
+    """A prior by name (``check_prior_name``, ``PRIORS``) over ``dim`` dimensions; a VampPrior needs
+    ``encode`` and ``data_dim``. Each class's ``named`` takes the settings it needs."""
+    kind, number = check_prior_name(name)
+    return PRIORS[kind].named(dim, number, encode=encode, data_dim=data_dim, bounded=bounded, min_scale=min_scale)
 
 
 class ClassPrior(nn.Module):
@@ -320,6 +342,10 @@ class ClassPrior(nn.Module):
     def forward(self, y: Tensor) -> Distribution:
         return DiagonalNormal(y @ self.loc, _positive(y @ self.raw_scale, 1e-4))
 
+    def sample(self, n: int, generator: torch.Generator | None = None, *, y: Tensor | None = None) -> Tensor:
+        """n draws ``[n, D]`` from p(z | y), one per one-hot row of ``y`` ``[n, C]``, through ``generator``."""
+        return draw_diagonal(self(y), n, generator)
+
 
 class UniformPrior(nn.Module):
     """p(z) uniform over D discrete latents with C categories each (``families.UniformDiscrete``).
@@ -335,3 +361,7 @@ class UniformPrior(nn.Module):
 
     def forward(self) -> Distribution:
         return UniformDiscrete(self.dim, self.categories, self.loc.dtype, self.loc.device)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, *, y: Tensor | None = None) -> Tensor:
+        """n uniform codes ``[n, W]``, drawn through ``generator``."""
+        return self().sample((n,), generator=generator)

@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ._version import __version__
-from .bounds import ELBO, IWAE, Bound, Objective, RenyiBound
+from .bounds import ELBO, SETTINGS, Bound, Objective
+from .bounds import make_objective as objective_named
 from .checkpoints import (
     append_json_line,
     load_checkpoint,
@@ -247,13 +248,8 @@ def _means(totals: Tensor, n: int) -> dict[str, float]:
 
 
 def make_objective(config: TrainConfig) -> Objective:
-    """The training objective that ``config`` names, with its estimator and KL weight."""
-    options = {"estimator": config.estimator, "beta": config.beta, "free_bits": config.free_bits}
-    if config.objective == "iwae":
-        return IWAE(**options)
-    if config.objective == "renyi":
-        return RenyiBound(config.alpha, **options)
-    return ELBO(analytic_kl=config.analytic_kl, **options)
+    """The training objective that ``config`` names (``bounds.OBJECTIVES``), with its estimator and KL weight."""
+    return objective_named(config.objective, **{key: value for key, value in vars(config).items() if key in SETTINGS})
 
 
 def kl_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float] | None:

@@ -17,15 +17,33 @@ A diagonal S keeps a diagonal q diagonal (mean-field over the model's own coordi
 optimum within the family is the same whatever m and S are: only the path to it changes.
 """
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, LowRankMultivariateNormal, MultivariateNormal, constraints
 
-from ..families import DiagonalNormal, FlowNormal, MixtureNormal, stop_gradient
+from ..families import DiagonalNormal, FlowNormal, FullRankNormal, LowRankNormal, MixtureNormal
 
-__all__ = ["AffineFlowNormal", "draw", "place", "stopped"]
+__all__ = ["PLACES", "AffineFlowNormal", "draw", "place", "register_place"]
 
 _SCALAR = torch.Size()  # the default sample shape: one draw
+
+Placer = Callable[[Distribution, Tensor, Tensor], Distribution]
+PLACES: dict[type, Placer] = {}  # a distribution type -> how to move it by u = shift + S v (``place``)
+
+
+def register_place(cls: type) -> Callable[[Placer], Placer]:
+    """Decorator: ``place`` moves a q of type ``cls`` (or a subclass) with the decorated function
+    ``(q, shift, scale) -> q over u``, as torch's ``register_kl``. ``scale`` is a vector ``[D]``
+    (a diagonal S) or a lower-triangular matrix ``[D, D]``; a function that keeps its form only
+    under a diagonal S says so with ``_diagonal_only``. Fitting a new family is one such line."""
+
+    def register(placer: Placer) -> Placer:
+        PLACES[cls] = placer
+        return placer
+
+    return register
 
 
 class AffineFlowNormal(Distribution):
@@ -58,34 +76,52 @@ class AffineFlowNormal(Distribution):
 
 def place(q: Distribution, shift: Tensor, scale: Tensor) -> Distribution:
     """q over v moved to u = shift + S v, S = ``scale``: a vector (diagonal S, ``[D]``) or a
-    lower-triangular matrix ``[D, D]``. Gaussians stay Gaussians of the same type."""
-    full = scale.ndim == 2
-    if isinstance(q, FlowNormal):
-        return AffineFlowNormal(q, shift, scale if full else torch.diag(scale))
-    if isinstance(q, MultivariateNormal):
-        tril = scale @ q.scale_tril if full else scale[:, None] * q.scale_tril
-        return MultivariateNormal(shift + _apply(scale, q.loc), scale_tril=tril, validate_args=False)
-    if full:
+    lower-triangular matrix ``[D, D]``. Gaussians stay Gaussians of the same type. Dispatches on
+    q's type (its nearest registered base class) through ``PLACES`` (``register_place``)."""
+    for cls in type(q).__mro__:
+        if cls in PLACES:
+            return PLACES[cls](q, shift, scale)
+    raise NotImplementedError(f"place does not know {type(q).__name__}: register it with affine.register_place")
+
+
+def _diagonal_only(q: Distribution, scale: Tensor) -> None:
+    if scale.ndim == 2:
         raise ValueError(f"{type(q).__name__} keeps its form only under a diagonal scale")
-    if isinstance(q, DiagonalNormal):
-        return DiagonalNormal(shift + scale * q.base_dist.loc, scale * q.base_dist.scale)
-    if isinstance(q, LowRankMultivariateNormal):
-        return LowRankMultivariateNormal(
-            shift + scale * q.loc, scale[:, None] * q.cov_factor, scale.pow(2) * q.cov_diag, validate_args=False
-        )
-    if isinstance(q, MixtureNormal):
-        components = q.component_distribution.base_dist
-        return MixtureNormal(shift + scale * components.loc, scale * components.scale)
-    raise NotImplementedError(f"place does not know {type(q).__name__}")
 
 
 def _apply(scale: Tensor, v: Tensor) -> Tensor:
     return v @ scale.T if scale.ndim == 2 else scale * v
 
 
-def stopped(q: Distribution) -> Distribution:
-    """q with its parameters cut from the graph (``families.stop_gradient``, and the placed flow)."""
-    return q.stopped() if isinstance(q, AffineFlowNormal) else stop_gradient(q)
+@register_place(FlowNormal)
+def _place_flow(q: FlowNormal, shift: Tensor, scale: Tensor) -> AffineFlowNormal:
+    return AffineFlowNormal(q, shift, scale if scale.ndim == 2 else torch.diag(scale))
+
+
+@register_place(MultivariateNormal)
+def _place_full_rank(q: MultivariateNormal, shift: Tensor, scale: Tensor) -> FullRankNormal:
+    tril = scale @ q.scale_tril if scale.ndim == 2 else scale[:, None] * q.scale_tril
+    return FullRankNormal(shift + _apply(scale, q.loc), scale_tril=tril, validate_args=False)
+
+
+@register_place(DiagonalNormal)
+def _place_diagonal(q: DiagonalNormal, shift: Tensor, scale: Tensor) -> DiagonalNormal:
+    _diagonal_only(q, scale)
+    return DiagonalNormal(shift + scale * q.base_dist.loc, scale * q.base_dist.scale)
+
+
+@register_place(LowRankMultivariateNormal)
+def _place_low_rank(q: LowRankMultivariateNormal, shift: Tensor, scale: Tensor) -> LowRankNormal:
+    _diagonal_only(q, scale)
+    return LowRankNormal(shift + scale * q.loc, scale[:, None] * q.cov_factor, scale.pow(2) * q.cov_diag,
+                         validate_args=False)  # fmt: skip
+
+
+@register_place(MixtureNormal)
+def _place_mixture(q: MixtureNormal, shift: Tensor, scale: Tensor) -> MixtureNormal:
+    _diagonal_only(q, scale)
+    components = q.component_distribution.base_dist
+    return MixtureNormal(shift + scale * components.loc, scale * components.scale)
 
 
 def draw(q: Distribution, n: int) -> tuple[Tensor, Tensor]:

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from ..bounds import ELBO, Bound, Objective, Particles
 from ..errors import ElboxError
 from ..families import FLOWS, check_family_name, make_family, start_at
-from .affine import place, stopped
+from ..families import stop_gradient as stopped
+from .affine import place
 from .diagnostics import agreement
 from .laplace import Start, find_start, plain
 from .model import Model

@@ -11,7 +11,7 @@ from ..errors import ElboxError
 from ..families import Discrete, Family, center, line_between, make_family
 from ..likelihoods import UNBOUNDED, make_likelihood
 from ..networks import ConvDecoder, ConvEncoder, mlp
-from ..priors import ClassPrior, MixturePrior, UniformPrior, VampPrior, make_prior, probit_grid
+from ..priors import ClassPrior, UniformPrior, make_prior, probit_grid
 from .base import LatentVariableModel, check_width, draw, no_labels, one_hot_labels
 from .config import VAEConfig
 
@@ -35,19 +35,6 @@ def prior_for(config: VAEConfig, encoder: Family) -> nn.Module:
         return ClassPrior(config.classes, config.latent_dim)
     return make_prior(config.prior, config.latent_dim, encode=encoder, data_dim=config.data_dim,
                       min_scale=config.min_scale, bounded=config.likelihood not in UNBOUNDED)  # fmt: skip
-
-
-def _prior_draws(prior: nn.Module, n: int, generator: torch.Generator | None, y: Tensor | None) -> Tensor:
-    """n draws from p(z) (or p(z | y) for one-hot ``y`` ``[n, C]``) with ``generator``: ``[n, W]``."""
-    if isinstance(prior, UniformPrior):
-        return prior().sample((n,), generator=generator)
-    if isinstance(prior, MixturePrior | VampPrior):  # a learned prior draws its own
-        return prior.sample(n, generator)
-    eps = torch.randn(n, prior.dim, generator=generator).to(prior.loc)
-    if isinstance(prior, ClassPrior):
-        p = prior(y)
-        return p.base_dist.loc + p.base_dist.scale * eps
-    return eps
 
 
 class VAE(nn.Module, LatentVariableModel):
@@ -175,7 +162,7 @@ class VAE(nn.Module, LatentVariableModel):
         """
         y = self._condition(condition, n)
         one_hot = None if y is None else F.one_hot(y, self.config.classes).float()
-        z = _prior_draws(self.prior, n, generator, one_hot)
+        z = self.prior.sample(n, generator, y=one_hot)  # p(z), or p(z | y) for a class prior
         return self.decode(z.to(next(self.decoder.parameters())), y).mean
 
     @torch.no_grad()

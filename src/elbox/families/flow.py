@@ -1,0 +1,197 @@
+"""Normalizing-flow families: zuko's autoregressive and coupling steps between N(0, I) and a diagonal
+affine map. zuko is imported only when a flow is built, with torch's global defaults kept (``_zuko``)."""
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
+
+from ..catalogue import Option
+from .base import _SCALAR, Family, _inverse_positive, _positive
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from zuko.lazy import LazyTransform
+
+__all__ = ["FLOWS", "Flow", "FlowNormal", "FlowTransform"]
+
+
+def _zuko() -> "ModuleType":
+    """zuko, imported with torch's ``Distribution._validate_args`` and ``Distribution.arg_constraints``
+    as they were: zuko's ``distributions`` module sets them to False and ``{}`` for every
+    distribution of the program when it is first imported, which would switch off torch's
+    argument checks for the user's own code. elbox's flows need neither change: their
+    distributions pass ``validate_args=False`` and name their ``arg_constraints``."""
+    validate = Distribution.__dict__["_validate_args"]
+    arg_constraints = Distribution.__dict__["arg_constraints"]  # a property that raises, in torch itself
+    try:
+        import zuko
+    finally:
+        Distribution._validate_args = validate
+        Distribution.arg_constraints = arg_constraints
+    return zuko
+
+
+def _standard_normal_log_prob(eps: Tensor) -> Tensor:
+    """log N(eps; 0, I) summed over the last dimension: ``[..., D] -> [...]``."""
+    return -0.5 * (eps.pow(2).sum(-1) + eps.shape[-1] * math.log(2 * math.pi))
+
+
+class FlowNormal(Distribution):
+    """A normalizing flow on a standard normal, placed by a diagonal affine map:
+
+        eps ~ N(0, I),   u = f(eps; h),   z = loc + scale * u,
+        log q(z) = log N(eps; 0, I) - log |det df/deps| - sum_d log scale_d.
+
+    f is a stack of zuko transforms conditioned on the context h (``None`` for a global q).
+    The flow works in standardised coordinates, where splines (defined on [-5, 5]) act, and
+    the affine map alone is the diagonal Gaussian family: a flow starting near the identity
+    starts there. ``rsample_and_log_prob`` computes log q along the draw, in the flow's fast
+    direction; ``log_prob`` at an arbitrary z runs f backward, which for an IAF or NSF takes
+    D sequential passes (Kingma et al. 2016), for a MAF is one pass.
+
+    Shapes: ``loc``, ``scale`` ``[*B, D]``; ``context`` ``[*B, C]``; draws ``[*S, *B, D]``.
+    """
+
+    arg_constraints: dict = {}  # noqa: RUF012 -- torch's attribute; the parameters live in a network
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(
+        self, flow: "FlowTransform", loc: Tensor, scale: Tensor, context: Tensor | None,
+        params: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        self.flow, self.loc, self.scale, self.context, self.params = flow, loc, scale, context, params
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def _flow(self, x: Tensor, sampling: bool) -> tuple[Tensor, Tensor]:
+        if self.params is None:
+            return self.flow(x, self.context, sampling)
+        return torch.func.functional_call(self.flow, self.params, (x, self.context, sampling))
+
+    def rsample_and_log_prob(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor]:
+        """Reparameterized draws ``[*S, *B, D]`` and their log q ``[*S, *B]``, in one pass."""
+        eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        u, ladj = self._flow(eps, sampling=True)
+        log_q = _standard_normal_log_prob(eps) - ladj - self.scale.log().sum(-1)
+        return self.loc + self.scale * u, log_q
+
+    def rsample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        eps, ladj = self._flow((z - self.loc) / self.scale, sampling=False)
+        return _standard_normal_log_prob(eps) + ladj - self.scale.log().sum(-1)
+
+    def center(self) -> Tensor:
+        """loc + scale * f(0): the image of the base's center, ``[*B, D]`` (the median when D = 1)."""
+        u, _ = self._flow(torch.zeros_like(self.loc), sampling=True)
+        return self.loc + self.scale * u
+
+    def stopped(self) -> "FlowNormal":
+        """The same q with every parameter, the flow's included, cut from the graph."""
+        params = {name: p.detach() for name, p in self.flow.named_parameters()}
+        context = None if self.context is None else self.context.detach()
+        return FlowNormal(self.flow, self.loc.detach(), self.scale.detach(), context, params)
+
+
+class FlowTransform(nn.Module):
+    """f(eps; h) of a flow family: zuko's lazy transforms, run toward samples or toward the base.
+
+    zuko's transforms map data to noise. ``fast_sampling`` inverts them, so that drawing (and
+    log q along a draw) is one parallel pass: the inverse autoregressive flow (Kingma et al.
+    2016). Returns the output and log |det| of the Jacobian of the map that was run, ``[...]``.
+    """
+
+    def __init__(self, steps: "LazyTransform", fast_sampling: bool) -> None:
+        super().__init__()
+        self.steps, self.fast_sampling = steps, fast_sampling
+
+    def forward(self, x: Tensor, context: Tensor | None, sampling: bool) -> tuple[Tensor, Tensor]:
+        t = self.steps(context)
+        return (t if sampling == self.fast_sampling else t.inv).call_and_ladj(x)
+
+
+def _near_identity(steps: nn.Module) -> None:
+    """Scale each step's last layer to about zero, so the flow starts at about the identity.
+
+    The family then starts as the diagonal Gaussian (as Kingma et al. 2016 initialise IAF);
+    the weights stay non-zero so that every layer receives a gradient from the first step.
+    """
+    for module in steps.modules():
+        if isinstance(getattr(module, "hyper", None), nn.Sequential):
+            last = module.hyper[-1]
+            with torch.no_grad():
+                last.weight.mul_(1e-2)
+                last.bias.zero_()
+        for phi in getattr(module, "phi", ()):  # zuko's global one-dimensional steps
+            with torch.no_grad():
+                phi.zero_()
+
+
+FLOWS = ("iaf", "maf", "nsf", "realnvp")
+
+
+class Flow(Family):
+    """A normalizing-flow family (``FlowNormal``): L zuko steps between N(0, I) and a diagonal
+    affine map. Raw parameters: loc and scale (D each), then the context h (C) that conditions
+    every step; a global flow has no context and its steps hold all its freedom.
+
+    Kinds:
+        ``iaf``: affine autoregressive steps sampled in one pass (Kingma et al. 2016);
+        ``maf``: the same steps the other way, density in one pass (Papamakarios et al. 2017);
+        ``nsf``: rational-quadratic spline autoregressive steps, sampled in one pass (Durkan et al. 2019);
+        ``realnvp``: affine coupling steps, both ways in one pass (Dinh et al. 2017); D >= 2.
+
+    >>> q = Flow(3, nn.Linear(4, 6 + 16), kind="iaf", transforms=2)(torch.zeros(5, 4))
+    >>> z, log_q = q.rsample_and_log_prob((7,))
+    >>> z.shape, log_q.shape, bool(torch.allclose(q.log_prob(z), log_q, atol=1e-4))
+    (torch.Size([7, 5, 3]), torch.Size([7, 5]), True)
+    """
+
+    option = Option("L", "transforms", "L flow steps", default=4)
+
+    def __init__(
+        self, dim: int, encoder: nn.Module | None = None, *, kind: str = "iaf", transforms: int = 4,
+        context: int | None = None, hidden: int | None = None, min_scale: float = 1e-4,
+    ) -> None:  # fmt: skip
+        if kind not in FLOWS:
+            raise ValueError(f"kind must be one of {FLOWS}, got {kind!r}")
+        if kind == "realnvp" and dim < 2:
+            raise ValueError("coupling (realnvp) needs at least 2 dimensions to split; use iaf or nsf in 1-D")
+        if transforms < 1:
+            raise ValueError(f"a flow needs at least one transform, got {transforms}")
+        self.kind, self.transforms = kind, transforms
+        self.context = 0 if encoder is None else (context if context is not None else max(16, 2 * dim))
+        super().__init__(dim, encoder, min_scale=min_scale)
+        options = dict(transforms=transforms, hidden_features=[hidden or max(64, 2 * dim)] * 2, activation=nn.ELU)
+        zuko = _zuko()
+        build = {"iaf": zuko.flows.MAF, "maf": zuko.flows.MAF, "nsf": zuko.flows.NSF, "realnvp": zuko.flows.RealNVP}
+        steps = build[kind](dim, self.context, **options).transform  # zuko's base is ours: dropped
+        _near_identity(steps)
+        self.flow = FlowTransform(steps, fast_sampling=kind != "maf")
+
+    @classmethod
+    def keywords(cls, name: str, number: int | None) -> dict[str, Any]:
+        """The table's flow names are the kinds: ``nsf:3`` is ``kind="nsf", transforms=3``."""
+        return {"kind": name, **super().keywords(name, number)}
+
+    def num_params(self) -> int:
+        return 2 * self.dim + self.context
+
+    def initial(self) -> Tensor:
+        return torch.cat([torch.zeros(self.dim), torch.full((self.dim,), _inverse_positive(1.0, self.min_scale))])
+
+    def distribution(self, raw: Tensor) -> Distribution:
+        loc, raw_scale, context = raw.split([self.dim, self.dim, self.context], dim=-1)
+        return FlowNormal(self.flow, loc, _positive(raw_scale, self.min_scale), context if self.context else None)
+
+    def raw_start(self, loc: Tensor, covariance: Tensor) -> Tensor:
+        """loc and the marginal scales; the steps stay near the identity."""
+        return torch.cat([loc, self._raw_scale(covariance.diagonal().sqrt())])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, kind={self.kind!r}, transforms={self.transforms}, context={self.context}"
