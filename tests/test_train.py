@@ -31,6 +31,30 @@ def test_training_on_digits_raises_the_validation_elbo(tmp_path):
     assert {p.name for p in (tmp_path / "run" / "figures").iterdir()} >= {"curves.png", "samples.png", "manifold.png"}
 
 
+def test_figures_reach_a_run_as_a_hook_which_the_package_installs_by_default(tmp_path):
+    from elbox.hooks import DEFAULT_HOOKS
+    from elbox.train import Hooks, Setup, default_hooks
+
+    assert default_hooks() is DEFAULT_HOOKS  # what elbox.train and `elbox train` get: the figures above
+    checked, finished = [], []
+
+    def refuse(config):
+        checked.append(config)
+        raise ElboxError("refused by the hook")
+
+    with pytest.raises(ElboxError, match="refused by the hook"):
+        elbox.train(epochs=1, out=str(tmp_path / "no"), hooks=Hooks(check=refuse), **SMALL)
+    assert isinstance(checked[0], TrainConfig) and not (tmp_path / "no").exists()  # before anything is written
+
+    def on_finish(run, setup):
+        assert isinstance(setup, Setup) and (run.path / "run.json").is_file()
+        finished.append((run.summary["epochs"], run.summary["test"] == run.info["summary"]["test"]))
+
+    run = elbox.train(epochs=1, out=str(tmp_path / "run"), hooks=Hooks(on_finish=on_finish), **SMALL)
+    assert finished == [(1, True)]
+    assert run.summary["epochs"] == 1 and not (tmp_path / "run" / "figures").exists()  # the caller's hooks only
+
+
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path):
     a = elbox.train(epochs=2, out=str(tmp_path / "a"), **SMALL)
     b = elbox.train(epochs=2, out=str(tmp_path / "b"), **SMALL)
