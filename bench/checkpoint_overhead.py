@@ -1,8 +1,8 @@
 """Checkpoint cost: the share of training time spent writing checkpoints, at the default interval.
 
 Trains the benchmark model (784-200-200-50 tanh VAE, batch 100) on static binarized MNIST
-through ``elbox``'s training loop (``training._fit``, what ``elbox train`` runs, without the
-final test evaluation and figures) and times every checkpoint write (``training._checkpoint``:
+through ``elbox``'s training loop (``train.run._fit``, what ``elbox train`` runs, without the
+final test evaluation and figures) and times every checkpoint write (``train.run.write_checkpoint``:
 the state gathered, serialized to safetensors, fsynced and renamed). Runs with writes and runs
 with writes skipped alternate in one process. Two figures:
 
@@ -22,8 +22,9 @@ from pathlib import Path
 
 from common import DEFAULT_DATA_DIR
 
-from elbox import VAEConfig, training
-from elbox.config import TrainConfig
+from elbox import VAEConfig
+from elbox.train import TrainConfig, prepare
+from elbox.train import run as training
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
     model = VAEConfig(hidden=(200, 200), latent_dim=50)
     config = TrainConfig(data="binarized-mnist", data_dir=str(args.data_dir), epochs=args.epochs,
                          checkpoint_every=args.checkpoint_every, model=model)  # fmt: skip
-    real_checkpoint, real_finish = training._checkpoint, training._finish
+    real_checkpoint, real_finish = training.write_checkpoint, training._finish
     spent: list[float] = []
 
     def timed(*a, **k):
@@ -51,8 +52,8 @@ def main() -> None:
         for r in range(args.rounds):
             for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
                 spent.clear()
-                training._checkpoint = timed if mode == "on" else (lambda *a, **k: None)
-                setup = training.prepare(config)
+                training.write_checkpoint = timed if mode == "on" else (lambda *a, **k: None)
+                setup = prepare(config)
                 path = Path(tmp) / f"{r}-{mode}"
                 path.mkdir()
                 started = time.perf_counter()
@@ -65,7 +66,7 @@ def main() -> None:
                           f"({100 * shares[-1]:.2f}%)")  # fmt: skip
                 else:
                     print(f"round {r}: no writes: {wall:.1f} s")
-    training._checkpoint, training._finish = real_checkpoint, real_finish
+    training.write_checkpoint, training._finish = real_checkpoint, real_finish
     share = statistics.median(shares)
     ratio = statistics.median(walls["on"]) / statistics.median(walls["off"])
     print(f"RESULT checkpoint_share={100 * share:.2f}% wall_ratio_with_without={ratio:.3f}")

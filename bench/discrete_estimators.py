@@ -2,7 +2,7 @@
 
 One VAE per way of drawing 16 Bernoulli latents (``--family bernoulli``): Gumbel-softmax
 relaxed draws (temperature 0.5), straight-through draws, and hard draws with the
-score-function estimator. Each is trained by ``elbox.training.train`` for the same epochs and
+score-function estimator. Each is trained by ``elbox.train`` for the same epochs and
 seed, then scored on the test split in evaluation mode, where every draw is hard and every
 density the discrete model's: the test ELBO and log p(x) by importance sampling (``--k``
 particles, ``elbox.evaluate``), both bounds on the discrete model's log p(x). The last
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, set_threads, write_results
 
 from elbox.evaluation import evaluate
-from elbox.training import train
+from elbox.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "discrete_estimators.json"
 WAYS = {"relaxed": {}, "straight-through": {"straight_through": True}, "score": {"estimator": "score"}}

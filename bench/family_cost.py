@@ -1,7 +1,7 @@
 """The cost of a richer family: training-step time of each family over the diagonal Gaussian.
 
 The benchmark VAE (784-200-200-50 tanh, batch 100, one particle, fused Adam) with q in each
-family, each trained by ``elbox.training.train_epoch`` (the loop ``elbox train`` runs) on the
+family, each trained by ``elbox.train.train_epoch`` (the loop ``elbox train`` runs) on the
 same slice of binarized MNIST, in one process. Rounds are interleaved and rotate which family
 goes first, so the machine's drift hits all alike; the figure is the median over rounds of
 each family's step time divided by the diagonal family's in the same round.
@@ -27,7 +27,8 @@ from common import (
     write_results,
 )
 
-from elbox import ELBO, training
+from elbox import ELBO
+from elbox.train import VariationalLoss, make_optimizer, train_epoch
 
 FAMILIES = ("diagonal", "lowrank", "fullrank", "mixture:4", "iaf:4", "nsf:4", "realnvp:4", "maf:4")
 
@@ -35,11 +36,11 @@ FAMILIES = ("diagonal", "lowrank", "fullrank", "mixture:4", "iaf:4", "nsf:4", "r
 def runner(family: str, x: torch.Tensor, seed: int):
     torch.manual_seed(seed)
     model = elbox_model(family)
-    loss = training.VariationalLoss(model, ELBO(), k=1)
-    optimizer = training.make_optimizer(model, LR)
+    loss = VariationalLoss(model, ELBO(), k=1)
+    optimizer = make_optimizer(model, LR)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    return lambda: training.train_epoch(loss, optimizer, x, BATCH_SIZE, generator)
+    return lambda: train_epoch(loss, optimizer, x, BATCH_SIZE, generator)
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ from common import (
 )
 
 import elbox
-from elbox import ElboxError, training
+from elbox import ElboxError
+from elbox.train import validate
 
 TARGET_NATS = 0.3
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "train_quality.json"
@@ -130,7 +131,7 @@ def train_elbox(args: argparse.Namespace) -> dict:
     def on_epoch(metrics: dict, model: elbox.VAE) -> None:
         record = {k: metrics[k] for k in ("epoch", "train_elbo", "valid_elbo", "seconds")}
         if is_eval_epoch(record["epoch"], args):
-            record["test_elbo"] = training.evaluate(model, x_test)["elbo"]
+            record["test_elbo"] = validate(model, x_test)["elbo"]
         epochs.append(record)
         log_epoch("elbox", record)
 
@@ -141,7 +142,7 @@ def train_elbox(args: argparse.Namespace) -> dict:
             sys.exit(f"error: {e}")
     # the first is the test ELBO elbox train reported; more draws shrink the Monte Carlo noise
     repeats = [run.summary["test"]["elbo"]]
-    repeats += [training.evaluate(run.model, x_test)["elbo"] for _ in range(args.eval_repeats - 1)]
+    repeats += [validate(run.model, x_test)["elbo"] for _ in range(args.eval_repeats - 1)]
     return summarise("elbox", run.info["dataset"]["sizes"], epochs, repeats)
 
 

@@ -3,8 +3,8 @@
 All train the 784-200-200-50 tanh VAE (batch 100, Adam 1e-3, one particle) on the same slice
 of binarized MNIST, in interleaved rounds that rotate which goes first: the machine's speed
 drifts (±25% on a shared 2-core box), and interleaving exposes every loop to the same drift.
-elbox is timed through ``elbox.training.train_epoch``, the loop ``elbox train`` runs, eager and
-with the loss compiled (``--compile``, ``training.compile_loss``). The peers (Pyro
+elbox is timed through ``elbox.train.train_epoch``, the loop ``elbox train`` runs, eager and
+with the loss compiled (``--compile``, ``train.compile_loss``). The peers (Pyro
 ``Trace_ELBO`` and ``JitTrace_ELBO``, NumPyro's jit-compiled ``SVI.update`` and the same with
 the whole pass in ``lax.scan``) run in the bench-only environment (``--peer-python``), each in
 one worker process kept alive for every round (``peers_vae.py``).
@@ -39,7 +39,8 @@ from common import (
 )
 from torch import Tensor
 
-from elbox import ELBO, IWAE, training
+from elbox import ELBO, IWAE
+from elbox.train import VariationalLoss, compile_loss, make_optimizer, train_epoch
 
 TARGET_RATIO = 0.95
 PEERS = ("pyro", "pyro-jit", "numpyro-jit", "numpyro-scan")
@@ -78,12 +79,12 @@ def elbox_runner(x: Tensor, seed: int, plain_adam: bool = False, k: int = 1, com
     torch.manual_seed(seed)
     model = elbox_model()
     objective = ELBO(analytic_kl=True) if k == 1 else IWAE()
-    loss = training.VariationalLoss(model, objective, k=k)
-    loss = training.compile_loss(loss) if compile else loss
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR) if plain_adam else training.make_optimizer(model, LR)
+    loss = VariationalLoss(model, objective, k=k)
+    loss = compile_loss(loss) if compile else loss
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR) if plain_adam else make_optimizer(model, LR)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    return lambda: training.train_epoch(loss, optimizer, x, BATCH_SIZE, generator)
+    return lambda: train_epoch(loss, optimizer, x, BATCH_SIZE, generator)
 
 
 def handwritten_runner(x: Tensor, seed: int, k: int = 1) -> Callable[[], None]:
@@ -234,9 +235,9 @@ def step_losses(x: Tensor, seed: int, steps: int, compile: bool) -> Tensor:
     """The loss of each of ``steps`` Adam steps on consecutive batches of ``x``, from ``seed``."""
     torch.manual_seed(seed)
     model = elbox_model()
-    loss = training.VariationalLoss(model, ELBO(analytic_kl=True))
-    loss = training.compile_loss(loss) if compile else loss
-    optimizer = training.make_optimizer(model, LR)
+    loss = VariationalLoss(model, ELBO(analytic_kl=True))
+    loss = compile_loss(loss) if compile else loss
+    optimizer = make_optimizer(model, LR)
     values = []
     for i in range(steps):
         bound = loss(x[i * BATCH_SIZE : (i + 1) * BATCH_SIZE])

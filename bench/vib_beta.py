@@ -3,7 +3,7 @@
 Alemi et al. (2017) trade the rate KL(q(z | x) || r(z)), an upper bound on I(z; x), against
 the cross-entropy -E_q log p(y | z): small beta keeps what predicts y and more; large beta
 squeezes z toward r(z) = N(0, I) until it forgets the label. Each beta trains a VIB with
-``elbox.training.train(model="vib", beta=...)``, the same loop as every VAE, and reports on
+``elbox.train(model="vib", beta=...)``, the same loop as every VAE, and reports on
 the test split: accuracy predicting from p(y | x) averaged over 12 draws of z (as in the
 paper) and from the mean of q, the rate and the cross-entropy, in nats.
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, set_threads, write_results
 
 from elbox.runs import load_splits
-from elbox.training import train
+from elbox.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vib_beta.json"
 

@@ -20,11 +20,10 @@ from torch.distributions import MultivariateNormal
 
 from elbox import VAE, VAEConfig
 from elbox.bounds import ELBO, iwae
-from elbox.config import TrainConfig
 from elbox.errors import ElboxError
 from elbox.families import _inverse_positive
 from elbox.runs import load_run
-from elbox.training import train
+from elbox.train import TrainConfig, train
 
 X_DIM, Z_DIM, C, S = 5, 2, 3, 0.5
 

@@ -13,11 +13,10 @@ import torch.nn.functional as F
 
 from elbox import VAE, VAEConfig
 from elbox.bounds import ELBO, iwae
-from elbox.config import TrainConfig
 from elbox.errors import ElboxError
 from elbox.families import Discrete, GumbelDiscrete, UniformDiscrete
 from elbox.runs import load_run
-from elbox.training import train
+from elbox.train import TrainConfig, train
 
 
 def tiny(family: str = "bernoulli", dim: int = 3, **options: object) -> VAE:

@@ -3,9 +3,9 @@
 import pytest
 
 import elbox
-from elbox.config import TrainConfig
 from elbox.errors import ElboxError
 from elbox.schedules import kl_weight
+from elbox.train import TrainConfig
 
 
 def test_warmup_rises_linearly_to_beta_and_stays():

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import elbox
-from elbox import training
-from elbox.config import TrainConfig, read_config_file
 from elbox.errors import ElboxError
 from elbox.runs import load_run, read_metrics
+from elbox.train import TrainConfig, VariationalLoss, compile_loss, loop, make_optimizer, read_config_file, train_epoch
+from elbox.train import run as train_run  # the module: elbox.train.run is where train() looks up prepare
 
 SMALL = {"hidden": (32,), "latent_dim": 2, "progress": False}
 
@@ -29,6 +29,30 @@ def test_training_on_digits_raises_the_validation_elbo(tmp_path):
         assert s[split]["elbo"] == pytest.approx(s[split]["reconstruction"] - s[split]["kl"], abs=1e-3)
         assert s[split]["kl"] > 0 and s[split]["elbo"] < 0  # a log-probability bound: binomial pmf
     assert {p.name for p in (tmp_path / "run" / "figures").iterdir()} >= {"curves.png", "samples.png", "manifold.png"}
+
+
+def test_figures_reach_a_run_as_a_hook_which_the_package_installs_by_default(tmp_path):
+    from elbox.hooks import DEFAULT_HOOKS
+    from elbox.train import Hooks, Setup, default_hooks
+
+    assert default_hooks() is DEFAULT_HOOKS  # what elbox.train and `elbox train` get: the figures above
+    checked, finished = [], []
+
+    def refuse(config):
+        checked.append(config)
+        raise ElboxError("refused by the hook")
+
+    with pytest.raises(ElboxError, match="refused by the hook"):
+        elbox.train(epochs=1, out=str(tmp_path / "no"), hooks=Hooks(check=refuse), **SMALL)
+    assert isinstance(checked[0], TrainConfig) and not (tmp_path / "no").exists()  # before anything is written
+
+    def on_finish(run, setup):
+        assert isinstance(setup, Setup) and (run.path / "run.json").is_file()
+        finished.append((run.summary["epochs"], run.summary["test"] == run.info["summary"]["test"]))
+
+    run = elbox.train(epochs=1, out=str(tmp_path / "run"), hooks=Hooks(on_finish=on_finish), **SMALL)
+    assert finished == [(1, True)]
+    assert run.summary["epochs"] == 1 and not (tmp_path / "run" / "figures").exists()  # the caller's hooks only
 
 
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path):
@@ -175,7 +199,7 @@ def _poison(decoder, bad=None):
 def _loss(seed=0):
     torch.manual_seed(seed)
     model = elbox.VAE(elbox.VAEConfig(data_dim=16, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
-    return training.VariationalLoss(model, elbox.ELBO(), k=1)
+    return VariationalLoss(model, elbox.ELBO(), k=1)
 
 
 def test_a_step_with_a_nan_is_skipped_counted_and_changes_nothing():
@@ -187,7 +211,7 @@ def test_a_step_with_a_nan_is_skipped_counted_and_changes_nothing():
     results = []
     for loss in (clean, poisoned):
         optimizer = torch.optim.Adam(loss.parameters(), lr=1e-2)
-        results.append(training.train_epoch(loss, optimizer, x, 10, torch.Generator().manual_seed(0)))
+        results.append(train_epoch(loss, optimizer, x, 10, torch.Generator().manual_seed(0)))
     assert results[0]["skipped_steps"] == 0 and results[1]["skipped_steps"] == 1
     assert all(math.isfinite(results[1][k]) for k in ("elbo", "reconstruction", "kl"))
     assert all(torch.isfinite(p).all() for p in poisoned.parameters())  # the NaN never reached the weights
@@ -197,14 +221,14 @@ def test_nan_at_every_step_stops_the_run_naming_the_tensor_and_keeps_the_last_ch
     out = tmp_path / "r"
     elbox.train(epochs=2, hidden=(16,), out=out, progress=False, max_nonfinite=3)
     checkpoint = (out / "checkpoints" / "last.safetensors").read_bytes()
-    real_prepare = training.prepare
+    real_prepare = train_run.prepare
 
     def poisoned_prepare(config):
         setup = real_prepare(config)
         _poison(setup.model.decoder)
         return setup
 
-    monkeypatch.setattr(training, "prepare", poisoned_prepare)
+    monkeypatch.setattr(train_run, "prepare", poisoned_prepare)
     with pytest.raises(ElboxError) as e:
         elbox.resume(out, epochs=4, progress=False)
     message = str(e.value)
@@ -219,23 +243,23 @@ def test_the_nan_guard_names_the_first_non_finite_gradient():
     loss = _loss()
     bound = loss(torch.randint(0, 2, (4, 16)).float())
     bound.loss.backward()
-    assert training._finite(bound, loss)
+    assert loop._finite(bound, loss)
     next(loss.model.decoder.parameters()).grad[0, 0] = float("inf")
-    assert not training._finite(bound, loss)
-    assert training._first_nonfinite(bound, loss).startswith("the gradient of decoder.")
+    assert not loop._finite(bound, loss)
+    assert loop._first_nonfinite(bound, loss).startswith("the gradient of decoder.")
 
 
 def test_a_nan_in_one_batch_is_skipped_and_reported_by_the_command(tmp_path, monkeypatch, capsys):
     from command import run_cli
 
-    real_prepare = training.prepare
+    real_prepare = train_run.prepare
 
     def poisoned_prepare(config):
         setup = real_prepare(config)
         _poison(setup.model.decoder, bad={3})  # the fourth training step of epoch 1
         return setup
 
-    monkeypatch.setattr(training, "prepare", poisoned_prepare)
+    monkeypatch.setattr(train_run, "prepare", poisoned_prepare)
     code, out, err = run_cli(capsys, "train", "--epochs", "2", "--hidden", "16", "--out", tmp_path / "r", "--no-report")
     assert code == 0, err
     assert "warning: 1 training steps had a non-finite loss or gradient and were skipped (epochs 1;" in out
@@ -255,9 +279,9 @@ def _bernoulli_setup(seed=0, data_dim=64):
 def _losses(compile, steps=20):
     """Per-step losses of ``steps`` Adam steps on one model from one seed, eager or compiled."""
     model, x = _bernoulli_setup()
-    loss = training.VariationalLoss(model, elbox.ELBO(analytic_kl=True))
-    loss = training.compile_loss(loss) if compile else loss
-    optimizer = training.make_optimizer(model, 1e-2)
+    loss = VariationalLoss(model, elbox.ELBO(analytic_kl=True))
+    loss = compile_loss(loss) if compile else loss
+    optimizer = make_optimizer(model, 1e-2)
     torch.manual_seed(1)
     values = []
     for i in range(steps):
@@ -279,8 +303,8 @@ def test_compiled_training_gives_the_eager_losses_step_by_step():
 
 def test_bf16_keeps_the_batch_bound_within_0_1_nats_and_refuses_unknown_precisions():
     model, x = _bernoulli_setup()
-    fp32 = training.VariationalLoss(model, elbox.ELBO(analytic_kl=True))
-    bf16 = training.VariationalLoss(model, elbox.ELBO(analytic_kl=True), precision="bf16")
+    fp32 = VariationalLoss(model, elbox.ELBO(analytic_kl=True))
+    bf16 = VariationalLoss(model, elbox.ELBO(analytic_kl=True), precision="bf16")
     torch.manual_seed(3)
     exact = fp32(x).value  # [200]
     torch.manual_seed(3)
@@ -288,7 +312,7 @@ def test_bf16_keeps_the_batch_bound_within_0_1_nats_and_refuses_unknown_precisio
     assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)  # bf16 ran, float32 came out
     assert abs((rounded - exact).mean().item()) < 0.1, (rounded - exact).mean()
     with pytest.raises(ElboxError, match="precision must be one of fp32, bf16"):
-        training.VariationalLoss(model, elbox.ELBO(), precision="fp16")
+        VariationalLoss(model, elbox.ELBO(), precision="fp16")
     with pytest.raises(ElboxError, match="precision must be one of"):
         TrainConfig(precision="half")
 

@@ -11,12 +11,14 @@ torch.Size([4, 64])
 
 from ._version import __version__ as __version__
 from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
-from .config import TrainConfig
 from .errors import ElboxError
 from .evaluation import Evaluation, EvaluationConfig, evaluate, log_likelihood
+from .hooks import DEFAULT_HOOKS
 from .models import VAE, HierarchicalVAE, VAEConfig
 from .runs import Run, load_run
-from .training import resume, train
+from .train import TrainConfig, resume, set_default_hooks, train
+
+set_default_hooks(DEFAULT_HOOKS)  # figures and TensorBoard, which train/ (a lower layer) does not import
 
 __all__ = [
     "CUBO",

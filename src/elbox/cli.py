@@ -196,8 +196,10 @@ def train(
     report: Report = True,
 ) -> None:
     """Train a VAE by maximising the ELBO, and write a run folder."""
-    from . import training
-    from .config import read_config_file
+    from .hooks import DEFAULT_HOOKS  # the figures (and TensorBoard): train/ draws none itself
+    from .train import read_config_file
+    from .train import resume as resume_run
+    from .train import train as train_run
 
     if nproc > 1:
         from .distributed import launch
@@ -205,7 +207,7 @@ def train(
         raise typer.Exit(launch(nproc, _without_nproc(_argv)))
 
     if resume is not None:
-        run = training.resume(resume, epochs=epochs, device=device, progress=progress)
+        run = resume_run(resume, epochs=epochs, device=device, progress=progress, hooks=DEFAULT_HOOKS)
     else:
         options = read_config_file(config) if config is not None else {}
         flags = dict(
@@ -221,7 +223,7 @@ def train(
             top_latent_dim=top_latent_dim, top_hidden=top_hidden,
         )  # fmt: skip
         options = _vamp_model(_flatten(options) | {key: v for key, v in flags.items() if v is not None})
-        run = training.train(progress=progress, overwrite=overwrite, **options)
+        run = train_run(progress=progress, overwrite=overwrite, hooks=DEFAULT_HOOKS, **options)
     from .distributed import world
 
     if not world().main:  # under torchrun, rank 0 speaks for the run

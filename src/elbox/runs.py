@@ -11,16 +11,18 @@ runs/<name>/
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .checkpoints import load_checkpoint
-from .config import TrainConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ElboxError
 from .models import LatentVariableModel, build_model
+
+if TYPE_CHECKING:  # imported where used at run time: elbox.train.config runs train/'s face, which imports runs
+    from .train.config import TrainConfig
 
 __all__ = ["Run", "load_run", "load_splits", "model_tensors", "read_json", "read_metrics", "restore_model"]
 
@@ -46,7 +48,7 @@ class Run:
     """
 
     path: Path
-    config: TrainConfig
+    config: "TrainConfig"
     model: LatentVariableModel  # the class config.model.model names (models.MODEL_KINDS)
     metrics: list[dict[str, Any]]
     info: dict[str, Any]
@@ -127,6 +129,8 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
         raise ElboxError(f"the run folder {path} does not exist; give the folder `elbox train` wrote.")
     if checkpoint not in ("last", "best"):
         raise ElboxError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}.")
+    from .train.config import TrainConfig  # deferred: see the import at the top
+
     config = TrainConfig.from_dict(read_json(path / CONFIG))
     model = build_model(config.model)
     ckpt = path / CHECKPOINTS / f"{checkpoint}.safetensors"
@@ -135,7 +139,7 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
     return Run(path, config, model.eval(), read_metrics(path), read_json(path / INFO))
 
 
-def load_splits(config: TrainConfig) -> tuple[Dataset, dict[str, Tensor]]:
+def load_splits(config: "TrainConfig") -> tuple[Dataset, dict[str, Tensor]]:
     """The data set of ``config`` and its train / valid / test splits ``[N, X]``, binarized as asked.
 
     Held-out splits are binarized once (fixed by the seed), so every epoch is evaluated on

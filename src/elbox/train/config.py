@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .bounds import ESTIMATORS
-from .bounds import OBJECTIVES as BOUNDS
-from .errors import ElboxError
-from .models import VAEConfig
+from ..bounds import ESTIMATORS
+from ..bounds import OBJECTIVES as BOUNDS
+from ..errors import ElboxError
+from ..models import VAEConfig
 
 __all__ = ["TrainConfig", "read_config_file"]
 
@@ -54,10 +54,10 @@ class TrainConfig:
             gives each process its share of the cores this process may use.
         max_nonfinite: steps in a row with a non-finite loss or gradient (each skipped) before
             the run stops, naming the first tensor that went non-finite.
-        compile: train with the loss compiled by ``torch.compile`` (``training.compile_loss``):
+        compile: train with the loss compiled by ``torch.compile`` (``train.compile_loss``):
             the same losses as eager to float rounding, faster once compiled (docs/benchmarks.md).
         precision: ``fp32``, or ``bf16`` for the forward pass under bfloat16 autocast (opt-in;
-            ``training.VariationalLoss``).
+            ``train.VariationalLoss``).
         out: the run folder; ``runs/<data>-<time>`` when not given.
         tensorboard: also log each epoch to ``RUN/tensorboard`` (``elbox.tensorboard``; needs the
             ``tensorboard`` package).
@@ -107,8 +107,9 @@ class TrainConfig:
         if not 0 < self.lr < math.inf:
             problems.append(f"lr must be positive and finite, got {self.lr}")
         if not all(math.isfinite(v) for v in (self.beta, self.alpha, self.free_bits)):
-            problems.append(f"beta, alpha and free_bits must be finite, got {self.beta}, {self.alpha}, "
-                            f"{self.free_bits}")
+            problems.append(
+                f"beta, alpha and free_bits must be finite, got {self.beta}, {self.alpha}, {self.free_bits}"
+            )
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.data:

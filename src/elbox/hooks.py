@@ -1,0 +1,42 @@
+"""The hooks every run gets by default, from the layers above ``train/``: TensorBoard each epoch, figures at the end.
+
+``elbox/__init__`` installs ``DEFAULT_HOOKS`` with ``train.set_default_hooks``, so that
+``elbox.train(...)`` and ``elbox train`` draw a run's figures as they always did while
+``train/`` imports neither ``plots`` nor ``tensorboard``. Matplotlib and TensorBoard are
+imported only when a run draws or logs.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from .runs import Run
+from .train import Hooks, OnEpoch, Setup, TrainConfig
+
+__all__ = ["DEFAULT_HOOKS", "check_tensorboard", "figures", "tensorboard_logger"]
+
+
+def check_tensorboard(config: TrainConfig) -> None:
+    """Refuse ``--tensorboard`` before anything is written when the package is missing."""
+    if config.tensorboard:
+        from .tensorboard import check_installed
+
+        check_installed()
+
+
+def tensorboard_logger(setup: Setup, path: Path) -> OnEpoch | None:
+    """The TensorBoard epoch logger when the config asks for it (``elbox.tensorboard``), else None."""
+    if not setup.config.tensorboard:
+        return None
+    from .tensorboard import epoch_logger
+
+    return epoch_logger(path, setup.dataset.image_shape, setup.config.seed)
+
+
+def figures(run: Run, setup: Setup) -> Any:
+    """The run's figures into ``RUN/figures`` (``plots.write_figures``), drawn from its test split."""
+    from .plots import write_figures  # matplotlib is imported only when figures are drawn
+
+    return write_figures(run, setup.splits["test"], labels=setup.dataset.labels.get("test"))
+
+
+DEFAULT_HOOKS = Hooks(check=check_tensorboard, logger=tensorboard_logger, on_finish=figures)
