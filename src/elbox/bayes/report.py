@@ -214,7 +214,7 @@ def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.
     diagnostics = posterior.diagnostics()
     report = info | {"summary": posterior.summary().to_dict(), "diagnostics": diagnostics.to_dict()} | (extra or {})
     write_json(out / "posterior.json", json.loads(json.dumps(report, default=float)))
-    means = _window_means(posterior.elbo_trace)
+    means = _window_means(posterior.elbo_trace) if len(posterior.elbo_trace) else []
     write_json_lines(out / "metrics.jsonl",
                      [{"step": (i + 1) * PER_LINE, "objective": float(m)} for i, m in enumerate(means)])  # fmt: skip
     tensors = {f"family.{k}": v for k, v in posterior.family.state_dict().items()}
