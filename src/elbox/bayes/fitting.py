@@ -212,7 +212,7 @@ def fit(
             and why, and ``phases`` what each step cost).
         objective: a bound of ``elbox.bounds`` for Adam (default: the ELBO, STL gradients for Gaussians).
         particles: draws per step for Adam (default 16); for L-BFGS the fixed draws per set
-            (default ``saa.DRAWS``: 2,048).
+            (default ``saa.draws_for``: 2,048, fewer for models with many observations).
         steps: the most Adam steps or L-BFGS iterations; the stopping rules usually end the fit earlier.
         lr: Adam's learning rate, in posterior standard deviations (see ``affine``); default 0.02,
             and 0.005 for flows, whose network weights move every coordinate at once.
@@ -291,7 +291,7 @@ def _fit_one(
     shift, scale = placement if placement is not None else (start.shift, start.scale(full))
     how = _optimizer(optimizer, family, objective, batch_size)
     if how == "lbfgs":
-        k = particles or draws_for(family)
+        k = particles or draws_for(family, n)
         stopping = stopping or Stopping()
         result = fit_fixed(model, data, q_family, shift, scale, draws=k, max_iter=steps, seed=seed, stopping=stopping)
         trace, converged, evaluations, note = result.trace, result.converged, result.evaluations, result.reason

@@ -51,6 +51,10 @@ __all__ = ["DRAWS", "Result", "Stopping", "draw_seed", "draws_for", "fit_fixed",
 # the family's own error (Adam's full-rank fit: 0.85-1.12). A flow's network bends around any finite
 # set of draws; 2,048 per set and 25 iterations per set gave a trusted realnvp:8 fit there.
 DRAWS = {"gaussian": 2048, "flow": 2048}
+# ... but a set costs M x N likelihood terms: on posteriordb's diamonds (N = 5,000) 2,048 draws make every
+# evaluation a [2048, 5000] array, and one L-BFGS fit took minutes. Many observations also make the
+# posterior nearly Gaussian, where fewer draws suffice: M is capped at BUDGET / N, and never below MIN_DRAWS.
+BUDGET, MIN_DRAWS = 2**20, 256
 SAA_TAG = 0x5AA  # mixed into the fit's seed for the fitting draws' stream
 
 
@@ -83,9 +87,10 @@ class Result:
     reason: str
 
 
-def draws_for(family: str) -> int:
-    """M, the fixed draws for ``family`` (``DRAWS``)."""
-    return DRAWS["flow" if check_family_name(family)[0] in FLOWS else "gaussian"]
+def draws_for(family: str, n: int | None = None) -> int:
+    """M, the fixed draws per set for ``family`` (``DRAWS``), capped at ``BUDGET`` / N for N observations."""
+    m = DRAWS["flow" if check_family_name(family)[0] in FLOWS else "gaussian"]
+    return m if n is None else max(MIN_DRAWS, min(m, BUDGET // n))
 
 
 def draw_seed(seed: int) -> int:
