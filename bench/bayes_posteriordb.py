@@ -6,7 +6,9 @@ reference draws on every quantity both have (constrained space): the worst error
 means in reference sds, the range of the sd ratios q / reference, the mean 1-Wasserstein
 distance per quantity in reference sds, PSIS k-hat (largest of the verdict's sets), the
 verdict, whether the targets hold (every mean within 0.1 sd, every sd within 10%), and wall
-time (start search, fit and diagnostics; for auto, every family it tried).
+time (start search, fit and diagnostics; for auto, every family it tried) with the log-density
+evaluations of every phase (``Posterior.phases``), which the machine's load does not change.
+``laplace`` is N(mode, H^-1) with no VI (not applicable without a mode).
 
     python bench/bayes_posteriordb.py --out bench/results/bayes_posteriordb.json
 
@@ -24,16 +26,20 @@ import numpy as np
 import torch
 
 from elbox import bayes
+from elbox.errors import ElboxError
 
 NAMES = ("eight_schools_noncentered", "eight_schools_centered", "kilpisjarvi", "blr", "diamonds",
          "low_dim_gauss_mix", "hmm_example")  # fmt: skip
-FAMILIES = ("diagonal", "fullrank", "flow", "auto")
+FAMILIES = ("laplace", "diagonal", "fullrank", "flow", "auto")
 
 
 def run_one(reference: bayes.Reference, family: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
-    posterior = bayes.fit(reference.model, reference.data, family=family, steps=args.steps, seed=args.seed,
-                          progress=False)  # fmt: skip
+    try:
+        posterior = bayes.fit(reference.model, reference.data, family=family, steps=args.steps, seed=args.seed,
+                              progress=False, optimizer=args.optimizer)  # fmt: skip
+    except ElboxError as e:  # laplace without a mode
+        return {"posterior": reference.name, "family": family, "skipped": str(e)}
     diagnostics = posterior.diagnostics()
     seconds = time.perf_counter() - t0
     c = bayes.compare(posterior.columns(10_000, seed=args.seed + 1), reference.draws)
@@ -44,7 +50,9 @@ def run_one(reference: bayes.Reference, family: str, args: argparse.Namespace) -
         "elbo": posterior.elbo, "seconds": seconds, "khat": diagnostics.khat, "verdict": diagnostics.verdict,
         "reasons": diagnostics.reasons, "passes": c.passes(), "max_mean_error": float(np.abs(c.mean_error).max()),
         "sd_ratio_min": float(c.sd_ratio.min()), "sd_ratio_max": float(c.sd_ratio.max()),
-        "mean_w1": float(c.wasserstein.mean()), "attempts": posterior.attempts,
+        "mean_w1": float(c.wasserstein.mean()), "attempts": posterior.attempts, "phases": posterior.phases,
+        "evaluations": sum(p["evaluations"] for p in posterior.phases),
+        "iterations": posterior.options.get("iterations", len(posterior.elbo_trace)),
         "quantities": {n: {"mean_error": float(c.mean_error[j]), "sd_ratio": float(c.sd_ratio[j]),
                            "w1": float(c.wasserstein[j]), "psis_shift": float(diagnostics.mean_shift[i]),
                            "psis_shift_se": float(diagnostics.mean_shift_se[i]),
@@ -55,10 +63,13 @@ def run_one(reference: bayes.Reference, family: str, args: argparse.Namespace) -
 
 
 def row(r: dict) -> str:
+    if "skipped" in r:
+        return f"| {r['posterior']} | {r['family']} | - | no mode: not applicable | | | | | | | |"
     family = r["family"] + (f" ({r['chosen']})" if r["family"] == "auto" else "")
-    return (f"| {r['posterior']} | {family} | {r['steps']} | {r['max_mean_error']:.3f} | "
+    return (f"| {r['posterior']} | {family} | {r['iterations']} | {r['max_mean_error']:.3f} | "
             f"{r['sd_ratio_min']:.3f} - {r['sd_ratio_max']:.3f} | {r['mean_w1']:.3f} | {max(r['khat']):.2f} | "
-            f"{r['verdict']} | {'yes' if r['passes'] else 'no'} | {r['seconds']:.1f} |")  # fmt: skip
+            f"{r['verdict']} | {'yes' if r['passes'] else 'no'} | {r['evaluations']:,} | "
+            f"{r['seconds']:.1f} |")  # fmt: skip
 
 
 def main() -> None:
@@ -69,14 +80,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="cap on steps per fit (the rule usually stops first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--optimizer", default=None, help="lbfgs or adam (default: bayes.fit's choice per family)")
     parser.add_argument("--out", default=None, help="JSON file for every figure")
     args = parser.parse_args()
     if not Path(args.posteriordb).is_dir():
         raise SystemExit(f"no posteriordb folder at {args.posteriordb}: pass --posteriordb DIR")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}")
-    print("| posterior | family | steps | max mean error (ref sd) | sd ratio | mean W1 (ref sd) | k-hat (max) | "
-          "verdict | targets met | wall s |\n" + "| --- " * 10 + "|")  # fmt: skip
+    print("| posterior | family | iterations | max mean error (ref sd) | sd ratio | mean W1 (ref sd) | k-hat (max) | "
+          "verdict | targets met | log p evals | wall s |\n" + "| --- " * 11 + "|")  # fmt: skip
     results = []
     for name in args.names.split(","):
         reference = bayes.load(name, args.posteriordb)
@@ -86,6 +98,7 @@ def main() -> None:
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    results = [r for r in results if "skipped" not in r]
     trusted = [r for r in results if r["verdict"] == "trust"]
     bad = [f"{r['posterior']}/{r['family']}" for r in trusted if not r["passes"]]
     missed = [f"{r['posterior']}/{r['family']}" for r in results if r["passes"] and r["verdict"] != "trust"]

@@ -13,10 +13,14 @@ def test_fit_prints_summary_diagnostics_and_the_reference_comparison(tmp_path, c
     code, text, _ = run_cli(capsys, *args)
     assert code == 0, text
     for expected in ("q = fullrank", "Posterior (draws from q", "PSIS k-hat", "verdict:", "Against the reference",
-                     "targets (every mean within 0.1 sd", f"Run written to {out}"):  # fmt: skip
+                     "targets (every mean within 0.1 sd", f"Run written to {out}", "Where the time went",
+                     "start: mode search", "fit fullrank (lbfgs)", "verdict on fullrank"):  # fmt: skip
         assert expected in text
     saved = json.loads((out / "posterior.json").read_text())
     assert saved["family"] == "fullrank" and saved["diagnostics"]["verdict"] in ("trust", "do not trust")
+    phases = ["start: mode search", "fit fullrank (lbfgs)", "verdict on fullrank"]
+    assert [p["phase"] for p in saved["phases"]] == phases
+    assert all(p["evaluations"] > 0 for p in saved["phases"])
     assert set(saved["comparison"]) == {"alpha", "beta", "sigma"}
     for name in (
         "config.json",

@@ -510,14 +510,22 @@ def fit(
     family: Annotated[
         str,
         typer.Option(
-            help="q's family: diagonal, lowrank[:R], fullrank, flow, iaf|nsf|realnvp|maf[:L], mixture[:K], or auto "
-            "(diagonal -> lowrank -> fullrank -> flow until the verdict trusts one)."
+            help="q's family: laplace (N(mode, H^-1), no VI), diagonal, lowrank[:R], fullrank, flow, "
+            "iaf|nsf|realnvp|maf[:L], mixture[:K], or auto (laplace -> diagonal unless the Laplace Gaussian rules "
+            "it out -> fullrank -> flow, each warm-started from the last, until the verdict trusts one)."
         ),
     ] = "auto",
     steps: Annotated[
-        int, typer.Option(min=1, help="The most steps per family; the convergence rule stops earlier.")
+        int, typer.Option(min=1, help="The most Adam steps or L-BFGS iterations per family; the rules stop earlier.")
     ] = 20_000,
-    particles: Annotated[int, typer.Option(min=1, help="Draws from q per step.")] = 16,
+    particles: Annotated[
+        int | None, typer.Option(min=1, help="Draws from q per Adam step, or fixed draws per L-BFGS set. "
+                                 "\\[default: 16; L-BFGS 2048]")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="lbfgs (fixed draws, deterministic) or adam. \\[default: lbfgs for the "
+                                 "Gaussian families, adam for flows and mixtures]")
+    ] = None,
     lr: Annotated[
         float | None, typer.Option(help="Adam's learning rate in posterior sds. \\[default: 0.02; flows 0.005]")
     ] = None,
@@ -538,7 +546,7 @@ def fit(
 
     reference = bayes.load(model, posteriordb)
     posterior = bayes.fit(reference.model, reference.data, family=family, steps=steps, particles=particles, lr=lr,
-                          seed=seed, progress=progress)  # fmt: skip
+                          seed=seed, progress=progress, optimizer=optimizer)  # fmt: skip
     comparison = None
     if reference.draws is not None:
         comparison = bayes.compare(posterior.columns(10_000, seed=seed + 1), reference.draws)

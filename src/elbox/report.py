@@ -402,6 +402,12 @@ def _fit_notes(p: dict[str, Any]) -> list[str]:
     return notes + ([p["choice"]] if p.get("choice") else [])
 
 
+def _phases_table(p: dict[str, Any]) -> list[Table]:
+    rows = [[r.get("phase", "?"), _number(r.get("seconds"), 2), f"{int(r.get('evaluations', 0)):,}"]
+            for r in p.get("phases") or []]  # fmt: skip
+    return [Table(["phase", "seconds", "log p evaluations"], rows, "where the fit's time went")] if rows else []
+
+
 def _diagnostics_table(d: dict[str, Any]) -> Table:
     rows = [["k-hat per replicate", ", ".join(_number(k, 2) for k in d.get("khat") or [])],
             ["ESS per replicate", ", ".join(_number(e, 0) for e in d.get("ess") or [])]]  # fmt: skip
@@ -420,7 +426,8 @@ def bayes_sections(run_dir: str | Path) -> list[Section]:
     rest = figures["generation"] + figures["latent"] + figures["evaluation"] + figures["other"]
     return [
         Section("configuration", "Configuration", tables=[config_table(config)]),
-        Section("training", "Fit", notes=_fit_notes(posterior), figures=figures["training"]),
+        Section("training", "Fit", notes=_fit_notes(posterior), figures=figures["training"],
+                tables=_phases_table(posterior)),
         Section("posterior", "Posterior", tables=[_posterior_table(posterior.get("summary") or {})]),
         Section("diagnostics", "Diagnostics", verdicts=verdicts_of_posterior(posterior),
                 tables=[_diagnostics_table(posterior.get("diagnostics") or {})]),

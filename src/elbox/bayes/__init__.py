@@ -1,5 +1,6 @@
 """Bayesian models: named, constrained parameters and a log-joint; one global q fitted to their
-posterior; PSIS diagnostics and a trust verdict; ArviZ export; built-in reference models.
+posterior (the Laplace approximation first, deterministic L-BFGS fits, Adam where it pays); PSIS
+diagnostics and a trust verdict; ArviZ export; built-in reference models.
 
 Rubin's eight schools, non-centered:
 
@@ -29,15 +30,17 @@ verdict: DO NOT TRUST
 """
 
 from .diagnostics import Diagnostics, diagnose, verdict
-from .fitting import AUTO, FLOW, Convergence, fit
+from .fitting import AUTO, FLOW, LAPLACE, Convergence, fit
 from .laplace import Start, find_start
 from .model import Model, Param, ordered, positive_ordered
 from .posterior import Posterior, Summary
 from .references import Comparison, Reference, compare, eight_schools, linear_regression, load
+from .saa import Stopping
 
 __all__ = [
     "AUTO",
     "FLOW",
+    "LAPLACE",
     "Comparison",
     "Convergence",
     "Diagnostics",
@@ -46,6 +49,7 @@ __all__ = [
     "Posterior",
     "Reference",
     "Start",
+    "Stopping",
     "Summary",
     "compare",
     "diagnose",

@@ -1,5 +1,7 @@
 """The result of a fit: q over the model's parameters, with draws, a summary, ArviZ export and diagnostics."""
 
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ class Posterior:
         seconds: wall time of the fit, start search excluded.
         attempts, choice: for ``family="auto"``, each family tried with its verdict, and why
             this one was kept.
+        phases: what the time went to: one dict per phase (the start, each fit, each verdict) with
+            its ``seconds`` and ``evaluations`` (points where log p(u, x) was computed).
     """
 
     model: Model
@@ -94,6 +98,7 @@ class Posterior:
     options: dict[str, Any] = field(default_factory=dict)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     choice: str = ""
+    phases: list[dict[str, Any]] = field(default_factory=list)
     _diagnostics: dict[tuple, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -102,7 +107,10 @@ class Posterior:
 
     @property
     def elbo(self) -> float:
-        """The mean of the objective over the last 10% of the steps (at least the last one)."""
+        """The mean of the objective over the last 10% of the steps (at least the last one); NaN with
+        no steps (the Laplace approximation: ``diagnostics().elbo`` has it)."""
+        if len(self.elbo_trace) == 0:
+            return math.nan
         tail = self.elbo_trace[-max(1, len(self.elbo_trace) // 10) :]
         return float(tail.mean())
 
@@ -167,8 +175,12 @@ class Posterior:
 
         key = (draws, replicates, seed)
         if key not in self._diagnostics:
+            t0 = time.perf_counter()
             with threads(self.options.get("threads", THREADS)):
                 self._diagnostics[key] = diagnose(self, draws=draws, replicates=replicates, seed=seed)
+            note = f"{replicates} x {draws} fresh draws: {self._diagnostics[key].verdict}"
+            self.phases.append({"phase": f"verdict on {self.family_name}", "seconds": time.perf_counter() - t0,
+                                "evaluations": draws * replicates, "note": note})  # fmt: skip
         return self._diagnostics[key]
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,4 +189,5 @@ class Posterior:
             "model": self.model.name, "family": self.family_name, "steps": len(self.elbo_trace),
             "converged": self.converged, "elbo": self.elbo, "seconds": self.seconds, "seed": self.seed,
             "start": self.start.to_dict(), "options": self.options, "attempts": self.attempts, "choice": self.choice,
+            "phases": self.phases,
         }  # fmt: skip

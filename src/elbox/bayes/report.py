@@ -2,11 +2,13 @@
 
     OUT/
       config.json        the model, family and every option of the fit
-      posterior.json     summary, diagnostics, the verdict (and the comparison with reference draws)
-      metrics.jsonl      the objective, averaged per 100 steps
+      posterior.json     summary, diagnostics, the verdict, the phases (seconds and log-density
+                         evaluations of the start, each fit and each verdict), and the comparison
+                         with reference draws when given
+      metrics.jsonl      the objective, averaged per 100 steps (L-BFGS: the fresh-draw ELBO per set of draws)
       checkpoints/q.safetensors   q's raw parameters and the placement u = shift + scale v
       figures/marginals.png       q's marginals (beside the reference draws' where given)
-      figures/elbo.png            the objective trace
+      figures/elbo.png            the objective trace (none for the Laplace approximation: no steps)
 
 Further figures of a fit, not written by ``write_run``: ``pairs`` (the most correlated pairs of
 quantities) and ``khat`` (the PSIS k-hat of each replicate set).
@@ -27,19 +29,41 @@ from ..plots.base import save
 from .diagnostics import KHAT_MAX, Diagnostics
 from .posterior import Posterior
 
-__all__ = ["correlated_pairs", "describe", "khat", "marginals", "pairs", "trace", "write_run"]
+__all__ = ["correlated_pairs", "describe", "khat", "marginals", "pairs", "phases", "trace", "write_run"]
 
 PER_LINE = 100  # steps averaged into one line of metrics.jsonl
 
 
+def _work(posterior: Posterior) -> str:
+    """How q was reached: no steps (Laplace), L-BFGS iterations, or Adam steps."""
+    state = "converged" if posterior.converged else "step limit reached, not converged"
+    if posterior.options.get("optimizer") == "lbfgs":
+        return f"{posterior.options['iterations']} L-BFGS iterations ({state})"
+    if posterior.options.get("optimizer") is None and not len(posterior.elbo_trace):
+        return "no VI steps (the mode and the Hessian there)"
+    return f"{len(posterior.elbo_trace)} steps ({state})"
+
+
+def phases(posterior: Posterior) -> str:
+    """What the time went to: a table of the fit's phases, their wall seconds and log-density evaluations."""
+    rows = posterior.phases
+    if not rows:
+        return ""
+    width = max(len(r["phase"]) for r in rows)
+    lines = [f"{'phase':<{width}} {'seconds':>8} {'log p evals':>12}"]
+    lines += [f"{r['phase']:<{width}} {r['seconds']:>8.2f} {r['evaluations']:>12,}" for r in rows]
+    total = sum(r["seconds"] for r in rows), sum(r["evaluations"] for r in rows)
+    lines.append(f"{'total':<{width}} {total[0]:>8.2f} {total[1]:>12,}")
+    return "\n".join(lines)
+
+
 def describe(posterior: Posterior, comparison: Any = None) -> str:
     """The text a user reads after a fit: what was fitted, the family chosen and why, the summary,
-    the diagnostics with the verdict, and the comparison with reference draws when given."""
-    steps = len(posterior.elbo_trace)
+    the diagnostics with the verdict, the phases (time and log-density evaluations), and the
+    comparison with reference draws when given."""
     lines = [
         f"Fitted {posterior.model.name} ({posterior.model.dim} unconstrained dimensions) "
-        f"with q = {posterior.family_name}: "
-        f"{steps} steps ({'converged' if posterior.converged else 'step limit reached, not converged'}), "
+        f"with q = {posterior.family_name}: {_work(posterior)}, "
         f"{posterior.seconds:.1f} s; start: {posterior.start.method}"
         + (f" ({posterior.start.reason})" if posterior.start.reason else "") + ".",
     ]  # fmt: skip
@@ -48,6 +72,7 @@ def describe(posterior: Posterior, comparison: Any = None) -> str:
     if posterior.choice:
         lines.append(posterior.choice)
     lines += ["", "Posterior (draws from q, constrained):", str(posterior.summary()), "", str(posterior.diagnostics())]
+    lines += ["", "Where the time went (log p evals: points where log p(u, x) was computed):", phases(posterior)]
     if comparison is not None:
         met = "met" if comparison.passes() else "NOT met"
         lines += ["", "Against the reference draws (errors in reference sds):", str(comparison),
@@ -189,7 +214,7 @@ def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.
     diagnostics = posterior.diagnostics()
     report = info | {"summary": posterior.summary().to_dict(), "diagnostics": diagnostics.to_dict()} | (extra or {})
     write_json(out / "posterior.json", json.loads(json.dumps(report, default=float)))
-    means = _window_means(posterior.elbo_trace)
+    means = _window_means(posterior.elbo_trace) if len(posterior.elbo_trace) else []
     write_json_lines(out / "metrics.jsonl",
                      [{"step": (i + 1) * PER_LINE, "objective": float(m)} for i, m in enumerate(means)])  # fmt: skip
     tensors = {f"family.{k}": v for k, v in posterior.family.state_dict().items()}
@@ -197,7 +222,8 @@ def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.
     save_checkpoint(out / "checkpoints" / "q.safetensors", tensors, {"family": posterior.family_name,
                                                                      "model": posterior.model.name})  # fmt: skip
     save(marginals(columns, reference), out / "figures" / "marginals.png")
-    save(trace(posterior.elbo_trace), out / "figures" / "elbo.png")
+    if len(posterior.elbo_trace):
+        save(trace(posterior.elbo_trace), out / "figures" / "elbo.png")
     if len(columns) >= 2:
         save(pairs(columns, reference), out / "figures" / "pairs.png")
     save(khat(diagnostics), out / "figures" / "khat.png")
