@@ -117,7 +117,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[list[object], str]]:
     (tmp / "folder").mkdir()
     return {
         "no model": ([tmp / "none.py", "--data", tmp / "good.npz"], "no `model`; it defines SCALE (float), helper"),
-        "not a Model": ([tmp / "three.py"], "`model` there is (or returned) a int"),
+        "not a Model": ([tmp / "three.py"], "`model` there is (or returned) an object of type int"),
         "other name": ([tmp / "renamed.py"], "defines a Model named regression but none named `model`"),
         "observed missing": ([tmp / "model.py", "--data", tmp / "no_y.csv"], "observes ['y'], which the data file"),
         "read missing": ([tmp / "reads.py", "--data", tmp / "good.npz"], "reads the data item 'Z'"),

@@ -124,7 +124,7 @@ def _takes_an_argument(f: Any) -> bool:
 
 def _no_model_message(path: Path, module: ModuleType, found: Any) -> str:
     if found is not None:
-        what = f"`model` there is (or returned) a {type(found).__name__}, not an elbox.bayes.Model"
+        what = f"`model` there is (or returned) an object of type {type(found).__name__}, not an elbox.bayes.Model"
     else:
         public = {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, ModuleType)}
         models = [k for k, v in public.items() if isinstance(v, Model)]
@@ -192,7 +192,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ElboxError(f"{refused} ({err})") from None
+        raise ElboxError(_with_cause(refused, err)) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ElboxError(f"the data file {path} holds one unnamed .npy array: save named arrays with "
                          "np.savez(path, y=y, X=X)")  # fmt: skip
@@ -200,7 +200,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         try:
             return {name: archive[name] for name in archive.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            raise ElboxError(f"{refused} ({err})") from None
+            raise ElboxError(_with_cause(refused, err)) from None
+
+
+def _with_cause(message: str, err: Exception) -> str:
+    # NumPy's own words on a pickle suggest loading it unsafely: advice that elbox does not give
+    return message if "pickle" in str(err).lower() else f"{message} ({err})"
 
 
 def _read_table(path: Path) -> dict[str, np.ndarray]:
@@ -301,11 +306,11 @@ def check_data(model: Model, data: Mapping[str, Any], source: str = "the data") 
     keys = sorted(data)
     missing = [name for name in model.observed if name not in data]
     if missing:
-        raise ElboxError(f"the model {model.name} observes {missing}, which {source} lacks (it has {keys}): add "
+        raise ElboxError(f"the model {model.name!r} observes {missing}, which {source} lacks (it has {keys}): add "
                          "them to the data file, or correct the names in the model's `observed`")  # fmt: skip
     lengths = {name: len(np.asarray(data[name])) if np.ndim(data[name]) else None for name in model.observed}
     if len(set(lengths.values())) > 1:
-        raise ElboxError(f"the model {model.name} observes arrays with one row per observation, but their first "
+        raise ElboxError(f"the model {model.name!r} observes arrays with one row per observation, but their first "
                          f"dimensions in {source} differ: {lengths}; fix the data, or the model's `observed`")
     prepared, _ = model.prepare(data)
     params, _ = model.constrain(torch.zeros(1, model.dim, dtype=torch.float64))
@@ -315,7 +320,7 @@ def check_data(model: Model, data: Mapping[str, Any], source: str = "the data") 
         name = err.args[0] if err.args else err
         if name in params:
             raise
-        raise ElboxError(f"the model {model.name} reads the data item {name!r}, which {source} lacks (it has {keys}; "
+        raise ElboxError(f"the model {model.name!r} reads the data item {name!r}, which {source} lacks (it has {keys}; "
                          f"the parameters are {list(model.params)}): add {name!r} to the data file, or correct "
                          "the name in the model") from None  # fmt: skip
     except (RuntimeError, IndexError, ValueError) as err:
@@ -325,7 +330,7 @@ def check_data(model: Model, data: Mapping[str, Any], source: str = "the data") 
             raise
         what = ("a value outside the support of one of its distributions" if isinstance(err, ValueError)
                 else "arrays whose shapes do not fit together")  # fmt: skip
-        raise ElboxError(f"the model {model.name} fails on {source}: {what} ({text}). The data's shapes are {shapes} "
+        raise ElboxError(f"the model {model.name!r} fails on {source}: {what} ({text}). The data's shapes are {shapes} "
                          "and each parameter arrives as [K, *shape] with K particles first; fix the data file "
                          "(or the model)") from None  # fmt: skip
 
