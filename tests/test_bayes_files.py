@@ -58,6 +58,28 @@ def test_json_takes_posteriordb_layout_with_scalars_and_integers(tmp_path):
     assert data["n"].shape == (2, 2) and data["n"].dtype == np.int64
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "phrase"),
+    [
+        ("data.json", '{"y": [1, 2], "label": "a"}', "'label' as \"a\": every item must be a number"),
+        ("data.json", '{"y": [[1, 2], [3]]}', "rectangular (nested) list"),
+        ("data.json", "[1, 2, 3]", "a JSON list, not an object"),
+        ("data.json", "{y: 1}", "not valid JSON"),
+        ("data.csv", "y,group\n1.0,a\n2.0,b\n", "'group' of"),
+        ("data.csv", "y,x\n1.0,\n2.0,3.0\n", "'x' of"),
+        ("data.csv", "y,X[0],X[2]\n1,2,3\n", "no gap"),
+        ("data.txt", "1 2 3", "ends in .txt"),
+        ("data.npz", b"\x93NUMPY not really", "not an .npz archive"),
+    ],
+)
+def test_data_files_that_are_refused(tmp_path, name, content, phrase):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ElboxError) as e:
+        load_data_file(path)
+    assert phrase in str(e.value) and "\n" not in str(e.value)
+
+
 def test_the_same_fit_from_every_format(tmp_path, capsys):
     """One data set written as .json, .npz, .csv and .parquet gives the same fit, number for number."""
     (tmp_path / "model.py").write_text(REGRESSION)
@@ -86,6 +108,10 @@ def test_model_file_conventions(tmp_path):
     model = bayes.load_model_file(tmp_path / "shaped" / "model.py", {"X": np.zeros((5, 7))})
     assert model.dim == 7 and model.name == "shaped"
     check_data(model, {"X": np.zeros((5, 7)), "y": np.zeros(5)})
+    (tmp_path / "helpers.py").write_text("DIM = 5\n")  # a module beside the model file imports as in `python model.py`
+    (tmp_path / "uses.py").write_text("from helpers import DIM\n" + REGRESSION.replace("Param(3)", "Param(DIM)"))
+    path_before = list(sys.path)
+    assert bayes.load_model_file(tmp_path / "uses.py").dim == 5 and sys.path == path_before
     with pytest.raises(ElboxError, match="fails on"):
         check_data(model, data)  # 3 columns where the model has 7 coefficients
 
@@ -101,7 +127,7 @@ def _pickle_bomb(path: Path, marker: Path) -> None:
 def _refusals(tmp: Path) -> dict[str, tuple[list[object], str]]:
     """name -> (arguments after `fit`, a phrase the one paragraph must hold)."""
     (tmp / "model.py").write_text(REGRESSION)
-    (tmp / "none.py").write_text("import math\nSCALE = 2.0\n\ndef helper():\n    return math.pi\n")
+    (tmp / "none.py").write_text("import math\nfrom math import sqrt\nSCALE = 2.0\ndef helper():\n    return sqrt(2)\n")
     (tmp / "three.py").write_text("model = 3\n")
     (tmp / "renamed.py").write_text(REGRESSION.replace("model = bayes", "regression = bayes"))
     (tmp / "reads.py").write_text(REGRESSION.replace('observed=("X", "y")', 'observed=("y",)')
@@ -116,7 +142,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[list[object], str]]:
     np.savez(tmp / "objects.npz", y=np.array([{"a": 1}, None], dtype=object))
     (tmp / "folder").mkdir()
     return {
-        "no model": ([tmp / "none.py", "--data", tmp / "good.npz"], "no `model`; it defines SCALE (float), helper"),
+        "no model": ([tmp / "none.py"], "no `model`; it defines SCALE (float), helper (function)."),
         "not a Model": ([tmp / "three.py"], "`model` there is (or returned) an object of type int"),
         "other name": ([tmp / "renamed.py"], "defines a Model named regression but none named `model`"),
         "observed missing": ([tmp / "model.py", "--data", tmp / "no_y.csv"], "observes ['y'], which the data file"),

@@ -89,12 +89,15 @@ def _execute(path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ElboxError(f"Python cannot load {path} as a module: give a .py file that defines `model`")
     module = importlib.util.module_from_spec(spec)
-    # registered while it runs, as an import would: dataclasses and pickling look the module up by name
+    # registered while it runs, as an import would: dataclasses and pickling look the module up by name;
+    # its folder first on sys.path while it runs, as `python model.py` has it, for helpers beside it
     sys.modules[name] = module
+    sys.path.insert(0, str(path.parent.resolve()))
     try:
         spec.loader.exec_module(module)
     finally:
         sys.modules.pop(name, None)
+        sys.path.remove(str(path.parent.resolve()))
     return module
 
 
@@ -122,11 +125,20 @@ def _takes_an_argument(f: Any) -> bool:
     return any(p.kind in positional or p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
+def _defined_in(value: Any, module: ModuleType) -> bool:
+    """Whether the file made ``value`` rather than imported it (a module, or a class or function from elsewhere)."""
+    if isinstance(value, ModuleType):
+        return False
+    if inspect.isclass(value) or inspect.isroutine(value):
+        return getattr(value, "__module__", None) == module.__name__
+    return True
+
+
 def _no_model_message(path: Path, module: ModuleType, found: Any) -> str:
     if found is not None:
         what = f"`model` there is (or returned) an object of type {type(found).__name__}, not an elbox.bayes.Model"
     else:
-        public = {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, ModuleType)}
+        public = {k: v for k, v in vars(module).items() if not k.startswith("_") and _defined_in(v, module)}
         models = [k for k, v in public.items() if isinstance(v, Model)]
         listed = ", ".join(f"{k} ({type(v).__name__})" for k, v in list(public.items())[:12]) or "nothing"
         what = (f"it defines a Model named {', '.join(models)} but none named `model`" if models
