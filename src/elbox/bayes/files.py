@@ -283,7 +283,11 @@ def write_data_file(path: str | Path, arrays: Mapping[str, Any]) -> Path:
         np.savez(path, **arrays)
     elif suffix in (".csv", ".parquet"):
         frame = _frame(arrays)
-        frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+        try:
+            frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+        except ImportError as err:
+            message = f"writing {path} needs a Parquet engine ({err}): pip install pyarrow, or write .csv"
+            raise ElboxError(message) from None
     else:
         raise ElboxError(f"cannot write {path}: give a path ending in {', '.join(DATA_SUFFIXES)}")
     return path
