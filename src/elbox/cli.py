@@ -503,10 +503,18 @@ def fit(
     model: Annotated[
         str,
         typer.Argument(
-            help="A built-in model: eight_schools_noncentered, eight_schools_centered, kilpisjarvi, blr, diamonds, "
-            "low_dim_gauss_mix, hmm_example (posteriordb names such as sblrc-blr work too)."
+            help="A model file (model.py defining `model`, a bayes.Model or a function of the data returning one; "
+            "it is executed) or a built-in model: eight_schools_noncentered, eight_schools_centered, kilpisjarvi, "
+            "blr, diamonds, low_dim_gauss_mix, hmm_example (posteriordb names such as sblrc-blr work too)."
         ),
     ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model file's data: .json (posteriordb's layout), .npz, or a table (.csv, .parquet) whose "
+            "columns are arrays; never executed."
+        ),
+    ] = None,
     family: Annotated[
         str,
         typer.Option(
@@ -544,14 +552,20 @@ def fit(
     from . import bayes
     from .bayes.report import describe, write_run
 
-    reference = bayes.load(model, posteriordb)
+    if bayes.is_model_file(model):
+        reference = bayes.load_files(model, data)
+    elif data is not None:
+        raise ElboxError(f"--data goes with a model file, and {model!r} is a built-in model with its own data: "
+                         "give a model file (model.py), or leave out --data")  # fmt: skip
+    else:
+        reference = bayes.load(model, posteriordb)
     posterior = bayes.fit(reference.model, reference.data, family=family, steps=steps, particles=particles, lr=lr,
                           seed=seed, progress=progress, optimizer=optimizer)  # fmt: skip
     comparison = None
     if reference.draws is not None:
         comparison = bayes.compare(posterior.columns(10_000, seed=seed + 1), reference.draws)
     typer.echo(describe(posterior, comparison))
-    if comparison is None:
+    if comparison is None and not bayes.is_model_file(model):
         typer.echo("\n(No reference draws found to compare with: pass --posteriordb DIR or set ELBOX_POSTERIORDB.)")
     if out is not None:
         extra = {"comparison": comparison.to_dict()} if comparison is not None else None

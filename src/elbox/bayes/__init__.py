@@ -30,6 +30,7 @@ verdict: DO NOT TRUST
 """
 
 from .diagnostics import Diagnostics, diagnose, verdict
+from .files import is_model_file, load_data_file, load_files, load_model_file, write_data_file
 from .fitting import AUTO, FLOW, LAPLACE, Convergence, fit
 from .laplace import Start, find_start
 from .model import Model, Param, ordered, positive_ordered
@@ -56,9 +57,14 @@ __all__ = [
     "eight_schools",
     "find_start",
     "fit",
+    "is_model_file",
     "linear_regression",
     "load",
+    "load_data_file",
+    "load_files",
+    "load_model_file",
     "ordered",
     "positive_ordered",
     "verdict",
+    "write_data_file",
 ]
