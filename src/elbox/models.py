@@ -81,6 +81,8 @@ class VAEConfig:
             half of ``latent_dim``.
         top_hidden: the widths between the two layers for ``hvae``; default half of ``hidden``.
             Burda et al.'s 784-200-200-100-100-100-50 is ``latent_dim=100`` with the defaults.
+        columns: for ``likelihood="table"``, each column's likelihood (``likelihoods.Table``); filled in from
+            a table's schema (``data.tables``).
     """
 
     data_dim: int | None = None
@@ -103,9 +105,11 @@ class VAEConfig:
     prior: str = "standard"
     top_latent_dim: int | None = None
     top_hidden: tuple[int, ...] | None = None
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
+        self.columns = None if self.columns is None else tuple(self.columns)
         self.image_shape = None if self.image_shape is None else tuple(self.image_shape)
         problems = []
         if self.latent_dim < 1:
@@ -198,8 +202,9 @@ class VAEConfig:
     def to_dict(self) -> dict:
         shape = None if self.image_shape is None else list(self.image_shape)
         top = None if self.top_hidden is None else list(self.top_hidden)
+        columns = None if self.columns is None else list(self.columns)
         return {**asdict(self), "hidden": list(self.hidden), "channels": list(self.channels), "image_shape": shape,
-                "top_hidden": top}  # fmt: skip
+                "top_hidden": top, "columns": columns}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
@@ -312,15 +317,19 @@ class VAE(nn.Module):
         self.config = config
         c = config.classes if self.conditional else 0
         x, h, act = config.data_dim, list(config.hidden), config.activation
-        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
-        m = likelihood.outputs_per_dim  # decoder outputs per data dimension
-        self.encoder = _family(config, x + c)
+        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale, dim=x,
+                                     columns=config.columns)  # fmt: skip
+        # a table's likelihood says its own widths: what the encoder reads, what the decoder outputs
+        self._features = getattr(likelihood, "features", None)
+        outputs = getattr(likelihood, "outputs", None) or x * likelihood.outputs_per_dim
+        m = likelihood.outputs_per_dim if hasattr(likelihood, "outputs_per_dim") else 1
+        self.encoder = _family(config, getattr(likelihood, "input_width", x) + c)
         self.prior = _prior(config, self.encoder)
         w = self.encoder.width + c  # the decoder takes z and the one-hot label
         if config.network == "conv":
             self.decoder = ConvDecoder([w, *reversed(h)], config.image_shape, config.channels, m, act)
         else:
-            self.decoder = mlp([w, *reversed(h), x * m], act)
+            self.decoder = mlp([w, *reversed(h), outputs], act)
         self.likelihood = likelihood
 
     def _given(self, inputs: Tensor, y: Tensor | None) -> Tensor:
@@ -339,7 +348,12 @@ class VAE(nn.Module):
         return self.prior()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
-        """q(z | x) (or q(z | x, y)): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``."""
+        """q(z | x) (or q(z | x, y)): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``.
+
+        A table's rows are read through its likelihood's ``features`` (missing values zero-filled, with
+        the mask of observed entries)."""
+        if self._features is not None:
+            x = self._features(x)
         return self.encoder(self._given(x, y))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:

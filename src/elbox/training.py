@@ -9,6 +9,7 @@ the run folder, checkpoints, metrics and a progress bar.
 import math
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,7 +127,25 @@ class Setup(NamedTuple):
     model: VAE
 
 
+def _resolve_table(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAEConfig:
+    """A table's model: one likelihood per column, from the schema; the options that need images or labels refused."""
+    problems = []
+    if model.likelihood not in ("auto", "table"):
+        problems.append(f"--likelihood {model.likelihood} (a table has one likelihood per column, set by its schema: "
+                        "leave --likelihood out, or declare column kinds with --schema)")  # fmt: skip
+    if binarized:
+        problems.append("--binarize (it draws pixels; a table's binary columns are modelled as they are)")
+    if model.model != "vae" or model.network != "mlp" or model.prior.startswith("vamp"):
+        problems.append(f"--model {model.model} --network {model.network} --prior {model.prior} (tables train "
+                        "--model vae with --network mlp, and a standard or mog prior)")  # fmt: skip
+    if problems:
+        raise ElboxError(f"the data {dataset.name} are a table, which does not take " + "; ".join(problems) + ".")
+    return replace(model, data_dim=dataset.dim, likelihood="table", columns=dataset.schema.specs)
+
+
 def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAEConfig:
+    if dataset.schema is not None:
+        return _resolve_table(model, dataset, binarized)
     likelihood, levels = model.likelihood, model.levels
     if likelihood == "auto":
         if binarized or dataset.levels == 1:
@@ -482,7 +501,8 @@ def _checkpoint(
 def _dataset_info(setup: Setup) -> dict[str, Any]:
     d = setup.dataset
     sizes = {name: int(x.shape[0]) for name, x in setup.splits.items()}
-    return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes}
+    table = {} if d.schema is None else {"schema": d.schema.to_dict()}  # the user's units, for a reloaded run
+    return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes} | table
 
 
 def _start(
@@ -755,6 +775,9 @@ def train(
         model = base.pop("model", {}) | {k: v for k, v in options.items() if k in VAEConfig.__dataclass_fields__}
         base |= {k: v for k, v in options.items() if k not in VAEConfig.__dataclass_fields__} | {"model": model}
     setup = prepare(TrainConfig.from_dict(base))
+    if setup.dataset.schema is not None and progress is not False and world().main:
+        # what was inferred of each column, for the user to check (and to declare otherwise with --schema)
+        print(f"columns of {setup.dataset.name}:\n{setup.dataset.schema.describe()}", file=sys.stderr)
     chosen, problem = None, None
     if world().main:  # one rank makes the folder; the others learn its name, or the reason it failed
         try:
