@@ -461,9 +461,8 @@ def embed(
     x, labels = _labelled(r, split)
     if out is not None:
         from .data import write_table
-        from .impute import embed_table
-
         from .data.tables import split_rows
+        from .impute import embed_table
 
         rows = split_rows(sum(r.info["dataset"]["sizes"].values()), r.config.data)[split]  # the file's row numbers
         frame = embed_table(r.model, x, index=rows if r.schema is not None else None)

@@ -22,6 +22,7 @@ from .errors import ElboxError
 
 __all__ = [
     "LIKELIHOODS",
+    "TABLE",
     "Bernoulli",
     "Binomial",
     "Categorical",
@@ -485,7 +486,8 @@ class Categorical(nn.Module):
 
 
 LIKELIHOODS = ("bernoulli", "binomial", "gaussian", "continuous-bernoulli", "gaussian-pixel", "logistic", "categorical",
-               "poisson", "negative-binomial", "zinb", "table")  # fmt: skip
+               "poisson", "negative-binomial", "zinb")  # fmt: skip
+TABLE = "table"  # one likelihood per column of a table (``Table``), chosen from the data's schema, not by name
 GRID_LIKELIHOODS = ("binomial", "logistic", "categorical")  # pmfs on k / levels: they need ``levels``
 
 
@@ -500,8 +502,8 @@ def make_likelihood(
     """Build a likelihood by name: ``bernoulli``, ``binomial``, ``logistic`` or ``categorical`` (these
     three with ``levels``), ``gaussian`` (one scale: fixed, or learned), ``gaussian-pixel`` (a scale
     per pixel from the decoder) or ``continuous-bernoulli``; for counts ``poisson``, ``negative-binomial``
-    and ``zinb`` (these two with ``dim``, X, for a dispersion per dimension); ``table`` (with ``columns``,
-    one likelihood spec per column: ``Table``).
+    and ``zinb`` (these two with ``dim``, X, for a dispersion per dimension, else one shared); ``table``
+    (with ``columns``, one likelihood spec per column: ``Table``).
 
     Each has ``outputs_per_dim``, the decoder outputs it reads per data dimension.
     """
@@ -524,8 +526,6 @@ def make_likelihood(
     if name == "poisson":
         return Poisson()
     if name in ("negative-binomial", "zinb"):
-        if dim is None:
-            raise ElboxError(f"the {name} likelihood learns a dispersion per data dimension: give dim.")
         return NegativeBinomial(dim, zero_inflated=name == "zinb")
     if name == "table":
         if not columns:
@@ -614,15 +614,15 @@ class NegativeBinomial(nn.Module):
     ``zero_inflated`` the decoder also gives the zero-inflation logits (``[..., 2 X]``): the ZINB.
 
     Args:
-        dim: X, the data dimensions (one theta each).
+        dim: X, the data dimensions (one theta each); None: one theta shared by all.
         zero_inflated: the ZINB (``NegativeBinomialMean``).
     """
 
-    def __init__(self, dim: int, *, zero_inflated: bool = False) -> None:
+    def __init__(self, dim: int | None = None, *, zero_inflated: bool = False) -> None:
         super().__init__()
         self.zero_inflated = zero_inflated
         self.outputs_per_dim = 2 if zero_inflated else 1
-        self.raw_theta = nn.Parameter(torch.full((dim,), 0.5413))  # softplus(0.5413) + 1e-4 ~ 1
+        self.raw_theta = nn.Parameter(torch.full((dim or 1,), 0.5413))  # softplus(0.5413) + 1e-4 ~ 1
 
     @property
     def theta(self) -> Tensor:

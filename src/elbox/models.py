@@ -24,7 +24,7 @@ from .families import (
     stop_gradient,
 )  # fmt: skip
 from .hierarchical import UNBOUNDED, HierarchicalVAE
-from .likelihoods import LIKELIHOODS, make_likelihood
+from .likelihoods import LIKELIHOODS, TABLE, make_likelihood
 from .networks import ACTIVATIONS, ConvDecoder, ConvEncoder, mlp
 from .priors import (
     ClassPrior,
@@ -118,7 +118,7 @@ class VAEConfig:
             problems.append(f"hidden widths must be positive, got {list(self.hidden)}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.likelihood not in (*LIKELIHOODS, "auto"):
+        if self.likelihood not in (*LIKELIHOODS, TABLE, "auto"):
             problems.append(f"likelihood must be auto or one of {LIKELIHOODS}, got {self.likelihood!r}")
         try:
             check_family_name(self.family)
