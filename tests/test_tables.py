@@ -190,3 +190,12 @@ def test_the_imputed_conditional_mean_matches_the_exact_gaussian_conditional():
     assert torch.equal(reps[:, ~missing], x[~missing].expand(12, -1))  # observed values untouched
     assert (se[missing] < 0.02).all()  # precise enough that a wrong weighting would show
     assert ((mean - exact)[missing].abs() <= 4 * se[missing] + 1e-3).all(), (mean[missing], exact[missing])
+
+
+def test_a_parquet_table_loads_like_its_csv(tmp_path):
+    pytest.importorskip("pyarrow", reason="Parquet needs the optional pyarrow (pip install 'elbox[parquet]')")
+    frame = _crafted()
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    csv, parquet = load_dataset(str(tmp_path / "t.csv")), load_dataset(str(tmp_path / "t.parquet"))
+    assert csv.schema == parquet.schema and torch.equal(csv.train, parquet.train)
