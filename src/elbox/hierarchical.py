@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["UNBOUNDED", "Chain", "ChainPrior", "HierarchicalVAE"]
 
-UNBOUNDED = ("gaussian", "gaussian-pixel")  # likelihoods of data outside [0, 1]: VampPrior inputs left free
+# likelihoods of data outside [0, 1]: VampPrior inputs left free
+UNBOUNDED = ("gaussian", "gaussian-pixel", "poisson", "negative-binomial", "zinb")
 
 _SCALAR = torch.Size()
 
