@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from elbox import data
 from elbox.data import DATASETS, Dataset, binarize, default_data_dir, load_dataset, read_amat, read_idx
+from elbox.data import named as data
 from elbox.errors import ElboxError
 
 

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "elbox.models": 3,
     "elbox.data": 4, "elbox.train.config": 4,
     "elbox.runs": 5,
-    "elbox.train": 6, "elbox.evaluation": 6, "elbox.bayes": 6, "elbox.tables": 6, "elbox.optim": 1,
+    "elbox.train": 6, "elbox.evaluation": 6, "elbox.bayes": 6, "elbox.impute": 6, "elbox.optim": 1,
     "elbox.plots": 7, "elbox.tensorboard": 7, "elbox.hooks": 7,
     "elbox.report": 8, "elbox.bayes.report": 8,
     "elbox.flags": 9, "elbox.cli": 9, "elbox.__main__": 9, "elbox": 9,

@@ -21,8 +21,12 @@ from elbox.likelihoods import (
     ContinuousBernoulli,
     DiscretizedLogistic,
     Gaussian,
+    NegativeBinomial,
+    NegativeBinomialMean,
     PixelGaussian,
+    Poisson,
     StableContinuousBernoulli,
+    Table,
     make_likelihood,
 )
 from elbox.runs import load_run
@@ -85,7 +89,7 @@ def test_data_inside_the_support_passes():
 
 def test_unknown_or_incomplete_likelihoods_are_refused():
     with pytest.raises(ElboxError, match="unknown likelihood"):
-        make_likelihood("poisson")
+        make_likelihood("student-t")
     with pytest.raises(ElboxError, match="levels"):
         make_likelihood("binomial")
 
@@ -322,3 +326,90 @@ def test_a_vae_with_the_likelihood_trains_on_digits_saves_loads_and_samples(tmp_
     assert samples.shape == (5, 64) and torch.isfinite(samples).all()
     if name != "gaussian-pixel":  # the mean of a distribution on [0, 1] lies in [0, 1]
         assert samples.min() >= 0 and samples.max() <= 1
+
+
+# ----------------------------------------------------------------- counts and tables
+
+
+def test_poisson_matches_scipy_and_sums_to_one():
+    log_rate = torch.tensor([[-1.0, 0.5, 2.0]], dtype=torch.float64)
+    k = torch.arange(200, dtype=torch.float64)[:, None, None].expand(200, 1, 3)  # [200, 1, 3]
+    lp = Poisson()(log_rate).base_dist.log_prob(k)
+    assert torch.allclose(lp, torch.from_numpy(scipy.stats.poisson.logpmf(k.numpy(), log_rate.exp().numpy())))
+    assert torch.allclose(lp.exp().sum(0), torch.ones(1, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("zero_inflated", [False, True])
+def test_negative_binomial_and_zinb_match_scipy_and_sum_to_one(zero_inflated):
+    mu, theta, pi = np.array([0.3, 4.0, 20.0]), np.array([0.5, 2.0, 30.0]), np.array([0.2, 0.01, 0.7])
+    k = np.arange(3000)[:, None]
+    d = NegativeBinomialMean(torch.tensor(np.log(mu)), torch.tensor(theta),
+                             torch.tensor(np.log(pi / (1 - pi))) if zero_inflated else None)  # fmt: skip
+    lp = d.log_prob(torch.tensor(k, dtype=torch.float64)).numpy()
+    nb = scipy.stats.nbinom.pmf(k, theta, theta / (theta + mu))  # scipy's n = theta, p = theta / (theta + mu)
+    expected = np.where(k == 0, pi + (1 - pi) * nb, (1 - pi) * nb) if zero_inflated else nb
+    assert np.allclose(np.exp(lp), expected, rtol=1e-9, atol=1e-300)
+    assert np.allclose(np.exp(lp).sum(0), 1.0)
+    assert np.allclose(d.mean.numpy(), (1 - pi) * mu if zero_inflated else mu)
+
+
+def test_count_likelihoods_refuse_non_counts():
+    for like in (Poisson(), NegativeBinomial(2), NegativeBinomial(2, zero_inflated=True)):
+        like.check(torch.tensor([[0.0, 3.0]]))
+        with pytest.raises(ElboxError, match="counts"):
+            like.check(torch.tensor([[0.0, 1.5]]))
+
+
+TABLE_SPECS = ("gaussian", "bernoulli", "categorical:3", "poisson", "negative-binomial", "zinb")
+
+
+def _table_out(lik: Table, batch: tuple[int, ...] = (4,)) -> torch.Tensor:
+    return torch.randn(*batch, lik.outputs, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def _rows() -> torch.Tensor:
+    rows = [[0.3, 1.0, 2.0, 4.0, 0.0, 7.0], [-1.2, 0.0, 0.0, 0.0, 3.0, 0.0],
+            [2.0, 1.0, 1.0, 1.0, 1.0, 2.0], [0.0, 0.0, 2.0, 9.0, 5.0, 0.0]]  # fmt: skip
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_a_mixed_table_log_likelihood_is_the_sum_of_its_columns():
+    lik = Table(TABLE_SPECS).double()
+    out, x = _table_out(lik), _rows()
+    total = lik(out).log_prob(x)
+    # each column by hand, from the decoder outputs laid out column by column: 1, 1, 3, 1, 1, 2
+    scale = torch.nn.functional.softplus(lik.raw_scale) + 1e-3
+    theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
+    parts = [
+        torch.distributions.Normal(out[:, 0], scale[0]).log_prob(x[:, 0]),
+        torch.distributions.Bernoulli(logits=out[:, 1]).log_prob(x[:, 1]),
+        torch.distributions.Categorical(logits=out[:, 2:5]).log_prob(x[:, 2].long()),
+        torch.distributions.Poisson(out[:, 5].exp()).log_prob(x[:, 3]),
+        NegativeBinomialMean(out[:, 6], theta[0]).log_prob(x[:, 4]),
+        NegativeBinomialMean(out[:, 7], theta[1], out[:, 8]).log_prob(x[:, 5]),
+    ]
+    assert torch.allclose(total, sum(parts))
+    assert torch.allclose(lik(out).log_prob_columns(x), torch.stack(parts, -1))
+
+
+def test_a_table_likelihood_ignores_exactly_the_missing_entries():
+    lik = Table(TABLE_SPECS).double()
+    out, x = _table_out(lik), _rows()
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) > 0.4
+    p = lik(out)
+    base = p.log_prob_columns(x, mask)
+    for placeholder in (0.0, 1.0, 2.0, 17.0):  # any value under a False leaves log p as it is
+        assert torch.equal(p.log_prob_columns(torch.where(mask, x, placeholder), mask), base)
+    assert torch.equal(p.log_prob(torch.where(mask, x, float("nan"))), base.sum(-1))  # NaN is the mask in a batch
+    assert torch.equal(base, torch.where(mask, p.log_prob_columns(x), 0.0))  # the observed entries are untouched
+    assert not torch.equal(p.log_prob(x), base.sum(-1))  # and the missing ones did count before
+
+
+def test_a_table_likelihood_broadcasts_particles_and_gets_gradients_through_missing_rows():
+    vae = VAE(VAEConfig(data_dim=6, latent_dim=2, hidden=(8,), likelihood="table", columns=TABLE_SPECS))
+    x = _rows().float()
+    x[0, 0] = x[1, 2] = x[3, 5] = float("nan")
+    log_w = vae.log_weights(x, 5)
+    assert log_w.shape == (5, 4) and torch.isfinite(log_w).all()
+    log_w.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in vae.parameters() if p.requires_grad)

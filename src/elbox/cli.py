@@ -55,6 +55,9 @@ Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to writ
 Progress = Annotated[
     bool | None, typer.Option("--progress/--no-progress", help="Progress bar. \\[default: on a terminal]")
 ]
+TableOut = Annotated[
+    Path | None, typer.Option("--out", help="A table's numbers to write, in its units: .csv, .parquet or .npy.")
+]
 Report = Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html at the end (no evaluation).")]
 
 
@@ -66,9 +69,13 @@ def train(
     ] = None,
     data: Annotated[
         str | None,
-        typer.Option(help="digits (embedded), binarized-mnist, mnist, fashion-mnist, or a .npy/.npz file."),
+        typer.Option(help="digits (embedded), binarized-mnist, mnist, fashion-mnist, a .npy/.npz file, or a "
+                     ".csv/.parquet table."),
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files.")] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="A table's column kinds: a JSON or TOML file (README, Tables).")
+    ] = None,
     download: Annotated[
         bool | None, typer.Option("--download", help="Fetch missing data files (needs a network).")
     ] = None,
@@ -211,7 +218,7 @@ def train(
     else:
         options = read_config_file(config) if config is not None else {}
         flags = dict(
-            data=data, data_dir=data_dir, download=download, binarize=binarize, epochs=epochs,
+            data=data, data_dir=data_dir, schema=schema, download=download, binarize=binarize, epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, k=k, analytic_kl=None if mc_kl is None else not mc_kl,
             objective=objective, alpha=alpha, estimator=estimator, beta=beta, kl_warmup=kl_warmup,
             kl_cycles=kl_cycles, free_bits=free_bits, tensorboard=tensorboard, max_nonfinite=max_nonfinite,
@@ -334,11 +341,19 @@ def sample(
     condition: Annotated[
         int | None, typer.Option(help="A conditional VAE (--model cvae) draws given this class label.")
     ] = None,
+    out: TableOut = None,
 ) -> None:
-    """Decode draws z ~ p(z), the model's prior (or p(z | y) given --condition), into an image grid."""
+    """Decode draws z ~ p(z), the model's prior (or p(z | y) given --condition), into an image grid; for a
+    table, --out FILE writes rows x ~ p(x | z) in its units and column names (.csv, .parquet or .npy)."""
     from . import plots
 
     r = _load(run, checkpoint)
+    if out is not None:
+        from .data import write_table
+        from .impute import sample_table
+
+        typer.echo(f"wrote {write_table(sample_table(r, n, seed), out)}")
+        return
     figure = plots.samples(r.model, n, r.image_shape, seed, condition=condition)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
 
@@ -350,12 +365,20 @@ def reconstruct(
     split: Split = "test",
     output: Output = None,
     checkpoint: Checkpoint = "last",
+    out: TableOut = None,
 ) -> None:
-    """Show inputs above their reconstructions (the mean of p(x | z) at the mean of q(z | x))."""
+    """Show inputs above their reconstructions (the mean of p(x | z) at the mean of q(z | x)); for a table,
+    --out FILE writes the first n rows' reconstructions in its units."""
     from . import plots
 
     r = _load(run, checkpoint)
     x, labels = _labelled(r, split)
+    if out is not None:
+        from .data import write_table
+        from .impute import reconstruct_table
+
+        typer.echo(f"wrote {write_table(reconstruct_table(r, x[:n]), out)}")
+        return
     given = plots.spread(labels, n) if r.model.needs_labels and labels is not None else None
     figure = plots.reconstructions(r.model, plots.spread(x, n), r.image_shape, labels=given)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
@@ -430,15 +453,47 @@ def embed(
     split: Split = "test",
     output: Output = None,
     checkpoint: Checkpoint = "last",
+    out: TableOut = None,
 ) -> None:
-    """Scatter the posterior means E_q[z | x] in 2-D (PCA beyond two dimensions), coloured by label."""
+    """Scatter the posterior means E_q[z | x] in 2-D (PCA beyond two dimensions), coloured by label; --out FILE
+    writes the means of every row of the split (z0, z1, ...) with the row's index in it."""
     from . import plots
 
     r = _load(run, checkpoint)
     x, labels = _labelled(r, split)
+    if out is not None:
+        from .data import write_table
+        from .data.tables import split_rows
+        from .impute import embed_table
+
+        rows = split_rows(sum(r.info["dataset"]["sizes"].values()), r.config.data)[split]  # the file's row numbers
+        frame = embed_table(r.model, x, index=rows if r.schema is not None else None)
+        typer.echo(f"wrote {write_table(frame.rename_axis('row').reset_index(), out)}")
+        return
     labels = None if labels is None else plots.spread(labels, n)  # spread picks the same rows of both
     figure = plots.embedding(r.model, plots.spread(x, n), labels)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'embedding.png'))}")
+
+
+@_command
+def impute(
+    run: Run,
+    data: Annotated[Path, typer.Option(help="The table (.csv, .parquet) whose empty cells to fill.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the filled table: .csv, .parquet or .npy.")],
+    draws: Annotated[
+        int | None, typer.Option(min=1, help="M multiple imputations (sampling-importance-resampling), stacked "
+                                 "with a column 'imputation'. \\[default: one, the conditional mean]")
+    ] = None,
+    k: Annotated[int, typer.Option(min=1, help="Draws of q(z | x_obs) per row (importance weights).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    checkpoint: Checkpoint = "last",
+) -> None:
+    """Fill a table's missing values with a run's model (MIWAE); observed values are never changed."""
+    from .data import write_table
+    from .impute import impute_table
+
+    filled = impute_table(_load(run, checkpoint), str(data), k=k, draws=draws, seed=seed)
+    typer.echo(f"wrote {write_table(filled, out)}")
 
 
 def _ints(text: str, option: str) -> list[int]:

@@ -7,6 +7,7 @@ categorical over n + 1 levels) and returns a distribution with event shape ``[X]
 """
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -23,6 +24,7 @@ from .errors import ElboxError
 __all__ = [
     "GRID_LIKELIHOODS",
     "LIKELIHOODS",
+    "TABLE",
     "UNBOUNDED",
     "Bernoulli",
     "Binomial",
@@ -35,8 +37,14 @@ __all__ = [
     "GreyLevels",
     "IndependentBernoulli",
     "Likelihood",
+    "NegativeBinomial",
+    "NegativeBinomialMean",
     "PixelGaussian",
+    "Poisson",
     "StableContinuousBernoulli",
+    "Table",
+    "TableDistribution",
+    "ZeroInflatedNegativeBinomial",
     "make_likelihood",
 ]
 
@@ -62,7 +70,7 @@ class Likelihood(nn.Module):
     grid: ClassVar[bool] = False
 
     @classmethod
-    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
+    def from_settings(cls, *, levels: int | None, scale: float | None, dim: int | None) -> "Likelihood":
         """The likelihood that ``make_likelihood``'s settings give: ``levels`` for a grid pmf, else none."""
         return cls(levels) if cls.grid else cls()
 
@@ -198,7 +206,7 @@ class Gaussian(Likelihood):
     outputs_per_dim = 1
 
     @classmethod
-    def from_settings(cls, *, levels: int | None, scale: float | None) -> "Likelihood":
+    def from_settings(cls, *, levels: int | None, scale: float | None, dim: int | None) -> "Likelihood":
         return cls(scale)
 
     def __init__(self, scale: float | None = None, *, min_scale: float = 1e-3) -> None:
@@ -504,6 +512,284 @@ class Categorical(Likelihood):
         return f"levels={self.levels}"
 
 
+# ------------------------------------------------------------------ counts, and tables of mixed columns
+
+
+class NegativeBinomialMean(Distribution):
+    """The negative binomial by its mean mu and inverse dispersion theta (scvi-tools' NB), with an
+    optional zero-inflation: a pmf on the counts 0, 1, 2, ...
+
+        NB(x; mu, theta) = Gamma(x + theta) / (Gamma(theta) x!) (theta / (theta + mu))^theta
+                           (mu / (theta + mu))^x,        mean mu, variance mu + mu^2 / theta,
+
+    the Gamma(theta, theta / mu)-mixture of Poissons. With ``zero_logits`` (pi = sigmoid) it is
+    the zero-inflated NB of scVI (Lopez et al. 2018): P(0) = pi + (1 - pi) NB(0), P(x > 0) =
+    (1 - pi) NB(x). Batch shape that of ``log_mean``, event ``[]``.
+    """
+
+    arg_constraints = {"log_mean": constraints.real, "theta": constraints.positive}  # noqa: RUF012 (torch's)
+    support = constraints.nonnegative_integer
+
+    def __init__(self, log_mean: Tensor, theta: Tensor, zero_logits: Tensor | None = None) -> None:
+        self.log_mean, self.zero_logits = log_mean, zero_logits
+        self.theta = theta.expand_as(log_mean)
+        super().__init__(log_mean.shape, validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        theta = self.theta
+        log_theta_mu = torch.logaddexp(theta.log(), self.log_mean)  # log(theta + mu)
+        nb = (
+            torch.lgamma(value + theta) - torch.lgamma(theta) - torch.lgamma(value + 1)
+            + theta * (theta.log() - log_theta_mu) + value * (self.log_mean - log_theta_mu)
+        )  # fmt: skip
+        if self.zero_logits is None:
+            return nb
+        pi = self.zero_logits
+        zero = torch.logaddexp(F.logsigmoid(pi), F.logsigmoid(-pi) + theta * (theta.log() - log_theta_mu))
+        return torch.where(value == 0, zero, F.logsigmoid(-pi) + nb)
+
+    @property
+    def mean(self) -> Tensor:
+        mu = self.log_mean.exp()
+        return mu if self.zero_logits is None else torch.sigmoid(-self.zero_logits) * mu
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        with torch.no_grad():
+            shape = self._extended_shape(sample_shape)
+            theta, mu = self.theta.expand(shape), self.log_mean.exp().expand(shape)
+            rate = torch.distributions.Gamma(theta, theta / mu.clamp(min=1e-30)).sample()
+            x = torch.poisson(rate)
+            if self.zero_logits is not None:
+                x = torch.where(torch.rand(shape, device=x.device) < torch.sigmoid(self.zero_logits), 0.0, x)
+            return x
+
+
+def _check_counts(x: Tensor, name: str, what: str) -> None:
+    bad = ~torch.isnan(x) & ((x < 0) | (x != x.round()) | torch.isinf(x))
+    if bad.any():
+        raise ElboxError(f"the {what} likelihood is a pmf on the counts 0, 1, 2, ..., but the {name} data hold "
+                         f"other values ({_first_bad(bad, x)}). Use it for whole numbers >= 0 only, or choose "
+                         "--likelihood gaussian.")  # fmt: skip
+
+
+class Poisson(Likelihood):
+    """p(x | z) = prod_i Poisson(x_i; exp(eta_i)) for counts x_i in {0, 1, 2, ...}; decoder output ``[..., X]``."""
+
+    outputs_per_dim = 1
+
+    def forward(self, log_rate: Tensor) -> Distribution:
+        return Independent(torch.distributions.Poisson(log_rate.exp(), validate_args=False), 1, validate_args=False)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """Refuse anything but whole numbers >= 0."""
+        _check_finite(x, name)
+        _check_counts(x, name, "Poisson")
+
+
+class NegativeBinomial(Likelihood):
+    """p(x | z) = prod_i NB(x_i; mu_i(z), theta_i) for counts: the mean from the decoder (``[..., X]``, log
+    mu), one learned inverse dispersion theta per dimension (scvi-tools' "gene" dispersion). With
+    ``zero_inflated`` the decoder also gives the zero-inflation logits (``[..., 2 X]``): the ZINB.
+
+    Args:
+        dim: X, the data dimensions (one theta each); None: one theta shared by all.
+        zero_inflated: the ZINB (``NegativeBinomialMean``).
+    """
+
+    zero_inflated_default: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, *, levels: int | None, scale: float | None, dim: int | None) -> "Likelihood":
+        return cls(dim)
+
+    def __init__(self, dim: int | None = None, *, zero_inflated: bool | None = None) -> None:
+        super().__init__()
+        zero_inflated = self.zero_inflated_default if zero_inflated is None else zero_inflated
+        self.zero_inflated = zero_inflated
+        self.outputs_per_dim = 2 if zero_inflated else 1
+        self.raw_theta = nn.Parameter(torch.full((dim or 1,), 0.5413))  # softplus(0.5413) + 1e-4 ~ 1
+
+    @property
+    def theta(self) -> Tensor:
+        return F.softplus(self.raw_theta) + 1e-4
+
+    def forward(self, out: Tensor) -> Distribution:
+        if self.zero_inflated:
+            log_mean, zero_logits = _split(out, 2).unbind(-2)
+            return Independent(NegativeBinomialMean(log_mean, self.theta, zero_logits), 1, validate_args=False)
+        return Independent(NegativeBinomialMean(out, self.theta), 1, validate_args=False)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """Refuse anything but whole numbers >= 0."""
+        _check_finite(x, name)
+        _check_counts(x, name, "zero-inflated negative binomial" if self.zero_inflated else "negative binomial")
+
+
+_TABLE_KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negative-binomial", "zinb")
+
+
+def _column_spec(spec: str) -> tuple[str, int]:
+    """A column's likelihood and its number of decoder outputs: ``categorical:K`` -> (categorical, K)."""
+    kind, _, k = spec.partition(":")
+    if kind not in _TABLE_KINDS or (kind == "categorical") != bool(k) or (k and not k.isdigit()) or k == "1":
+        raise ElboxError(f"unknown column likelihood {spec!r}: one of gaussian, bernoulli, categorical:K (K >= 2), "
+                         "poisson, negative-binomial, zinb.")  # fmt: skip
+    return kind, int(k) if k else 2 if kind == "zinb" else 1
+
+
+class TableDistribution(Distribution):
+    """p(x | z) over a row of mixed columns, ``[..., C]``: the product of one distribution per column.
+
+    log p(x | z) = sum over the observed columns j of log p_j(x_j | z): a missing value (NaN, or
+    ``mask`` False) contributes nothing, which is the likelihood of the observed entries that
+    MIWAE (Mattei & Frellsen 2019) trains and imputes with. ``mean`` is per column the mean,
+    except for a categorical column, where it is the most probable code (a mean code is no
+    category). Batch shape ``out.shape[:-1]``, event shape ``[C]``.
+    """
+
+    arg_constraints = {}  # noqa: RUF012 (torch's convention)
+
+    def __init__(self, parts: list[tuple[str, list[int], Distribution]], columns: int, batch_shape: torch.Size) -> None:
+        self.parts, self.columns = parts, columns  # (kind, column indices, distribution over them)
+        super().__init__(batch_shape, torch.Size([columns]), validate_args=False)
+
+    def log_prob_columns(self, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        """log p_j(x_j | z) per column, 0 where missing: ``[..., C]``. ``mask`` (True: observed) defaults to
+        the non-NaN entries; the value under a False is never read."""
+        observed = ~torch.isnan(value) if mask is None else mask.bool()
+        value = torch.where(observed, value, 0.0)  # 0 lies in every column's support
+        value = value.expand(*self.batch_shape, self.columns) if value.dim() < len(self.batch_shape) + 1 else value
+
+        def one(kind: str, idx: list[int], dist: Distribution) -> Tensor:
+            v = value[..., idx]
+            return dist.log_prob(v.squeeze(-1).long()).unsqueeze(-1) if kind == "categorical" else dist.log_prob(v)
+
+        return torch.where(observed, self._per_column(one), 0.0)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.log_prob_columns(value).sum(-1)
+
+    def _per_column(self, pick: Callable[[str, list[int], Distribution], Tensor]) -> Tensor:
+        """``pick(kind, columns, distribution)`` of every part, put back in column order: ``[..., C]``."""
+        outs = [pick(kind, idx, dist) for kind, idx, dist in self.parts]
+        order = [j for _, idx, _ in self.parts for j in idx]
+        return torch.cat(outs, -1)[..., torch.argsort(torch.tensor(order, device=outs[0].device))]
+
+    @property
+    def mean(self) -> Tensor:
+        return self._per_column(lambda kind, _, d: d.logits.argmax(-1, keepdim=True).float() if kind == "categorical"
+                                else d.mean)  # fmt: skip
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        with torch.no_grad():
+            return self._per_column(lambda kind, _, d: d.sample(sample_shape).unsqueeze(-1).float()
+                                    if kind == "categorical" else d.sample(sample_shape).float())  # fmt: skip
+
+
+class Table(nn.Module):
+    """p(x | z) for a table: one likelihood per column, ``columns`` its specs in column order.
+
+    ``gaussian`` (a learned scale per column, on standardised values), ``bernoulli`` (0/1 codes),
+    ``categorical:K`` (codes 0..K-1, softmax over K logits), ``poisson``, ``negative-binomial``
+    and ``zinb`` (counts; a learned inverse dispersion per column). The decoder outputs
+    ``outputs`` values, column by column (K for a categorical, 2 for a zinb, else 1). Missing
+    values are NaN and drop out of log p (``TableDistribution``). The encoder reads
+    ``features(x)`` (``input_width`` wide): each column as a number (one-hot for a categorical,
+    log1p for a count), 0 where missing, followed by the mask of observed entries.
+
+    >>> lik = Table(("gaussian", "bernoulli", "categorical:3", "poisson"))
+    >>> x = torch.tensor([[0.5, 1.0, 2.0, 4.0], [float("nan"), 0.0, 0.0, 1.0]])
+    >>> p = lik(torch.zeros(2, lik.outputs))
+    >>> p.log_prob(x).shape, lik.features(x).shape
+    (torch.Size([2]), torch.Size([2, 10]))
+    """
+
+    def __init__(self, columns: tuple[str, ...] | list[str]) -> None:
+        super().__init__()
+        specs = [_column_spec(s) for s in columns]
+        self.columns = tuple(columns)
+        self.kinds = [kind for kind, _ in specs]
+        self.sizes = [size for _, size in specs]
+        self.outputs = sum(self.sizes)
+        self.input_width = sum(k if kind == "categorical" else 1 for kind, k in specs) + len(specs)
+        self.raw_scale = nn.Parameter(torch.full((self.kinds.count("gaussian"),), 0.5413))
+        self.raw_theta = nn.Parameter(
+            torch.full((sum(k in ("negative-binomial", "zinb") for k in self.kinds),), 0.5413)
+        )
+
+    def _groups(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for j, kind in enumerate(self.kinds):
+            groups.setdefault(kind, []).append(j)
+        return groups
+
+    def forward(self, out: Tensor) -> TableDistribution:
+        starts = [sum(self.sizes[:j]) for j in range(len(self.sizes))]
+        g, parts = self._groups(), []
+        first = {j: starts[j] for j in range(len(starts))}
+        pick = lambda idx: out[..., [first[j] for j in idx]]  # noqa: E731  one output per column
+        nb = [j for j, kind in enumerate(self.kinds) if kind in ("negative-binomial", "zinb")]
+        theta = F.softplus(self.raw_theta) + 1e-4
+        if "gaussian" in g:
+            parts.append(("gaussian", g["gaussian"], Normal(pick(g["gaussian"]), F.softplus(self.raw_scale) + 1e-3,
+                                                            validate_args=False)))  # fmt: skip
+        if "bernoulli" in g:
+            parts.append(("bernoulli", g["bernoulli"], _Bernoulli(logits=pick(g["bernoulli"]), validate_args=False)))
+        if "poisson" in g:
+            parts.append(("poisson", g["poisson"], torch.distributions.Poisson(pick(g["poisson"]).exp(),
+                                                                               validate_args=False)))  # fmt: skip
+        for kind in ("negative-binomial", "zinb"):
+            if kind in g:
+                t = theta[[nb.index(j) for j in g[kind]]]
+                zero = out[..., [first[j] + 1 for j in g[kind]]] if kind == "zinb" else None
+                parts.append((kind, g[kind], NegativeBinomialMean(pick(g[kind]), t, zero)))
+        for j in g.get("categorical", []):
+            logits = out[..., first[j] : first[j] + self.sizes[j]]
+            parts.append(("categorical", [j], _Categorical(logits=logits, validate_args=False)))
+        return TableDistribution(parts, len(self.kinds), out.shape[:-1])
+
+    def features(self, x: Tensor) -> Tensor:
+        """What the encoder reads of rows ``[..., C]``: ``[..., input_width]``, zero where missing, then the mask."""
+        observed = ~torch.isnan(x)
+        filled = torch.where(observed, x, 0.0)
+        parts = []
+        for j, kind in enumerate(self.kinds):
+            v = filled[..., j : j + 1]
+            if kind == "categorical":
+                parts.append(F.one_hot(v.squeeze(-1).long(), self.sizes[j]).to(x.dtype) * observed[..., j : j + 1])
+            else:
+                parts.append(torch.log1p(v) if kind in ("poisson", "negative-binomial", "zinb") else v)
+        return torch.cat([*parts, observed.to(x.dtype)], -1)
+
+    def check(self, x: Tensor, name: str = "training") -> None:
+        """Refuse infinities and values outside each column's support; NaN (missing) is allowed."""
+        if torch.isinf(x).any():
+            raise ElboxError(f"the {name} data hold infinite values ({_first_bad(torch.isinf(x), x)}); leave a "
+                             "value empty (missing) instead.")  # fmt: skip
+        for j, kind in enumerate(self.kinds):
+            v = x[:, j][~torch.isnan(x[:, j])]
+            if kind == "gaussian":
+                continue
+            bad = (v < 0) | (v != v.round())
+            if kind == "bernoulli":
+                bad |= v > 1
+            elif kind == "categorical":
+                bad |= v >= self.sizes[j]
+            if bad.any():
+                raise ElboxError(f"column {j} of the {name} data ({self.columns[j]}) holds {v[bad][0].item():g}, "
+                                 "outside its support; load tables with elbox.data.load_table, which codes "
+                                 "them.")  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return f"columns={list(self.columns)}"
+
+
+class ZeroInflatedNegativeBinomial(NegativeBinomial):
+    """The zero-inflated negative binomial (scVI's ZINB): ``NegativeBinomial(zero_inflated=True)``."""
+
+    zero_inflated_default: ClassVar[bool] = True
+
+
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     "bernoulli": Bernoulli,
     "binomial": Binomial,
@@ -512,21 +798,39 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "gaussian-pixel": PixelGaussian,
     "logistic": DiscretizedLogistic,
     "categorical": Categorical,
+    "poisson": Poisson,
+    "negative-binomial": NegativeBinomial,
+    "zinb": ZeroInflatedNegativeBinomial,
 }
 GRID_LIKELIHOODS = tuple(name for name, cls in LIKELIHOODS.items() if cls.grid)  # pmfs on k / levels: need levels
-UNBOUNDED = ("gaussian", "gaussian-pixel")  # likelihoods of data outside [0, 1]: VampPrior inputs left free
+# likelihoods of data outside [0, 1]: VampPrior inputs left free
+UNBOUNDED = ("gaussian", "gaussian-pixel", "poisson", "negative-binomial", "zinb")
+TABLE = "table"  # one likelihood per column of a table (``Table``), chosen from the data's schema, not by name
 
 
-def make_likelihood(name: str, *, levels: int | None = None, scale: float | None = None) -> Likelihood:
+def make_likelihood(
+    name: str,
+    *,
+    levels: int | None = None,
+    scale: float | None = None,
+    dim: int | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> nn.Module:
     """Build a likelihood by name (``LIKELIHOODS``): ``bernoulli``, ``binomial``, ``logistic`` or
     ``categorical`` (these three with ``levels``), ``gaussian`` (one scale: fixed, or learned),
-    ``gaussian-pixel`` (a scale per pixel from the decoder) or ``continuous-bernoulli``.
+    ``gaussian-pixel`` (a scale per pixel from the decoder) or ``continuous-bernoulli``; for counts
+    ``poisson``, ``negative-binomial`` and ``zinb`` (these two with ``dim``, X, for a dispersion per
+    dimension, else one shared); ``table`` (with ``columns``, one likelihood spec per column: ``Table``).
 
     Each has ``outputs_per_dim``, the decoder outputs it reads per data dimension.
     """
+    if name == TABLE:
+        if not columns:
+            raise ElboxError("the table likelihood needs the columns' likelihoods (columns), from a table's schema.")
+        return Table(columns)
     if name not in LIKELIHOODS:
         raise ElboxError(f"unknown likelihood {name!r}: choose one of {', '.join(LIKELIHOODS)}.")
     cls = LIKELIHOODS[name]
     if cls.grid and levels is None:
         raise ElboxError(f"the {name} likelihood needs the number of grey levels minus one (--levels).")
-    return cls.from_settings(levels=levels, scale=scale)
+    return cls.from_settings(levels=levels, scale=scale, dim=dim)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoints import load_checkpoint
-from .data import Dataset, binarize, load_dataset
+from .data import Dataset, Schema, binarize, load_dataset
 from .errors import ElboxError
 from .models import LatentVariableModel, build_model
 
@@ -57,6 +57,12 @@ class Run:
     def image_shape(self) -> tuple[int, int] | None:
         shape = self.info.get("dataset", {}).get("image_shape")
         return tuple(shape) if shape else None
+
+    @property
+    def schema(self) -> Schema | None:
+        """A table's schema: its columns, kinds, levels and transforms (None for other data)."""
+        stored = self.info.get("dataset", {}).get("schema")
+        return None if stored is None else Schema.from_dict(stored)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -145,7 +151,7 @@ def load_splits(config: "TrainConfig") -> tuple[Dataset, dict[str, Tensor]]:
     Held-out splits are binarized once (fixed by the seed), so every epoch is evaluated on
     the same data; with ``dynamic`` the training split stays grey and is drawn per epoch.
     """
-    dataset = load_dataset(config.data, config.data_dir, download=config.download)
+    dataset = load_dataset(config.data, config.data_dir, download=config.download, schema=config.schema)
     splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     if config.binarize == "none":
         return dataset, splits

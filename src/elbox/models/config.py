@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ElboxError
 from ..families import DISCRETE, check_family_name
-from ..likelihoods import LIKELIHOODS
+from ..likelihoods import LIKELIHOODS, TABLE
 from ..networks import ACTIVATIONS
 from ..priors import check_prior_name
 
@@ -55,6 +55,8 @@ class VAEConfig:
             half of ``latent_dim``.
         top_hidden: the widths between the two layers for ``hvae``; default half of ``hidden``.
             Burda et al.'s 784-200-200-100-100-100-50 is ``latent_dim=100`` with the defaults.
+        columns: for ``likelihood="table"``, each column's likelihood (``likelihoods.Table``); filled in from
+            a table's schema (``data.tables``).
     """
 
     data_dim: int | None = None
@@ -77,9 +79,11 @@ class VAEConfig:
     prior: str = "standard"
     top_latent_dim: int | None = None
     top_hidden: tuple[int, ...] | None = None
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
+        self.columns = None if self.columns is None else tuple(self.columns)
         self.image_shape = None if self.image_shape is None else tuple(self.image_shape)
         problems = []
         if self.latent_dim < 1:
@@ -88,7 +92,7 @@ class VAEConfig:
             problems.append(f"hidden widths must be positive, got {list(self.hidden)}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.likelihood not in (*LIKELIHOODS, "auto"):
+        if self.likelihood not in (*LIKELIHOODS, TABLE, "auto"):
             problems.append(f"likelihood must be auto or one of {LIKELIHOODS}, got {self.likelihood!r}")
         try:
             check_family_name(self.family)
@@ -172,8 +176,9 @@ class VAEConfig:
     def to_dict(self) -> dict:
         shape = None if self.image_shape is None else list(self.image_shape)
         top = None if self.top_hidden is None else list(self.top_hidden)
+        columns = None if self.columns is None else list(self.columns)
         return {**asdict(self), "hidden": list(self.hidden), "channels": list(self.channels), "image_shape": shape,
-                "top_hidden": top}  # fmt: skip
+                "top_hidden": top, "columns": columns}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":

@@ -81,15 +81,19 @@ class VAE(nn.Module, LatentVariableModel):
         self.config = config
         c = config.classes if self.conditional else 0
         x, h, act = config.data_dim, list(config.hidden), config.activation
-        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale)
-        m = likelihood.outputs_per_dim  # decoder outputs per data dimension
-        self.encoder = encoder_for(config, x + c)
+        likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale, dim=x,
+                                     columns=config.columns)  # fmt: skip
+        # a table's likelihood says its own widths: what the encoder reads, what the decoder outputs
+        self._features = getattr(likelihood, "features", None)
+        outputs = getattr(likelihood, "outputs", None) or x * likelihood.outputs_per_dim
+        m = getattr(likelihood, "outputs_per_dim", 1)  # decoder outputs per data dimension
+        self.encoder = encoder_for(config, getattr(likelihood, "input_width", x) + c)
         self.prior = prior_for(config, self.encoder)
         w = self.encoder.width + c  # the decoder takes z and the one-hot label
         if config.network == "conv":
             self.decoder = ConvDecoder([w, *reversed(h)], config.image_shape, config.channels, m, act)
         else:
-            self.decoder = mlp([w, *reversed(h), x * m], act)
+            self.decoder = mlp([w, *reversed(h), outputs], act)
         self.likelihood = likelihood
 
     def _given(self, inputs: Tensor, y: Tensor | None) -> Tensor:
@@ -107,7 +111,12 @@ class VAE(nn.Module, LatentVariableModel):
         return self.prior()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
-        """q(z | x) (or q(z | x, y)): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``."""
+        """q(z | x) (or q(z | x, y)): batch shape ``[B]``, event shape ``[D]`` for x of shape ``[B, X]``.
+
+        A table's rows are read through its likelihood's ``features`` (missing values zero-filled, with
+        the mask of observed entries)."""
+        if self._features is not None:
+            x = self._features(x)
         return self.encoder(self._given(x, y))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:

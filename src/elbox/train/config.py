@@ -31,6 +31,8 @@ class TrainConfig:
         data: a data set name (``digits``, ``binarized-mnist``, ``mnist``, ``fashion-mnist``)
             or a path to a ``.npy`` / ``.npz`` file.
         data_dir: where the data set's files are (or go, with ``download``).
+        schema: for a table (``.csv``, ``.parquet``): a JSON or TOML file declaring column kinds
+            (``data.tables.read_schema_file``); columns it does not name are inferred.
         download: fetch missing data files (needs a network).
         binarize: ``none``; ``static`` (one Bernoulli draw per pixel, fixed by ``seed``); or
             ``dynamic`` (drawn anew every epoch, Burda et al. 2016).
@@ -66,6 +68,7 @@ class TrainConfig:
 
     data: str = "digits"
     data_dir: str | None = None
+    schema: str | None = None
     download: bool = False
     binarize: str = "none"
     epochs: int = 200

@@ -10,6 +10,7 @@ validate), ``_keep`` (record the epoch: metrics, checkpoints, epoch hooks) and `
 import math
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,8 @@ def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
 def _dataset_info(setup: Setup) -> dict[str, Any]:
     d = setup.dataset
     sizes = {name: int(x.shape[0]) for name, x in setup.splits.items()}
-    return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes}
+    table = {} if d.schema is None else {"schema": d.schema.to_dict()}  # the user's units, for a reloaded run
+    return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes} | table
 
 
 @contextmanager
@@ -263,6 +265,9 @@ def _fit(
 ) -> Run:
     """Train ``setup``'s model into the run folder ``path`` (from ``resume_from`` when given) and load the run."""
     hooks = hooks if hooks is not None else default_hooks()
+    if setup.dataset.schema is not None and progress is not False and world().main:
+        # what was inferred of each column, for the user to check (and to declare otherwise with --schema)
+        print(f"columns of {setup.dataset.name}:\n{setup.dataset.schema.describe()}", file=sys.stderr)
     fit, partial_epoch = _begin(setup, path, progress, resume_from, [] if on_epoch is None else [on_epoch], hooks)
     with fit.bar, _stop_signals() as fit.received:
         for epoch in range(fit.state["epoch"] + 1, setup.config.epochs + 1):

@@ -27,7 +27,25 @@ class Setup(NamedTuple):
     model: LatentVariableModel
 
 
+def _resolve_table(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAEConfig:
+    """A table's model: one likelihood per column, from the schema; the options that need images or labels refused."""
+    problems = []
+    if model.likelihood not in ("auto", "table"):
+        problems.append(f"--likelihood {model.likelihood} (a table has one likelihood per column, set by its schema: "
+                        "leave --likelihood out, or declare column kinds with --schema)")  # fmt: skip
+    if binarized:
+        problems.append("--binarize (it draws pixels; a table's binary columns are modelled as they are)")
+    if model.model != "vae" or model.network != "mlp" or model.prior.startswith("vamp"):
+        problems.append(f"--model {model.model} --network {model.network} --prior {model.prior} (tables train "
+                        "--model vae with --network mlp, and a standard or mog prior)")  # fmt: skip
+    if problems:
+        raise ElboxError(f"the data {dataset.name} are a table, which does not take " + "; ".join(problems) + ".")
+    return replace(model, data_dim=dataset.dim, likelihood="table", columns=dataset.schema.specs)
+
+
 def _resolve_model(model: VAEConfig, dataset: Dataset, binarized: bool) -> VAEConfig:
+    if dataset.schema is not None:
+        return _resolve_table(model, dataset, binarized)
     likelihood, levels = model.likelihood, model.levels
     if likelihood == "auto":
         if binarized or dataset.levels == 1:

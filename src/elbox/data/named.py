@@ -1,36 +1,23 @@
-"""Data sets with fixed splits: digits, binarized MNIST, MNIST, Fashion-MNIST and user arrays."""
+"""Named data sets: the embedded digits, binarized MNIST, MNIST and Fashion-MNIST, with checksums and downloads."""
 
 import gzip
 import hashlib
 import math
 import os
 import tempfile
-import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from elbox.errors import ElboxError
 
-__all__ = [
-    "DATASETS",
-    "Dataset",
-    "binarize",
-    "default_data_dir",
-    "load_dataset",
-    "read_amat",
-    "read_idx",
-    "spread",
-    "spread_index",
-]
+from .base import SPLITS as _SPLITS
+from .base import Dataset, _holdout, _labels_tensor, _tensor
+
+__all__ = ["DATASETS", "default_data_dir", "load_named", "read_amat", "read_idx"]
 
 DATASETS: tuple[str, ...] = ("digits", "binarized-mnist", "mnist", "fashion-mnist")
-
-_SPLITS = ("train", "valid", "test")
 
 # (algorithm, hex digest) of every published file, per data set. Sources:
 # - binarized_mnist_*.mat: SHA256SUMS of the copy kept in mingzhang-yin/ARM-gradient.
@@ -110,40 +97,6 @@ _IDX_FILES = {
 }
 _IDX_VALID = 10_000  # the last 10,000 training images, as in the VAE literature
 
-_NPZ_KEYS = (*_SPLITS, *(f"{split}_labels" for split in _SPLITS))
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing tensor fields with == is ambiguous
-class Dataset:
-    """Train, validation and test examples of one data set, as float32 rows.
-
-    ``train`` is [N_train, D], ``valid`` [N_valid, D] and ``test`` [N_test, D]. ``levels``
-    says the values lie on the grid k / levels for integer k in 0..levels (1: binary,
-    16: the 8x8 digits, 255: 8-bit images), which a discrete likelihood or a
-    dequantisation needs; None when the values are continuous. ``image_shape`` is (H, W)
-    when each row is a flattened H x W image, else None. ``labels`` maps a split name to
-    its int64 [N] class labels where they are known. ``name`` is what was given to
-    :func:`load_dataset`, so ``load_dataset(ds.name)`` loads it again.
-
-    Example:
-        >>> ds = load_dataset("digits")
-        >>> ds.dim, ds.levels, ds.image_shape, tuple(ds.train.shape)
-        (64, 16, (8, 8), (1437, 64))
-    """
-
-    name: str
-    train: Tensor = field(repr=False)
-    valid: Tensor = field(repr=False)
-    test: Tensor = field(repr=False)
-    image_shape: tuple[int, int] | None
-    levels: int | None
-    labels: dict[str, Tensor] = field(default_factory=dict, repr=False)
-
-    @property
-    def dim(self) -> int:
-        """D, the length of one example."""
-        return int(self.train.shape[1])
-
 
 def default_data_dir(name: str) -> Path:
     """The folder of data set ``name``: $ELBOX_DATA_DIR/<name>, else ~/.cache/elbox/<name>."""
@@ -152,59 +105,14 @@ def default_data_dir(name: str) -> Path:
     return base / name
 
 
-def binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Draw each value from Bernoulli(x): dynamic binarisation of intensities in [0, 1].
-
-    The result has the shape and dtype of ``x``, values in {0, 1} and mean ``x``. Drawing
-    afresh every epoch is the dynamic binarisation of Salakhutdinov & Murray (2008); the
-    ``"binarized-mnist"`` set is the static one, drawn once.
-
-    Example:
-        >>> binarize(torch.tensor([0.0, 1.0, 1.0]), torch.Generator().manual_seed(0))
-        tensor([0., 1., 1.])
-    """
-    if not bool(((x >= 0) & (x <= 1)).all()):
-        raise ElboxError(
-            "binarize needs probabilities in [0, 1], but the tensor holds values outside it "
-            f"(min {x.min().item()}, max {x.max().item()}); scale the data to [0, 1] first, "
-            "e.g. divide 8-bit pixels by 255."
-        )
-    return torch.bernoulli(x, generator=generator)
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False) -> Dataset:
-    """Load a data set by name, or user arrays from a ``.npy`` / ``.npz`` path.
-
-    - ``"digits"``: scikit-learn's 1,797 8x8 digits (UCI optical digits), /16, levels 16.
-    - ``"binarized-mnist"``: the static binarisation of Larochelle & Murray (2011),
-      50,000 / 10,000 / 10,000 x 784, levels 1, read from ``binarized_mnist_<split>.mat``
-      or ``.amat`` in ``data_dir``.
-    - ``"mnist"`` (LeCun et al., 1998) and ``"fashion-mnist"`` (Xiao, Rasul & Vollgraf,
-      2017): the IDX files in ``data_dir``; the first 50,000 training images train, the
-      last 10,000 validate, t10k tests; /255, levels 255.
-    - A path ending in ``.npy`` ([N, D] or [N, H, W]) or ``.npz`` (``train``, optional
-      ``valid``, ``test`` and ``<split>_labels``); missing splits are cut from train.
-
-    Splits that are not given are cut by a fixed permutation (``np.random.default_rng(0)``,
-    10% each to valid and test), independent of any training seed. Files with published
-    checksums are verified on every load. ``data_dir`` defaults to
-    :func:`default_data_dir`; it is not used for ``.npy`` / ``.npz`` paths.
-    ``download=True`` fetches missing files into ``data_dir``.
-    """
+def load_named(name: str, data_dir: str | Path | None = None, *, download: bool = False) -> Dataset:
+    """One of ``DATASETS`` by name (``load_dataset`` says what each is)."""
     if name == "digits":
         return _load_digits()
-    if name in DATASETS:
-        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
-        if name == "binarized-mnist":
-            return _load_binarized_mnist(root, download)
-        return _load_idx_dataset(name, root, download)
-    if Path(name).suffix.lower() in (".npy", ".npz"):
-        return _load_arrays(name)
-    raise ElboxError(
-        f"Unknown data set {name!r}: choose one of {', '.join(DATASETS)}, or give the path of "
-        "a .npy file (an [N, D] or [N, H, W] array) or of an .npz file with a 'train' array "
-        "(and optionally 'valid', 'test' and '<split>_labels')."
-    )
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+    if name == "binarized-mnist":
+        return _load_binarized_mnist(root, download)
+    return _load_idx_dataset(name, root, download)
 
 
 # ----------------------------------------------------------------------------- digits
@@ -475,186 +383,3 @@ def _mismatch(name: str, path: Path, filename: str) -> str | None:
     if actual.hexdigest() == expected:
         return None
     return f"fails its checksum: {algorithm} is {actual.hexdigest()}, expected {expected}"
-
-
-# ------------------------------------------------------------------ user arrays
-
-
-def _load_arrays(name: str) -> Dataset:
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise ElboxError(
-            f"The data file {path} does not exist; give the path of an existing .npy or .npz "
-            f"file, or one of the named data sets {', '.join(DATASETS)}."
-        )
-    arrays = _read_npz(path) if path.suffix.lower() == ".npz" else {"train": _read_npy(path)}
-    return _dataset_from_arrays(name, arrays, path)
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    loaded = _np_load(path)
-    if not isinstance(loaded, np.ndarray):
-        raise ElboxError(f"{path} is an .npz archive, not a .npy array; rename it to end in .npz.")
-    return loaded
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    archive = _np_load(path)
-    if isinstance(archive, np.ndarray):
-        raise ElboxError(f"{path} is a .npy array, not an .npz archive; rename it to end in .npy.")
-    with archive:
-        _check_npz_keys(path, archive.files)
-        try:
-            return {key: archive[key] for key in archive.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            raise _unreadable(path, err) from err
-
-
-def _np_load(path: Path) -> np.ndarray | np.lib.npyio.NpzFile:
-    # allow_pickle=False: a data file must never run code when it is read.
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise _unreadable(path, err) from err
-
-
-def _unreadable(path: Path, err: Exception) -> ElboxError:
-    return ElboxError(
-        f"Could not read {path} as a NumPy {path.suffix} file ({err}). It is corrupt, or "
-        "holds Python objects, which elbox refuses to unpickle; save numeric arrays with "
-        "np.save(path, x) or np.savez(path, train=x), e.g. x.astype(np.float32)."
-    )
-
-
-def _check_npz_keys(path: Path, keys: list[str]) -> None:
-    unknown = sorted(set(keys) - set(_NPZ_KEYS))
-    orphans = [k for k in keys if k.endswith("_labels") and k.removesuffix("_labels") not in keys]
-    if "train" not in keys or unknown or orphans:
-        raise ElboxError(
-            f"{path} has the arrays {sorted(keys)}; an .npz data file needs 'train' and may "
-            f"have 'valid', 'test' and labels '<split>_labels' for a split it holds, nothing "
-            "else (check the names). Save it with np.savez(path, train=x_train, valid=x_valid)."
-        )
-
-
-def _dataset_from_arrays(name: str, arrays: dict[str, np.ndarray], path: Path) -> Dataset:
-    npy = path.suffix.lower() == ".npy"
-    where = {key: str(path) if npy else f"{path}['{key}']" for key in arrays}
-    x = {s: _as_matrix(arrays[s], where[s]) for s in _SPLITS if s in arrays}
-    y = {s: _as_labels(arrays[k], len(x[s]), where[k]) for s in x if (k := f"{s}_labels") in arrays}
-    _check_same_dim(x, where)
-    missing = [s for s in _SPLITS if s not in x]
-    if missing:
-        x, y = _split_off(x, y, missing, where["train"])
-    binary = all(((xi == 0) | (xi == 1)).all() for xi in x.values())
-    image_shape = _image_shape(arrays["train"])
-    tensors = [_tensor(x[s].reshape(len(x[s]), -1)) for s in _SPLITS]
-    labels = {s: _labels_tensor(y[s]) for s in _SPLITS if s in y}
-    return Dataset(name, *tensors, image_shape, levels=1 if binary else None, labels=labels)
-
-
-def _split_off(
-    x: dict[str, np.ndarray], y: dict[str, np.ndarray], missing: list[str], where: str
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Cut the ``missing`` splits (and their labels, when train has some) from train."""
-    train_idx, *held = _holdout(len(x["train"]), len(missing), where)
-    x, y = dict(x), dict(y)
-    for split, idx in zip(missing, held, strict=True):
-        x[split] = x["train"][idx]
-        if "train" in y:
-            y[split] = y["train"][idx]
-    x["train"] = x["train"][train_idx]
-    if "train" in y:
-        y["train"] = y["train"][train_idx]
-    return x, y
-
-
-def _as_matrix(x: np.ndarray, where: str) -> np.ndarray:
-    """Check one user array: real, [N, D] or [N, H, W], non-empty, finite."""
-    if x.dtype.kind not in "biuf":
-        raise ElboxError(
-            f"{where} has dtype {x.dtype}; elbox needs real numbers (bool, int or float). "
-            "Convert it with x.astype(np.float32) before saving."
-        )
-    if x.ndim not in (2, 3):
-        raise ElboxError(
-            f"{where} has shape {x.shape}; the accepted shapes are [N, D] (one example per "
-            "row) and [N, H, W] (images, flattened to H*W). Reshape it, e.g. with "
-            "x.reshape(len(x), -1)."
-        )
-    if x.size == 0:
-        raise ElboxError(f"{where} is empty (shape {x.shape}); it needs at least one example.")
-    bad = ~np.isfinite(x) if x.dtype.kind == "f" else None
-    if bad is not None and bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ElboxError(
-            f"{where} has {int(bad.sum())} non-finite values (NaN or inf), the first at index "
-            f"{first}; drop or impute those examples before saving."
-        )
-    return x
-
-
-def _as_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
-    """Check class labels: integer, [n]."""
-    if y.dtype.kind not in "biu" or y.shape != (n,):
-        raise ElboxError(
-            f"{where} has dtype {y.dtype} and shape {y.shape}; labels must be integers of "
-            f"shape ({n},), one per example of the split."
-        )
-    return y
-
-
-def _check_same_dim(x: dict[str, np.ndarray], where: dict[str, str]) -> None:
-    dims = {s: math.prod(xi.shape[1:]) for s, xi in x.items()}
-    if len(set(dims.values())) > 1:
-        shapes = ", ".join(f"{where[s]}: {x[s].shape}" for s in x)
-        raise ElboxError(
-            f"The splits have different numbers of features per example ({shapes}); "
-            "train, valid and test must all have the same D (or H*W)."
-        )
-
-
-def _image_shape(x: np.ndarray) -> tuple[int, int] | None:
-    return (int(x.shape[1]), int(x.shape[2])) if x.ndim == 3 else None
-
-
-# -------------------------------------------------------------------- shared pieces
-
-
-def _holdout(n: int, k: int, where: str) -> list[np.ndarray]:
-    """Row indices of a fixed split of ``n`` rows: train, then ``k`` held-out blocks.
-
-    Each block is 10% of the rows (at least one). The permutation comes from
-    np.random.default_rng(0), independent of any training seed, so every run and every
-    model is scored on the same held-out rows.
-    """
-    size = max(1, round(n / 10))
-    n_train = n - k * size
-    if n_train < 1:
-        raise ElboxError(
-            f"{where} has {n} rows, too few to cut {k} held-out split(s) of 10% (at least one "
-            f"row each) and keep a training row; it needs at least {k + 1} rows. Add examples "
-            "or give the valid and test splits explicitly in an .npz file."
-        )
-    cuts = [n_train + i * size for i in range(k)]
-    return np.split(np.random.default_rng(0).permutation(n), cuts)
-
-
-def _tensor(x: np.ndarray) -> Tensor:
-    # np.array copies: the result owns writable memory, which torch.from_numpy wants.
-    return torch.from_numpy(np.array(x, dtype=np.float32))
-
-
-def _labels_tensor(y: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.array(y, dtype=np.int64))
-
-
-def spread_index(size: int, n: int) -> Tensor:
-    """min(n, size) indices of range(size), evenly spaced, both ends included: ``[n]``."""
-    return torch.linspace(0, size - 1, min(n, size)).round().long()
-
-
-def spread(x: Tensor, n: int) -> Tensor:
-    """n rows of ``x`` ``[N, ...]`` evenly spaced through it: data sets sorted by class (the
-    binarized MNIST test split is) then show every class, not n copies of the first."""
-    return x[spread_index(x.shape[0], n)]

@@ -1,0 +1,201 @@
+"""Tables: schema inference and refusals, the transforms to and from the user's units, training on
+incomplete rows, numbers out (sample, reconstruct, embed) and imputation (MIWAE) against an exact oracle."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from command import run_cli
+
+from elbox import VAE, VAEConfig
+from elbox.data import Schema, infer_schema, load_dataset, read_table
+from elbox.data.tables import fit_transforms
+from elbox.errors import ElboxError
+from elbox.impute import impute, impute_table
+from elbox.runs import load_run
+from elbox.train import train
+
+
+def _crafted(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "height": rng.normal(170, 10, n),                    # continuous, in cm
+        "smoker": rng.choice(["yes", "no"], n),               # binary strings
+        "answer": rng.integers(1, 6, n),                     # integers that are categories (1..5)
+        "visits": rng.poisson(3.0, n) + (rng.random(n) < 0.1) * 40,  # counts
+        "colour": rng.choice(["red", "green", "blue"], n),   # categorical text
+    })  # fmt: skip
+
+
+def test_column_kinds_are_inferred_from_crafted_columns():
+    schema = infer_schema(_crafted())
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds == {"height": "continuous", "smoker": "binary", "answer": "categorical", "visits": "count",
+                     "colour": "categorical"}  # fmt: skip
+    assert schema.columns[2].levels == (1, 2, 3, 4, 5) and schema.columns[1].levels == ("no", "yes")
+    assert "visits" in schema.describe() and "negative-binomial" in schema.describe()
+
+
+@pytest.mark.parametrize(
+    ("column", "phrase"),
+    [
+        ([1.0, 1.0, 1.0, None], "holds one value only"),
+        ([None, None, None, None], "has no values"),
+    ],
+)
+def test_a_constant_or_an_all_missing_column_is_refused_with_its_name(column, phrase):
+    frame = pd.DataFrame({"ok": [0.1, 0.5, 0.2, 0.9], "bad_column": column})
+    with pytest.raises(ElboxError, match=phrase) as info:
+        infer_schema(frame)
+    assert "'bad_column'" in str(info.value) and "drop" in str(info.value)
+    assert [c.name for c in infer_schema(frame, {"bad_column": "drop"}).columns] == ["ok"]
+
+
+def test_text_with_too_many_levels_is_refused():
+    frame = pd.DataFrame({"id": [f"patient-{i}" for i in range(80)], "x": np.arange(80.0)})
+    with pytest.raises(ElboxError, match="'id' holds text with 80 distinct values"):
+        infer_schema(frame)
+
+
+def test_a_schema_file_declares_kinds_and_the_rest_is_inferred(tmp_path):
+    _crafted().to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "s.toml").write_text('[columns]\nanswer = "count:poisson"\ncolour = "drop"\n')
+    ds = load_dataset(str(tmp_path / "t.csv"), schema=tmp_path / "s.toml")
+    specs = [(c.name, c.spec) for c in ds.schema.columns]
+    assert specs == [("height", "gaussian"), ("smoker", "bernoulli"), ("answer", "poisson"),
+                     ("visits", "negative-binomial")]  # fmt: skip
+    (tmp_path / "bad.json").write_text('{"columns": {"height": "ordinal"}}')
+    with pytest.raises(ElboxError, match="unknown column kinds"):
+        load_dataset(str(tmp_path / "t.csv"), schema=tmp_path / "bad.json")
+
+
+def test_a_csv_without_a_header_is_read_with_numbered_columns(tmp_path):
+    _crafted().to_csv(tmp_path / "t.csv", index=False, header=False)
+    frame = read_table(tmp_path / "t.csv")
+    assert list(frame.columns) == [f"column_{i}" for i in range(5)] and len(frame) == 120
+
+
+def test_encoding_then_decoding_gives_the_users_values_back():
+    frame = _crafted()
+    frame.loc[[3, 7], "height"] = np.nan
+    frame.loc[5, "colour"] = None
+    schema = fit_transforms(infer_schema(frame), frame)
+    x = schema.encode(frame)
+    assert np.isnan(x[[3, 7], 0]).all() and np.isnan(x[5, 4])
+    ok = ~np.isnan(x[:, 0])
+    assert abs(x[ok, 0].mean()) < 1e-5 and abs(x[ok, 0].std() - 1) < 1e-4  # standardised by elbox
+    back = schema.decode(x)
+    assert np.allclose(back["height"][ok], frame["height"][ok], rtol=1e-6)  # un-standardised on the way out
+    for name in ("smoker", "answer", "visits"):
+        assert (back[name] == frame[name]).all()
+    assert back["colour"].isna().tolist() == frame["colour"].isna().tolist()
+    assert Schema.from_dict(schema.to_dict()) == schema  # JSON and back, nothing lost
+
+
+# ----------------------------------------------------------------------------- a run on a table
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    frame = _crafted(300)
+    frame = frame.mask(np.random.default_rng(1).random(frame.shape) < 0.1)  # 10% missing, everywhere
+    frame.to_csv(folder / "t.csv", index=False)
+    run = train(data=str(folder / "t.csv"), epochs=3, latent_dim=2, hidden=(16,), out=str(folder / "run"),
+                progress=False)  # fmt: skip
+    return run, folder, frame
+
+
+def test_a_run_on_an_incomplete_table_trains_and_stores_its_schema_as_json(table_run):
+    run, folder, _ = table_run
+    assert math.isfinite(run.summary["test"]["elbo"])
+    reloaded = load_run(run.path)
+    assert reloaded.schema == load_dataset(str(folder / "t.csv")).schema
+    assert reloaded.model.config.columns == ("gaussian", "bernoulli", "categorical:5", "negative-binomial",
+                                             "categorical:3")  # fmt: skip
+
+
+def test_samples_csv_keeps_the_names_order_kinds_and_units(table_run, capsys):
+    run, folder, frame = table_run
+    code, _, err = run_cli(capsys, "sample", run.path, "-n", "1000", "--out", folder / "samples.csv")
+    assert code == 0, err
+    samples = pd.read_csv(folder / "samples.csv")
+    assert list(samples.columns) == list(frame.columns) and len(samples) == 1000
+    assert set(samples["smoker"]) <= {"yes", "no"} and set(samples["colour"]) <= {"red", "green", "blue"}
+    assert set(samples["answer"]) <= {1, 2, 3, 4, 5} and (samples["visits"] >= 0).all()
+    assert (samples["visits"] == samples["visits"].round()).all()
+    assert 120 < samples["height"].mean() < 220  # centimetres, not standard units
+    for command in ("reconstruct", "embed"):
+        code, _, err = run_cli(capsys, command, run.path, "--out", folder / f"{command}.csv")
+        assert code == 0, err
+    assert list(pd.read_csv(folder / "reconstruct.csv").columns) == list(frame.columns)
+    embedded = pd.read_csv(folder / "embed.csv")
+    assert list(embedded.columns) == ["row", "z0", "z1"] and embedded["row"].max() < len(frame)
+
+
+def test_impute_fills_every_gap_and_never_changes_an_observed_value(table_run, capsys):
+    run, folder, frame = table_run
+    code, _, err = run_cli(capsys, "impute", run.path, "--data", folder / "t.csv", "--out", folder / "f.csv",
+                           "--k", "50")  # fmt: skip
+    assert code == 0, err
+    filled = pd.read_csv(folder / "f.csv")
+    assert not filled.isna().any().any()
+    observed = frame.notna().to_numpy()
+    for j, name in enumerate(frame.columns):
+        assert (filled[name][observed[:, j]].to_numpy() == frame[name][observed[:, j]].to_numpy()).all(), name
+    multiple = impute_table(run, frame, k=50, draws=3)
+    assert len(multiple) == 3 * len(frame) and list(multiple.columns) == ["imputation", *frame.columns]
+    for m in range(3):
+        copy = multiple[multiple["imputation"] == m].drop(columns="imputation").reset_index(drop=True)
+        assert copy.where(frame.notna()).equals(frame.where(frame.notna()).astype(copy.dtypes.to_dict()))
+
+
+def test_a_table_refuses_options_for_images(tmp_path):
+    _crafted().to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ElboxError, match="are a table, which does not take --likelihood bernoulli"):
+        train(data=str(tmp_path / "t.csv"), epochs=1, likelihood="bernoulli", out=str(tmp_path / "r"),
+              progress=False)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- imputation against the truth
+
+
+def test_the_imputed_conditional_mean_matches_the_exact_gaussian_conditional():
+    """A VAE whose decoder is linear-Gaussian, x = W z + b + sigma eps with z ~ N(0, I), is the factor
+    model x ~ N(b, W W^T + sigma^2 I); E[x_m | x_o] = b_m + S_mo S_oo^-1 (x_o - b_o) exactly. The
+    importance-weighted mean over K draws of q must agree within its Monte Carlo standard error
+    (from R independent repetitions), whatever q is (here the encoder is fixed, q = N(0, 0.69^2 I))."""
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(), likelihood="table", columns=("gaussian",) * 4)).double()
+    w = torch.tensor([[0.9, 0.1], [-0.6, 0.7], [0.3, -0.8], [0.5, 0.5]], dtype=torch.float64)
+    b, sigma = torch.tensor([0.5, -1.0, 0.0, 2.0], dtype=torch.float64), 0.6
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.zero_()
+        vae.decoder[0].weight.copy_(w)
+        vae.decoder[0].bias.copy_(b)
+        vae.likelihood.raw_scale.fill_(math.log(math.expm1(sigma - 1e-3)))
+    cov = w @ w.T + sigma**2 * torch.eye(4, dtype=torch.float64)
+    x = torch.tensor([[1.2, float("nan"), 0.4, float("nan")], [float("nan"), -0.3, -1.0, 2.5],
+                      [0.1, -2.0, float("nan"), 1.0]], dtype=torch.float64)  # fmt: skip
+    exact = x.clone()
+    for i, row in enumerate(x):
+        o, m = ~torch.isnan(row), torch.isnan(row)
+        exact[i, m] = b[m] + cov[m][:, o] @ torch.linalg.solve(cov[o][:, o], row[o] - b[o])
+    reps = torch.stack([impute(vae, x, k=4000) for _ in range(12)])  # [R, B, C]
+    mean, se = reps.mean(0), reps.std(0) / math.sqrt(reps.shape[0])
+    missing = torch.isnan(x)
+    assert torch.equal(reps[:, ~missing], x[~missing].expand(12, -1))  # observed values untouched
+    assert (se[missing] < 0.02).all()  # precise enough that a wrong weighting would show
+    assert ((mean - exact)[missing].abs() <= 4 * se[missing] + 1e-3).all(), (mean[missing], exact[missing])
+
+
+def test_a_parquet_table_loads_like_its_csv(tmp_path):
+    pytest.importorskip("pyarrow", reason="Parquet needs the optional pyarrow (pip install 'elbox[parquet]')")
+    frame = _crafted()
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    csv, parquet = load_dataset(str(tmp_path / "t.csv")), load_dataset(str(tmp_path / "t.parquet"))
+    assert csv.schema == parquet.schema and torch.equal(csv.train, parquet.train)
