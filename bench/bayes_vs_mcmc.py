@@ -78,10 +78,14 @@ def main() -> None:
                 runs[name][tool].append(record)
                 print(f"round {r + 1} {name:<26} {tool:<10} {record['seconds']:7.1f} s  rc={record['rc']}  "
                       f"{record.get('check', record.get('verdict', ''))}", flush=True)  # fmt: skip
-    table = summarise(runs, args.tools)
+                save(args, runs, None)  # after every run: an interrupted benchmark keeps what it measured
+    save(args, runs, summarise(runs, args.tools))
+    print(f"wrote {args.out}")
+
+
+def save(args: argparse.Namespace, runs: dict, table: dict | None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"argv": sys.argv, "rounds": args.rounds, "summary": table, "runs": runs}, indent=1))
-    print(f"wrote {args.out}")
 
 
 def summarise(runs: dict, tools: list[str]) -> dict:

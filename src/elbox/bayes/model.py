@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
-from torch.distributions.transforms import Transform
+from torch.distributions.transforms import ComposeTransform, Transform
 
 from ..errors import ElboxError
 
@@ -101,6 +101,11 @@ def _bijection(support: constraints.Constraint) -> Transform:
                          "torch.distributions.constraints that biject_to knows") from None  # fmt: skip
 
 
+def _is_identity(transform: Transform) -> bool:
+    """``biject_to(real)``: torch's identity, an empty composition."""
+    return isinstance(transform, ComposeTransform) and not transform.parts
+
+
 class Param:
     """A named model parameter: its shape and support.
 
@@ -155,6 +160,10 @@ class Model:
         self.params, self.prior, self.likelihood = dict(params), prior, likelihood
         self.observed, self.transformed, self.name = tuple(observed), transformed, name
         self.dim = sum(p.free_dim for p in self.params.values())
+        # what constrain does per parameter, worked out once: (name, free shape, the map or None for the identity)
+        self._plan = [(n, p.free_shape, None if _is_identity(p.transform) else p.transform)
+                      for n, p in self.params.items()]  # fmt: skip
+        self._split = self._sizes()
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, params={self.params}, dim={self.dim})"
@@ -164,13 +173,16 @@ class Model:
     def constrain(self, u: Tensor) -> tuple[Params, Tensor]:
         """Parameters ``{name: [K, *shape]}`` of unconstrained points u ``[K, d]``, and the summed
         log |det J| of the maps ``[K]``."""
-        k, params, ladj = u.shape[0], {}, u.new_zeros(u.shape[0])
-        for (name, p), free in zip(self.params.items(), u.split(self._sizes(), -1), strict=True):
-            y = free.reshape(k, *p.free_shape)
-            x = p.transform(y)
-            params[name] = x
-            ladj = ladj + p.transform.log_abs_det_jacobian(y, x).reshape(k, -1).sum(-1)
-        return params, ladj
+        k, params, ladj = u.shape[0], {}, None
+        for (name, shape, transform), free in zip(self._plan, u.split(self._split, -1), strict=True):
+            y = free.reshape(k, *shape)
+            if transform is None:  # the identity map, log |det J| = 0: skipped on the hot path
+                params[name] = y
+                continue
+            params[name] = x = transform(y)
+            term = transform.log_abs_det_jacobian(y, x).reshape(k, -1).sum(-1)
+            ladj = term if ladj is None else ladj + term
+        return params, u.new_zeros(k) if ladj is None else ladj
 
     def unconstrain(self, params: Mapping[str, Tensor]) -> Tensor:
         """The inverse of ``constrain``: ``{name: [K, *shape]}`` -> u ``[K, d]``."""
