@@ -5,7 +5,7 @@ u ``[16, d]`` (unconstrained, float64 as the fit uses), summed, and its gradient
 Median over repeats of blocks of ``--calls`` evaluations, after a warm-up.
 
     python bench/bayes_logdensity.py [--posteriordb DIR] [--repeats 15] [--calls 200] [--dtype float64]
-        [--out bench/results/bayes_logdensity.json]
+        [--compile] [--out bench/results/bayes_logdensity.json]
 
 Ends with one line per model: ``NAME  d=...  us=...`` (the issue's target: eight schools
 non-centered at most 250 us).
@@ -31,8 +31,16 @@ def time_model(reference: bayes.Reference, args: argparse.Namespace) -> dict:
     data, _ = model.prepare(reference.data, dtype)
     u = (0.1 * torch.randn(K, model.dim, generator=torch.Generator().manual_seed(0), dtype=dtype)).requires_grad_()
 
+    log_density = model.log_density
+    compile_seconds = None
+    if args.compile:  # torch.compile of the whole log density; the first call pays the compilation
+        log_density = torch.compile(model.log_density, dynamic=False)
+        t0 = time.perf_counter()
+        log_density(u, data).sum().backward()
+        compile_seconds = time.perf_counter() - t0
+
     def call() -> None:
-        model.log_density(u, data).sum().backward()
+        log_density(u, data).sum().backward()
         u.grad = None
 
     for _ in range(args.calls // 4 + 1):  # warm-up: allocator, lazy inits
@@ -43,7 +51,7 @@ def time_model(reference: bayes.Reference, args: argparse.Namespace) -> dict:
         for _ in range(args.calls):
             call()
         blocks.append((time.perf_counter() - t0) / args.calls * 1e6)
-    return {"dim": model.dim, "us": statistics.median(blocks), "us_min": min(blocks)}
+    return {"dim": model.dim, "us": statistics.median(blocks), "us_min": min(blocks), "compile_s": compile_seconds}
 
 
 def main() -> None:
@@ -54,6 +62,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: what K = 16 wants)")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile(model.log_density) instead")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,9 +70,11 @@ def main() -> None:
     for name in args.posteriors:
         results[name] = time_model(bayes.load(name, args.posteriordb), args)
         r = results[name]
-        print(f"{name:<28} d={r['dim']:<3} us={r['us']:8.1f}  (min {r['us_min']:.1f})", flush=True)
+        compiled = f"  compile {r['compile_s']:.1f} s" if args.compile else ""
+        print(f"{name:<28} d={r['dim']:<3} us={r['us']:8.1f}  (min {r['us_min']:.1f}){compiled}", flush=True)
     if args.out is not None:
         meta = {"torch": torch.__version__, "threads": args.threads, "dtype": args.dtype, "K": K}
+        meta["compile"] = args.compile
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 

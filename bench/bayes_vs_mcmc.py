@@ -90,7 +90,7 @@ def save(args: argparse.Namespace, runs: dict, table: dict | None) -> None:
 
 def summarise(runs: dict, tools: list[str]) -> dict:
     table, ratios = {}, []
-    print(f"\n{'posterior':<26}" + "".join(f"{t + ' s':>12}" for t in tools) + f"{'NUTS/elbox':>12}")
+    print(f"\n{'posterior':<26}" + "".join(f"{t + ' s':>14}" for t in tools) + f"{'NUTS/elbox':>12}")
     for name, by_tool in runs.items():
         row = {t: statistics.median(r["seconds"] for r in by_tool[t]) for t in tools}
         if "nuts" in row and "elbox" in row:
@@ -98,7 +98,7 @@ def summarise(runs: dict, tools: list[str]) -> dict:
             ratios.append(row["nuts/elbox"])
         table[name] = row
         ratio = row.get("nuts/elbox", float("nan"))
-        print(f"{name:<26}" + "".join(f"{row[t]:12.1f}" for t in tools) + f"{ratio:12.2f}")
+        print(f"{name:<26}" + "".join(f"{row[t]:14.1f}" for t in tools) + f"{ratio:12.2f}")
     if ratios:
         table["median nuts/elbox"] = statistics.median(ratios)
         print(f"median NUTS/elbox over {len(ratios)} posteriors: {table['median nuts/elbox']:.2f}")
