@@ -23,8 +23,8 @@ from pathlib import Path
 from common import DEFAULT_DATA_DIR
 
 from elbox import VAEConfig
-from elbox.train import TrainConfig, prepare
-from elbox.train import run as training
+from elbox.training import TrainConfig, prepare
+from elbox.training import run as training
 
 
 def main() -> None:

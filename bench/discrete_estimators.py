@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, set_threads, write_results
 
 from elbox.evaluation import evaluate
-from elbox.train import train
+from elbox.training import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "discrete_estimators.json"
 WAYS = {"relaxed": {}, "straight-through": {"straight_through": True}, "score": {"estimator": "score"}}

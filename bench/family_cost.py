@@ -1,7 +1,7 @@
 """The cost of a richer family: training-step time of each family over the diagonal Gaussian.
 
 The benchmark VAE (784-200-200-50 tanh, batch 100, one particle, fused Adam) with q in each
-family, each trained by ``elbox.train.train_epoch`` (the loop ``elbox train`` runs) on the
+family, each trained by ``elbox.training.train_epoch`` (the loop ``elbox train`` runs) on the
 same slice of binarized MNIST, in one process. Rounds are interleaved and rotate which family
 goes first, so the machine's drift hits all alike; the figure is the median over rounds of
 each family's step time divided by the diagonal family's in the same round.
@@ -28,7 +28,7 @@ from common import (
 )
 
 from elbox import ELBO
-from elbox.train import VariationalLoss, make_optimizer, train_epoch
+from elbox.training import VariationalLoss, make_optimizer, train_epoch
 
 FAMILIES = ("diagonal", "lowrank", "fullrank", "mixture:4", "iaf:4", "nsf:4", "realnvp:4", "maf:4")
 

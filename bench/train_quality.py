@@ -40,7 +40,7 @@ from common import (
 
 import elbox
 from elbox import ElboxError
-from elbox.train import validate
+from elbox.training import validate
 
 TARGET_NATS = 0.3
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "train_quality.json"

@@ -3,7 +3,7 @@
 All train the 784-200-200-50 tanh VAE (batch 100, Adam 1e-3, one particle) on the same slice
 of binarized MNIST, in interleaved rounds that rotate which goes first: the machine's speed
 drifts (±25% on a shared 2-core box), and interleaving exposes every loop to the same drift.
-elbox is timed through ``elbox.train.train_epoch``, the loop ``elbox train`` runs, eager and
+elbox is timed through ``elbox.training.train_epoch``, the loop ``elbox train`` runs, eager and
 with the loss compiled (``--compile``, ``train.compile_loss``). The peers (Pyro
 ``Trace_ELBO`` and ``JitTrace_ELBO``, NumPyro's jit-compiled ``SVI.update`` and the same with
 the whole pass in ``lax.scan``) run in the bench-only environment (``--peer-python``), each in
@@ -40,7 +40,7 @@ from common import (
 from torch import Tensor
 
 from elbox import ELBO, IWAE
-from elbox.train import VariationalLoss, compile_loss, make_optimizer, train_epoch
+from elbox.training import VariationalLoss, compile_loss, make_optimizer, train_epoch
 
 TARGET_RATIO = 0.95
 PEERS = ("pyro", "pyro-jit", "numpyro-jit", "numpyro-scan")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, set_threads, write_results
 
 from elbox.runs import load_splits
-from elbox.train import train
+from elbox.training import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vib_beta.json"
 

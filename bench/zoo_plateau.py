@@ -23,7 +23,7 @@ from common import DEFAULT_DATA_DIR, HIDDEN, LATENT_DIM, LR, environment, load_b
 from elbox import VAEConfig
 from elbox.bounds import ELBO
 from elbox.models import build_model
-from elbox.train import VariationalLoss, make_optimizer
+from elbox.training import VariationalLoss, make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

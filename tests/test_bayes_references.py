@@ -128,3 +128,15 @@ def test_compare_measures_errors_in_reference_sds():
     np.testing.assert_allclose(c.mean_error, [0.1, 0.0], atol=0.03)
     np.testing.assert_allclose(c.sd_ratio, [1.0, 0.5], atol=0.02)
     assert c.wasserstein[0] == pytest.approx(0.1, abs=0.03) and not c.passes() and "sd ratio" in str(c)
+
+
+def test_wasserstein_1d_is_scipys() -> None:
+    """``compare``'s W1 is scipy's, without importing scipy.stats on the fit path; and W1 of a shift is the shift."""
+    from elbox.bayes.references import wasserstein_1d
+
+    rng = np.random.default_rng(0)
+    for n, m in [(1, 1), (7, 3), (1000, 10_000)]:
+        u, v = rng.standard_normal(n), rng.standard_t(3, m)
+        assert wasserstein_1d(u, v) == pytest.approx(stats.wasserstein_distance(u, v), rel=1e-12, abs=1e-15)
+    u = rng.standard_normal(500)
+    assert wasserstein_1d(u, u + 0.25) == pytest.approx(0.25, rel=1e-12)

@@ -23,7 +23,7 @@ from elbox.bounds import ELBO, iwae
 from elbox.errors import ElboxError
 from elbox.families import _inverse_positive
 from elbox.runs import load_run
-from elbox.train import TrainConfig, train
+from elbox.training import TrainConfig, train
 
 X_DIM, Z_DIM, C, S = 5, 2, 3, 0.5
 

@@ -16,7 +16,7 @@ from elbox.bounds import ELBO, iwae
 from elbox.errors import ElboxError
 from elbox.families import Discrete, GumbelDiscrete, UniformDiscrete
 from elbox.runs import load_run
-from elbox.train import TrainConfig, train
+from elbox.training import TrainConfig, train
 
 
 def tiny(family: str = "bernoulli", dim: int = 3, **options: object) -> VAE:

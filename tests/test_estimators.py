@@ -11,7 +11,7 @@ from torch.distributions import Independent, Normal
 from elbox.bounds import CUBO, ELBO, IWAE, Particles, RenyiBound, cubo, elbo, iwae, renyi
 from elbox.families import DiagonalNormal
 from elbox.priors import UnitNormal
-from elbox.train import VariationalLoss
+from elbox.training import VariationalLoss
 
 
 def _encoder_grads(vae, objective, x, k, replicates):

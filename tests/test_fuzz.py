@@ -14,7 +14,7 @@ import elbox
 from elbox.data import load_dataset
 from elbox.errors import ElboxError
 from elbox.models import VAEConfig
-from elbox.train import TrainConfig, read_config_file
+from elbox.training import TrainConfig, read_config_file
 
 FAST = settings(max_examples=300, deadline=None, derandomize=True,  # the same inputs on every run: CI cannot flake
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

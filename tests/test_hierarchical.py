@@ -207,7 +207,7 @@ def test_bad_hvae_options_are_refused(options, message):
 
 
 def test_free_bits_are_refused_for_the_hvae_and_learned_priors():
-    from elbox.train import TrainConfig
+    from elbox.training import TrainConfig
 
     for model in ({"model": "hvae"}, {"prior": "mog"}):
         with pytest.raises(ElboxError, match="free bits"):

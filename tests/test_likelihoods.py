@@ -30,7 +30,7 @@ from elbox.likelihoods import (
     make_likelihood,
 )
 from elbox.runs import load_run
-from elbox.train import train
+from elbox.training import train
 
 
 def test_binomial_is_the_binomial_pmf_of_the_counts_and_sums_to_one():

@@ -11,7 +11,7 @@ from elbox import VAE, VAEConfig
 from elbox.errors import ElboxError
 from elbox.networks import ConvDecoder, ConvEncoder
 from elbox.runs import load_run
-from elbox.train import train
+from elbox.training import train
 
 SHAPES = [(28, 28), (8, 8), (5, 7), (1, 3)]
 

@@ -96,7 +96,7 @@ def test_pseudo_inputs_started_at_data_are_distinct_training_points_inside_the_b
 
 @pytest.mark.parametrize("model", ["vae", "hvae"])
 def test_training_starts_the_vamp_prior_at_training_images(model):
-    from elbox.train import TrainConfig, prepare
+    from elbox.training import TrainConfig, prepare
 
     config = TrainConfig(
         data="digits", epochs=1, seed=3, model=VAEConfig(model=model, hidden=(8,), latent_dim=2, prior="vamp:7")

@@ -5,7 +5,7 @@ import pytest
 import elbox
 from elbox.errors import ElboxError
 from elbox.schedules import kl_weight
-from elbox.train import TrainConfig
+from elbox.training import TrainConfig
 
 
 def test_warmup_rises_linearly_to_beta_and_stays():

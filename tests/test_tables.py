@@ -15,7 +15,7 @@ from elbox.data.tables import fit_transforms
 from elbox.errors import ElboxError
 from elbox.impute import impute, impute_table
 from elbox.runs import load_run
-from elbox.train import train
+from elbox.training import train
 
 
 def _crafted(n: int = 120, seed: int = 0) -> pd.DataFrame:

@@ -10,8 +10,16 @@ import torch
 import elbox
 from elbox.errors import ElboxError
 from elbox.runs import load_run, read_metrics
-from elbox.train import TrainConfig, VariationalLoss, compile_loss, loop, make_optimizer, read_config_file, train_epoch
-from elbox.train import run as train_run  # the module: elbox.train.run is where train() looks up prepare
+from elbox.training import (
+    TrainConfig,
+    VariationalLoss,
+    compile_loss,
+    loop,
+    make_optimizer,
+    read_config_file,
+    train_epoch,
+)
+from elbox.training import run as train_run  # the module: elbox.training.run is where train() looks up prepare
 
 SMALL = {"hidden": (32,), "latent_dim": 2, "progress": False}
 
@@ -33,8 +41,9 @@ def test_training_on_digits_raises_the_validation_elbo(tmp_path):
 
 def test_figures_reach_a_run_as_a_hook_which_the_package_installs_by_default(tmp_path):
     from elbox.hooks import DEFAULT_HOOKS
-    from elbox.train import Hooks, Setup, default_hooks
+    from elbox.training import Hooks, Setup, default_hooks
 
+    assert callable(elbox.train)  # the package face's train comes with the default hooks installed
     assert default_hooks() is DEFAULT_HOOKS  # what elbox.train and `elbox train` get: the figures above
     checked, finished = [], []
 

@@ -29,7 +29,7 @@ CLOCK = ("seconds", "images_per_second")
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from torch.optim.optimizer import register_optimizer_step_post_hook
-    from elbox.train import run
+    from elbox.training import run
     from elbox.cli import main
     out, how, at, flags = sys.argv[1], sys.argv[2], int(sys.argv[3]), eval(sys.argv[4])
     counts = {"steps": 0, "writes": 0}
@@ -157,7 +157,7 @@ def test_a_checkpoint_of_another_shape_or_a_pickle_is_refused_nothing_run_nothin
 
 
 def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_says_so(tmp_path):
-    from elbox.train import resolve_device
+    from elbox.training import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the refusal cannot be shown")

@@ -18,7 +18,7 @@ from elbox.bounds import ELBO, iwae
 from elbox.errors import ElboxError
 from elbox.models import VIB, build_model
 from elbox.runs import load_run
-from elbox.train import train
+from elbox.training import train
 
 NODES, WEIGHTS = (torch.from_numpy(a) for a in np.polynomial.hermite_e.hermegauss(80))  # weight exp(-t^2 / 2)
 

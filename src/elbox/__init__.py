@@ -7,18 +7,52 @@ Train a VAE, look at what it learned, and load it back:
 >>> again = elbox.load_run(run.path)
 >>> again.model.sample(4).shape
 torch.Size([4, 64])
+
+The package face is lazy (PEP 562): ``import elbox`` loads nothing heavy, and each public name
+is imported from its module on first use, so that ``elbox --help`` and ``elbox fit`` do not pay
+for the VAE stack, and ``elbox.bayes`` does not pay for training. ``elbox.train`` and
+``elbox.resume`` come with the default hooks installed (``elbox.hooks``: the figures and
+TensorBoard, which ``training/``, a lower layer, does not import).
 """
 
-from ._version import __version__ as __version__
-from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
-from .errors import ElboxError
-from .evaluation import Evaluation, EvaluationConfig, evaluate, log_likelihood
-from .hooks import DEFAULT_HOOKS
-from .models import VAE, HierarchicalVAE, VAEConfig
-from .runs import Run, load_run
-from .train import TrainConfig, resume, set_default_hooks, train
+import importlib
+from typing import TYPE_CHECKING, Any
 
-set_default_hooks(DEFAULT_HOOKS)  # figures and TensorBoard, which train/ (a lower layer) does not import
+from ._version import __version__ as __version__
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time ``__getattr__`` imports on demand
+    from .bounds import CUBO, ELBO, IWAE, Bound, Objective, Particles, RenyiBound, cubo, elbo, iwae, log_weights, renyi
+    from .errors import ElboxError
+    from .evaluation import Evaluation, EvaluationConfig, evaluate, log_likelihood
+    from .models import VAE, HierarchicalVAE, VAEConfig
+    from .runs import Run, load_run
+    from .training import TrainConfig, resume, train
+
+# public name -> the module that defines it
+_MODULES = {
+    **dict.fromkeys(
+        (
+            "CUBO",
+            "ELBO",
+            "IWAE",
+            "Bound",
+            "Objective",
+            "Particles",
+            "RenyiBound",
+            "cubo",
+            "elbo",
+            "iwae",
+            "log_weights",
+            "renyi",
+        ),
+        "bounds",
+    ),
+    **dict.fromkeys(("ElboxError",), "errors"),
+    **dict.fromkeys(("Evaluation", "EvaluationConfig", "evaluate", "log_likelihood"), "evaluation"),
+    **dict.fromkeys(("VAE", "HierarchicalVAE", "VAEConfig"), "models"),
+    **dict.fromkeys(("Run", "load_run"), "runs"),
+    **dict.fromkeys(("TrainConfig", "resume", "train"), "training"),
+}
 
 __all__ = [
     "CUBO",
@@ -47,3 +81,26 @@ __all__ = [
     "resume",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name from its module, or a submodule (``elbox.bayes``), imported on first use."""
+    if name in _MODULES:
+        value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+        if name in ("train", "resume"):  # a run from the package face draws its figures, as `elbox train` does
+            from .hooks import install_default_hooks
+
+            install_default_hooks()
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":  # the submodule exists but an import inside it failed
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -204,9 +204,9 @@ def train(
 ) -> None:
     """Train a VAE by maximising the ELBO, and write a run folder."""
     from .hooks import DEFAULT_HOOKS  # the figures (and TensorBoard): train/ draws none itself
-    from .train import read_config_file
-    from .train import resume as resume_run
-    from .train import train as train_run
+    from .training import read_config_file
+    from .training import resume as resume_run
+    from .training import train as train_run
 
     if nproc > 1:
         from .distributed import launch

@@ -1,8 +1,8 @@
-"""The hooks every run gets by default, from the layers above ``train/``: TensorBoard each epoch, figures at the end.
+"""The hooks every run gets by default, from the layers above ``training/``: TensorBoard each epoch, figures at the end.
 
-``elbox/__init__`` installs ``DEFAULT_HOOKS`` with ``train.set_default_hooks``, so that
+``elbox.train`` (the package face) installs ``DEFAULT_HOOKS`` with ``install_default_hooks``, so that
 ``elbox.train(...)`` and ``elbox train`` draw a run's figures as they always did while
-``train/`` imports neither ``plots`` nor ``tensorboard``. Matplotlib and TensorBoard are
+``training/`` imports neither ``plots`` nor ``tensorboard``. Matplotlib and TensorBoard are
 imported only when a run draws or logs.
 """
 
@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .runs import Run
-from .train import Hooks, OnEpoch, Setup, TrainConfig
+from .training import Hooks, OnEpoch, Setup, TrainConfig, set_default_hooks
 
-__all__ = ["DEFAULT_HOOKS", "check_tensorboard", "figures", "tensorboard_logger"]
+__all__ = ["DEFAULT_HOOKS", "check_tensorboard", "figures", "install_default_hooks", "tensorboard_logger"]
 
 
 def check_tensorboard(config: TrainConfig) -> None:
@@ -40,3 +40,8 @@ def figures(run: Run, setup: Setup) -> Any:
 
 
 DEFAULT_HOOKS = Hooks(check=check_tensorboard, logger=tensorboard_logger, on_finish=figures)
+
+
+def install_default_hooks() -> None:
+    """Make ``DEFAULT_HOOKS`` what a run gets when its caller passes none (``training.set_default_hooks``)."""
+    set_default_hooks(DEFAULT_HOOKS)

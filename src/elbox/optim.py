@@ -1,4 +1,4 @@
-"""The optimiser and the non-finite policy that every gradient loop of elbox shares (``train/``, ``bayes``).
+"""The optimiser and the non-finite policy that every gradient loop of elbox shares (``training/``, ``bayes``).
 
 Two things, written once:
 

@@ -21,8 +21,8 @@ from .data import Dataset, Schema, binarize, load_dataset
 from .errors import ElboxError
 from .models import LatentVariableModel, build_model
 
-if TYPE_CHECKING:  # imported where used at run time: elbox.train.config runs train/'s face, which imports runs
-    from .train.config import TrainConfig
+if TYPE_CHECKING:  # imported where used at run time: elbox.training.config runs train/'s face, which imports runs
+    from .training.config import TrainConfig
 
 __all__ = ["Run", "load_run", "load_splits", "model_tensors", "read_json", "read_metrics", "restore_model"]
 
@@ -135,7 +135,7 @@ def load_run(path: str | Path, checkpoint: str = "last") -> Run:
         raise ElboxError(f"the run folder {path} does not exist; give the folder `elbox train` wrote.")
     if checkpoint not in ("last", "best"):
         raise ElboxError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}.")
-    from .train.config import TrainConfig  # deferred: see the import at the top
+    from .training.config import TrainConfig  # deferred: see the import at the top
 
     config = TrainConfig.from_dict(read_json(path / CONFIG))
     model = build_model(config.model)

@@ -29,14 +29,85 @@ verdict: DO NOT TRUST
   - ...
 """
 
-from .diagnostics import Diagnostics, diagnose, verdict
-from .files import is_model_file, load_data_file, load_files, load_model_file, write_data_file
-from .fitting import AUTO, FLOW, LAPLACE, Convergence, fit
-from .laplace import Start, find_start
-from .model import Model, Param, ordered, positive_ordered
-from .posterior import Posterior, Summary
-from .references import Comparison, Reference, compare, eight_schools, linear_regression, load
-from .saa import Stopping
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time ``__getattr__`` imports on demand
+    from .diagnostics import Diagnostics, diagnose, verdict
+    from .files import is_model_file, load_data_file, load_files, load_model_file, write_data_file
+    from .fitting import AUTO, FLOW, LAPLACE, Convergence, fit
+    from .laplace import Start, find_start
+    from .model import Model, Param, ordered, positive_ordered
+    from .posterior import Posterior, Summary
+    from .references import Comparison, Reference, compare, eight_schools, linear_regression, load
+    from .saa import Stopping
+
+# public name -> the module that defines it (a lazy face, PEP 562: nothing is imported until used)
+_MODULES = {
+    **dict.fromkeys(
+        (
+            "Diagnostics",
+            "diagnose",
+            "verdict",
+        ),
+        "diagnostics",
+    ),
+    **dict.fromkeys(
+        (
+            "is_model_file",
+            "load_data_file",
+            "load_files",
+            "load_model_file",
+            "write_data_file",
+        ),
+        "files",
+    ),
+    **dict.fromkeys(
+        (
+            "AUTO",
+            "FLOW",
+            "LAPLACE",
+            "Convergence",
+            "fit",
+        ),
+        "fitting",
+    ),
+    **dict.fromkeys(
+        (
+            "Start",
+            "find_start",
+        ),
+        "laplace",
+    ),
+    **dict.fromkeys(
+        (
+            "Model",
+            "Param",
+            "ordered",
+            "positive_ordered",
+        ),
+        "model",
+    ),
+    **dict.fromkeys(
+        (
+            "Posterior",
+            "Summary",
+        ),
+        "posterior",
+    ),
+    **dict.fromkeys(
+        (
+            "Comparison",
+            "Reference",
+            "compare",
+            "eight_schools",
+            "linear_regression",
+            "load",
+        ),
+        "references",
+    ),
+    **dict.fromkeys(("Stopping",), "saa"),
+}
 
 __all__ = [
     "AUTO",
@@ -68,3 +139,22 @@ __all__ = [
     "verdict",
     "write_data_file",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name from its module, or a submodule (``bayes.report``), imported on first use."""
+    if name in _MODULES:
+        value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":  # the submodule exists but an import inside it failed
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
-from torch.distributions.transforms import Transform
+from torch.distributions.transforms import AffineTransform, ComposeTransform, Transform
 
 from ..errors import ElboxError
 
@@ -101,6 +101,21 @@ def _bijection(support: constraints.Constraint) -> Transform:
                          "torch.distributions.constraints that biject_to knows") from None  # fmt: skip
 
 
+def _lean(transform: Transform) -> Transform | None:
+    """The same map with less per-call overhead: ``None`` for the identity, a composition without its
+    identity steps (``biject_to(positive)`` is exp followed by x -> 0 + 1 x), a one-step composition as
+    that step. Exact: 0 + 1 x is x, and the dropped log |det J| terms are zeros."""
+    if not isinstance(transform, ComposeTransform):
+        return transform
+    parts = [t for t in transform.parts if not _is_unit_affine(t)]
+    return None if not parts else parts[0] if len(parts) == 1 else ComposeTransform(parts)
+
+
+def _is_unit_affine(t: Transform) -> bool:
+    return (isinstance(t, AffineTransform) and t.event_dim == 0 and isinstance(t.loc, int | float)
+            and isinstance(t.scale, int | float) and t.loc == 0 and t.scale == 1)  # fmt: skip
+
+
 class Param:
     """A named model parameter: its shape and support.
 
@@ -155,6 +170,9 @@ class Model:
         self.params, self.prior, self.likelihood = dict(params), prior, likelihood
         self.observed, self.transformed, self.name = tuple(observed), transformed, name
         self.dim = sum(p.free_dim for p in self.params.values())
+        # what constrain does per parameter, worked out once: (name, free shape, the map or None for the identity)
+        self._plan = [(n, p.free_shape, _lean(p.transform)) for n, p in self.params.items()]
+        self._split = self._sizes()
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, params={self.params}, dim={self.dim})"
@@ -164,13 +182,16 @@ class Model:
     def constrain(self, u: Tensor) -> tuple[Params, Tensor]:
         """Parameters ``{name: [K, *shape]}`` of unconstrained points u ``[K, d]``, and the summed
         log |det J| of the maps ``[K]``."""
-        k, params, ladj = u.shape[0], {}, u.new_zeros(u.shape[0])
-        for (name, p), free in zip(self.params.items(), u.split(self._sizes(), -1), strict=True):
-            y = free.reshape(k, *p.free_shape)
-            x = p.transform(y)
-            params[name] = x
-            ladj = ladj + p.transform.log_abs_det_jacobian(y, x).reshape(k, -1).sum(-1)
-        return params, ladj
+        k, params, ladj = u.shape[0], {}, None
+        for (name, shape, transform), free in zip(self._plan, u.split(self._split, -1), strict=True):
+            y = free.reshape(k, *shape)
+            if transform is None:  # the identity map, log |det J| = 0: skipped on the hot path
+                params[name] = y
+                continue
+            params[name] = x = transform(y)
+            term = transform.log_abs_det_jacobian(y, x).reshape(k, -1).sum(-1)
+            ladj = term if ladj is None else ladj + term
+        return params, u.new_zeros(k) if ladj is None else ladj
 
     def unconstrain(self, params: Mapping[str, Tensor]) -> Tensor:
         """The inverse of ``constrain``: ``{name: [K, *shape]}`` -> u ``[K, d]``."""

@@ -18,16 +18,17 @@ Matplotlib's object-oriented API on the Agg canvas, as in ``elbox.plots.base``: 
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..checkpoints import save_checkpoint, write_json, write_json_lines
 from ..errors import ElboxError
-from ..plots.base import save
 from .diagnostics import KHAT_MAX, Diagnostics
 from .posterior import Posterior
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: `elbox fit` without --out draws none
+    from matplotlib.figure import Figure
 
 __all__ = ["correlated_pairs", "describe", "khat", "marginals", "pairs", "phases", "trace", "write_run"]
 
@@ -57,6 +58,12 @@ def phases(posterior: Posterior) -> str:
     return "\n".join(lines)
 
 
+def _figure(**options: Any) -> "Figure":
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
 def describe(posterior: Posterior, comparison: Any = None) -> str:
     """The text a user reads after a fit: what was fitted, the family chosen and why, the summary,
     the diagnostics with the verdict, the phases (time and log-density evaluations), and the
@@ -81,12 +88,12 @@ def describe(posterior: Posterior, comparison: Any = None) -> str:
 
 
 def marginals(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None = None,
-              max_panels: int = 20) -> Figure:  # fmt: skip
+              max_panels: int = 20) -> "Figure":  # fmt: skip
     """A histogram of q's draws per scalar quantity (the first ``max_panels``), the reference's over it."""
     names = list(draws)[:max_panels]
     cols = min(5, len(names))
     rows = -(-len(names) // cols)
-    fig = Figure(figsize=(2.6 * cols, 2.1 * rows), layout="constrained")
+    fig = _figure(figsize=(2.6 * cols, 2.1 * rows), layout="constrained")
     legend = None
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -105,9 +112,9 @@ def marginals(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray] | N
     return fig
 
 
-def trace(elbo_trace: np.ndarray) -> Figure:
+def trace(elbo_trace: np.ndarray) -> "Figure":
     """The objective per step, and its mean per ``PER_LINE`` steps."""
-    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    fig = _figure(figsize=(6, 3.2), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(elbo_trace, lw=0.5, alpha=0.4, label="per step")
     means = _window_means(elbo_trace)
@@ -143,7 +150,7 @@ def correlated_pairs(draws: dict[str, np.ndarray], n_pairs: int = 4) -> list[tup
     return [(names[i[o]], names[j[o]], round(float(r[i[o], j[o]]), 6)) for o in order]
 
 
-def pairs(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None = None, n_pairs: int = 4) -> Figure:
+def pairs(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None = None, n_pairs: int = 4) -> "Figure":
     """Scatter plots of q's draws for the ``n_pairs`` most correlated pairs of scalar quantities
     (``correlated_pairs``, at most ``PAIR_POINTS`` draws each), the reference draws over them in
     black when given. A mean-field q cannot show a correlation the posterior has: these panels
@@ -151,7 +158,7 @@ def pairs(draws: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None 
     chosen = correlated_pairs(draws, n_pairs)
     cols = min(4, len(chosen))
     rows = -(-len(chosen) // cols)
-    fig = Figure(figsize=(3.2 * cols, 3.0 * rows), layout="constrained")
+    fig = _figure(figsize=(3.2 * cols, 3.0 * rows), layout="constrained")
     for k, (a, b, r) in enumerate(chosen):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.scatter(_thin(draws[a]), _thin(draws[b]), s=3, alpha=0.3, label="q")
@@ -171,11 +178,11 @@ def _thin(x: np.ndarray) -> np.ndarray:
     return np.asarray(x)[:: max(1, -(-len(x) // PAIR_POINTS))]
 
 
-def khat(diagnostics: Diagnostics) -> Figure:
+def khat(diagnostics: Diagnostics) -> "Figure":
     """The PSIS k-hat of each replicate set of draws, against the thresholds of Yao et al. (2018)
     and Vehtari et al. (2024): below 0.5 good, 0.5 to 0.7 usable, above 0.7 do not trust q."""
     values = np.asarray(diagnostics.khat, dtype=float)
-    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    fig = _figure(figsize=(5, 3.4), layout="constrained")
     ax = fig.add_subplot()
     top = max(1.0, float(np.nanmax(values)) + 0.1) if len(values) else 1.0
     bottom = min(0.0, float(np.nanmin(values)) - 0.1) if len(values) else 0.0
@@ -205,6 +212,8 @@ def _window_means(x: np.ndarray) -> np.ndarray:
 def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.ndarray] | None = None,
               draws: int = 10_000, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write ``posterior`` (and its diagnostics) to the folder ``out``; refuse a non-empty one unless ``overwrite``."""
+    from ..plots import save  # matplotlib: only when figures are written
+
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ElboxError(f"{out} exists and is not empty: choose another --out, or pass --overwrite to replace it")

@@ -3,7 +3,7 @@
 ``prepare`` (setup) is the init, ``train_step`` and ``train_epoch`` (loop) the steps,
 ``validate`` (loop) the ELBO of a split; ``train`` and ``resume`` (run) add the run folder,
 checkpoints, stop signals and the hooks of the layers above (figures, TensorBoard).
-Note that ``elbox.train`` is the function; this package is ``from elbox.train import ...``.
+Note that ``elbox.train`` is the function; this package is ``from elbox.training import ...``.
 """
 
 from ..optim import NonFiniteError, make_optimizer

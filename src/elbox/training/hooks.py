@@ -1,6 +1,6 @@
-"""What the layers above ``train/`` add to a run (figures, TensorBoard), given to it rather than imported by it.
+"""What the layers above ``training/`` add to a run (figures, TensorBoard), given to it rather than imported by it.
 
-``train/`` sits below ``plots`` and ``tensorboard`` and never imports them (DESIGN.md: arrows
+``training/`` sits below ``plots`` and ``tensorboard`` and never imports them (DESIGN.md: arrows
 point down, deferred imports included). They reach a run as ``Hooks``: ``train`` and ``resume``
 take them as an argument, and without one use the defaults, which the package face
 (``elbox/__init__``, the top layer) sets once to ``elbox.hooks.DEFAULT_HOOKS``: so

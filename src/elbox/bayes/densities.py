@@ -1,0 +1,60 @@
+"""Log densities as plain tensor expressions: the hot path of the built-in models, without Distribution objects.
+
+``torch.distributions`` builds an object per call (broadcasting its parameters to tensors,
+validating them and the value): tens of microseconds each, more than the arithmetic at K = 16
+particles. These functions are the same formulas as torch's ``log_prob`` (same operations in the
+same order on the value, so the same gradients), with constant parameters kept as Python floats:
+they then enter in the value's dtype (float64 in a fit) rather than as float32 tensors. No
+validation: the model's transforms already keep every value in its support.
+
+>>> import torch
+>>> x = torch.tensor([0.3, 1.7], dtype=torch.float64)
+>>> torch.allclose(normal(x, 0.5, 2.0), torch.distributions.Normal(0.5, 2.0).log_prob(x))
+True
+>>> torch.allclose(half_cauchy(x, 5.0), torch.distributions.HalfCauchy(5.0).log_prob(x).double())
+True
+"""
+
+import math
+
+from torch import Tensor
+
+__all__ = ["beta", "half_cauchy", "half_normal", "half_student_t", "normal", "student_t"]
+
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # as torch writes it, for the same rounding
+_LOG_2, _LOG_PI = math.log(2), math.log(math.pi)
+
+
+def normal(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
+    """log N(x; loc, scale^2) = -(x - loc)^2 / (2 scale^2) - log scale - log sqrt(2 pi), elementwise (broadcast)."""
+    log_scale = math.log(scale) if isinstance(scale, float | int) else scale.log()
+    return -((x - loc) ** 2) / (2 * scale**2) - log_scale - _LOG_SQRT_2PI
+
+
+def half_normal(x: Tensor, scale: float) -> Tensor:
+    """log of the half-normal on x >= 0: log N(x; 0, scale^2) + log 2."""
+    return normal(x, 0.0, scale) + _LOG_2
+
+
+def half_cauchy(x: Tensor, scale: float) -> Tensor:
+    """log of the half-Cauchy on x >= 0: log 2 - log pi - log scale - log(1 + (x / scale)^2)."""
+    return -_LOG_PI - math.log(scale) - ((x / scale) ** 2).log1p() + _LOG_2
+
+
+def student_t(x: Tensor, df: float, loc: Tensor | float, scale: float) -> Tensor:
+    """log t_df(x; loc, scale) = -(df + 1)/2 log(1 + y^2 / df) - log Z, y = (x - loc) / scale,
+    log Z = log scale + log(df pi) / 2 + lgamma(df / 2) - lgamma((df + 1) / 2)."""
+    y = (x - loc) / scale
+    log_z = math.log(scale) + 0.5 * math.log(df) + 0.5 * _LOG_PI + math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1))
+    return -0.5 * (df + 1.0) * (y**2.0 / df).log1p() - log_z
+
+
+def half_student_t(x: Tensor, df: float, scale: float) -> Tensor:
+    """log of the half-t on x >= 0: log t_df(x; 0, scale) + log 2."""
+    return student_t(x, df, 0.0, scale) + _LOG_2
+
+
+def beta(x: Tensor, a: float, b: float) -> Tensor:
+    """log Beta(x; a, b) = (a - 1) log x + (b - 1) log(1 - x) - log B(a, b), for x in (0, 1)."""
+    log_b = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    return (a - 1) * x.log() + (b - 1) * (-x).log1p() - log_b

@@ -1,0 +1,57 @@
+"""Start-up: the package faces are lazy, and the Bayesian path and the command line import no heavy
+module they do not use (arviz, matplotlib, scipy.stats, scikit-learn, pandas, jinja2)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("arviz", "matplotlib", "scipy.stats", "sklearn", "pandas", "jinja2")
+
+
+def _imported(code: str) -> dict[str, bool]:
+    """Run ``code`` in a fresh interpreter; which of HEAVY (and torch) it left in ``sys.modules``."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {(*HEAVY, 'torch')!r}}}))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import elbox.bayes",
+        # what `elbox fit NAME` imports before its first step: the model, the data, the fit and the summary
+        "from elbox import bayes\nfrom elbox.bayes.report import describe\n"
+        "r = bayes.load('eight_schools_noncentered')\nbayes.compare({'mu': [0.0, 1.0]}, {'mu': [0.5, 1.5, 2.0]})",
+        "import elbox.cli",
+    ],
+    ids=["import elbox.bayes", "the fit path", "import elbox.cli"],
+)
+def test_no_heavy_imports(code: str) -> None:
+    imported = _imported(code)
+    assert [m for m in HEAVY if imported[m]] == []
+
+
+def test_package_faces_are_lazy() -> None:
+    """``import elbox`` and ``import elbox.bayes`` import no torch; names load on first use."""
+    assert not _imported("import elbox")["torch"]
+    assert not _imported("import elbox.bayes")["torch"]
+
+
+def test_every_public_name_resolves() -> None:
+    import elbox
+    from elbox import bayes
+
+    for face in (elbox, bayes):
+        assert set(face.__all__) <= set(dir(face))
+        for name in face.__all__:
+            assert getattr(face, name) is not None, name
+    from elbox import VAE, ElboxError  # noqa: F401  the plain form keeps working
+    from elbox.bayes import Model, fit  # noqa: F401
+
+    assert elbox.training.train is elbox.train  # a submodule by attribute, as before
+    with pytest.raises(AttributeError):
+        elbox.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError):
+        bayes.no_such_name  # noqa: B018
