@@ -273,7 +273,10 @@ def _run(
 def _minibatch(model: Model, data: dict, n: int | None, batch_size: int | None) -> tuple[dict, float]:
     if batch_size is None or batch_size == n:
         return data, 1.0
-    index = torch.randperm(n)[:batch_size]
+    # rows drawn with replacement: the scaled sum is as unbiased, a step costs O(B) rather than a permutation of
+    # all N rows (1.3 s at N = 10^7), and the draw takes as many random numbers whatever N is, so that processes
+    # holding shards of different sizes keep their generators (and particles) in step (``shard``)
+    index = torch.randint(n, (batch_size,))
     return data | {key: data[key][index] for key in model.observed}, n / batch_size
 
 
