@@ -19,7 +19,8 @@ second order in u_s - u0, O(1/N) per row for a posterior of width 1/sqrt(N), so 
 The rule (``diagnose_at_scale``):
 
 1. when R x S x N row evaluations fit ``EXACT_BUDGET`` (2 x 10^8), the full-data verdict runs as is;
-2. otherwise each of the R sets takes its own subsample of m rows (``rows``, default 2,000),
+2. otherwise each of the R sets takes its own subsample of m rows (``rows``, default 2,000; under
+   ``shard``, m rows of each process's shard, a stratified estimate),
    growing it 4x at a time until the root mean square of se_s over the draws is below ``SE_TOL``
    (0.1 nats) or m reaches ``EXACT_BUDGET / S`` rows; the draws are fewer (S = 1,000 by default)
    and the sets' spread, as in the full rule, carries their Monte Carlo error into the moment tests;
@@ -34,7 +35,6 @@ with a huge remainder (an outlier far from the rest) show as a large se_s rather
 and with m = N/4000 a single such row may go unseen in every set.
 """
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..distributed import sum_over_ranks
 from ..errors import ElboxError
 from ..importance import psis
 from .diagnostics import Diagnostics, diagnose
@@ -49,7 +50,7 @@ from .diagnostics import Diagnostics, diagnose
 if TYPE_CHECKING:
     from .posterior import Posterior
 
-__all__ = ["EXACT_BUDGET", "SE_TOL", "Subsampled", "diagnose_at_scale"]
+__all__ = ["EXACT_BUDGET", "SE_TOL", "Subsampled", "affordable", "diagnose_at_scale", "total_rows"]
 
 SE_TOL = 0.1  # nats: rms over draws of the log-weights' standard error before the verdict is read
 EXACT_BUDGET = 2e8  # draws x rows: below it the full-data verdict is affordable (seconds on one core)
@@ -63,6 +64,18 @@ def n_rows(posterior: "Posterior") -> int | None:
     """N, the rows of the model's observed arrays in the posterior's data (``None`` without any)."""
     observed = posterior.model.observed
     return len(posterior.data[observed[0]]) if observed else None
+
+
+def total_rows(posterior: "Posterior") -> int | None:
+    """N over all the processes (``shard``): the rows the verdict must account for."""
+    n = n_rows(posterior)
+    return None if n is None else int(sum_over_ranks(torch.tensor([n])))
+
+
+def affordable(posterior: "Posterior", draws: int, replicates: int, budget: float = EXACT_BUDGET) -> bool:
+    """Whether the full-data verdict's draws x rows fit ``budget`` (rule 1)."""
+    n = total_rows(posterior)
+    return n is None or draws * replicates * n <= budget
 
 
 def _rows(data: dict, observed: tuple[str, ...], index: Tensor | slice) -> dict:
@@ -113,10 +126,14 @@ class Subsampled:
             value = self._lik(u[None], _rows(data, model.observed, slice(start, start + ROW_CHUNK))).sum()
             grad += torch.autograd.grad(value, u)[0]
             total += float(value.detach())
-        return total, grad
+        # under ``shard`` each process holds its rows: the sums over all N are the sums over the processes
+        return float(sum_over_ranks(torch.tensor([total], dtype=u0.dtype))), sum_over_ranks(grad)
 
     def _index(self, m: int, generator: torch.Generator) -> tuple[Tensor, float]:
-        """m rows and the finite-population factor 1 - f: without replacement when m is a large share of N."""
+        """m rows and the finite-population factor 1 - f: without replacement when m is a large share of N,
+        all of them (exact, the same number of collective calls on every process) when m reaches N."""
+        if m >= self.n:
+            return torch.arange(self.n), 0.0
         if 20 * m < self.n:  # a permutation of all N would cost more than the rows: draw with replacement
             return torch.randint(self.n, (m,), generator=generator), 1.0
         return torch.randperm(self.n, generator=generator)[:m], 1.0 - m / self.n
@@ -124,10 +141,6 @@ class Subsampled:
     @torch.no_grad()
     def _estimate(self, u: Tensor, m: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """L^(u_s) ``[S]`` and se_s ``[S]`` from m rows."""
-        if m >= self.n:
-            data = self.posterior.data
-            exact = torch.cat([self._lik(c, data).sum(1) for c in u.split(DRAW_CHUNK)])
-            return exact, torch.zeros_like(exact)
         index, fpc = self._index(m, generator)
         sub = _rows(self.posterior.data, self.posterior.model.observed, index)
         at0 = self._lik(self.u0[None], sub)[0]  # [m]
@@ -136,9 +149,12 @@ class Subsampled:
             delta = c - self.u0  # [s, d]
             slope = (self._lik(self.u0 + STEP * delta, sub) - self._lik(self.u0 - STEP * delta, sub)) / (2 * STEP)
             r = self._lik(c, sub) - at0 - slope  # [s, m]: the proxy's error, second order in delta
-            totals.append(self.value0 + delta @ self.grad0 + self.n / m * r.sum(1))
-            ses.append(self.n * (fpc * r.var(1) / m).sqrt())
-        return torch.cat(totals), torch.cat(ses)
+            totals.append(self.n / m * r.sum(1))
+            ses.append(self.n**2 * fpc * r.var(1) / m)
+        # sharded: a stratified estimate, one stratum per process (its rows, its own subsample)
+        delta = u - self.u0
+        total = self.value0 + delta @ self.grad0 + sum_over_ranks(torch.cat(totals))
+        return total, sum_over_ranks(torch.cat(ses)).sqrt()
 
     def __call__(self, draws: int, seed: int) -> tuple[Tensor, Tensor]:
         u, log_q = self.posterior.draw(draws, seed)
@@ -178,9 +194,9 @@ def diagnose_at_scale(
     ``Diagnostics.notes`` says what was checked and how precisely; the verdict is "do not trust"
     when the estimated log-weights stayed less precise than ``se_tol``.
     """
-    n = n_rows(posterior)
+    n = total_rows(posterior)
     if n is None or replicates * draws * n <= budget:
-        d = posterior.diagnostics(draws=draws, replicates=replicates, seed=seed)
+        d = diagnose(posterior, draws=draws, replicates=replicates, seed=seed)
         d.notes = [f"exact: the log-likelihood of all {n or 'the'} rows at every one of {replicates} x {draws} draws"]
         return d
     estimate = Subsampled(posterior, rows=rows, max_rows=int(budget // draws), se_tol=se_tol, seed=seed)
@@ -197,5 +213,5 @@ def diagnose_at_scale(
     if not worst <= se_tol:
         d.verdict = "do not trust"
         d.reasons.append(f"could not check: the log-weights are estimated only to ±{worst:.2f} nats (tolerance "
-                         f"{se_tol}) from at most {estimate.max_rows:,} rows; raise the budget or the rows")  # fmt: skip
+                         f"{se_tol}) from at most {estimate.max_rows:,} rows; raise the budget or the rows")
     return d
