@@ -588,10 +588,10 @@ def fit(
 
 def _fit_sharded(bayes: Any, reference: Any, batch_size: int | None, options: dict) -> tuple[Any, bool]:
     """``bayes.fit`` of this process's shard under torchrun (``bayes.shard``), or of all the data; and whether
-    this process is the one that prints and writes. Large data start from ``find_start_at_scale``."""
+    this process is the one that prints and writes. Minibatched fits go through ``bayes.large.fit_at_scale``."""
     import torch
 
-    from .bayes.large_start import HESSIAN_ROWS, find_start_at_scale
+    from .bayes.large import fit_at_scale
     from .bayes.shard import ShardedModel, shard_data
     from .distributed import init
 
@@ -601,8 +601,7 @@ def _fit_sharded(bayes: Any, reference: Any, batch_size: int | None, options: di
         model = ShardedModel(model)
         data = shard_data(model, data, w)
     if batch_size is not None:
-        options["batch_size"] = batch_size
-        options["init"] = find_start_at_scale(model, data, rows=HESSIAN_ROWS, seed=options["seed"])
+        return fit_at_scale(model, data, batch_size=batch_size, **options), w.main
     return bayes.fit(model, data, **options), w.main
 
 

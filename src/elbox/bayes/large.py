@@ -1,4 +1,12 @@
-"""Where a fit on large data starts: the mode and Hessian found on a subsample, the mode polished on all rows.
+"""Fits on large data: the start from a subsample's mode and Hessian, then minibatches with a control variate.
+
+``fit_at_scale`` is ``bayes.fit`` for data too large for the full-data start: it starts at
+``find_start_at_scale``, fits on minibatches of the rows with ``control``'s per-row terms
+anchored at that mode, and returns a posterior over the plain model (its verdict uses the
+rows themselves; ``subsample`` when they are many). ``shard`` composes with it: pass a
+``ShardedModel`` and this process's rows.
+
+The start:
 
 ``laplace.find_start`` climbs on all N rows and takes d backward passes over them for the
 Hessian: at N = 10^6 and d = 1,022 (a thousand group intercepts) that is minutes. Here, with
@@ -15,15 +23,19 @@ every process takes m rows of its own rows (N/m its shard's) and the sums are ov
 """
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..distributed import world
+from .control import with_control_variate
 from .laplace import Start, _lbfgs, plain
 from .model import Model
+from .posterior import Posterior
+from .shard import ShardedModel
 
-__all__ = ["HESSIAN_ROWS", "find_start_at_scale"]
+__all__ = ["HESSIAN_ROWS", "find_start_at_scale", "fit_at_scale"]
 
 HESSIAN_ROWS = 20_000  # rows for the subsample's mode and Hessian: seconds for d ~ 1,000
 
@@ -68,3 +80,23 @@ def find_start_at_scale(
         return plain(model.dim, dtype, f"the subsampled search for a mode failed ({str(e).splitlines()[0][:80]})")
     return Start(u.detach(), h.detach(), "mode", f"mode on all {n} rows ({decrement:.3f} sds after Newton steps); "
                  f"Hessian from {rows} of them")  # fmt: skip
+
+
+def fit_at_scale(model: Model, data: dict, *, batch_size: int, seed: int = 0, rows: int = HESSIAN_ROWS,
+                 dtype: torch.dtype = torch.float64, **options: Any) -> Posterior:  # fmt: skip
+    """``bayes.fit(model, data, batch_size=..., **options)`` from ``find_start_at_scale``, with the control
+    variate anchored at its mode (when it found one); the posterior's model and data are the plain ones."""
+    from .fitting import fit
+
+    data, _ = model.prepare(data, dtype)
+    start = find_start_at_scale(model, data, rows=rows, seed=seed, dtype=dtype)
+    if start.method != "mode":
+        return fit(model, data, batch_size=batch_size, init=start, seed=seed, dtype=dtype, **options)
+    base = model.base if isinstance(model, ShardedModel) else model
+    quiet, quiet_data = with_control_variate(base, data, start.shift)
+    if isinstance(model, ShardedModel):
+        quiet = ShardedModel(quiet)
+    posterior = fit(quiet, quiet_data, batch_size=batch_size, init=start, seed=seed, dtype=dtype, **options)
+    posterior.model, posterior.data = model, data
+    posterior.options["control_variate"] = "anchored at the mode (bayes.control)"
+    return posterior
