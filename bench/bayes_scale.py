@@ -40,6 +40,11 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def errors(mean: np.ndarray, sd: np.ndarray) -> dict:
     e = (mean - truth()["beta"]) / sd
     return {"beta_err_max_sd": float(np.abs(e).max()), "beta_err_rms_sd": float(np.sqrt((e**2).mean()))}
@@ -145,6 +150,8 @@ def main() -> None:
         out = run_numpyro(a.n, a.tool.split("-")[1], a.steps, a.batch, a.limit)
     if out:
         out["load_avg"] = os.getloadavg()[0]
+        out["cpu_s"] = cpu_s()  # this process's CPU time, data simulation included: on a shared machine the wall
+        # time mostly measures the other users
         print(json.dumps(out))
 
 

@@ -30,7 +30,7 @@ def test_the_estimate_of_each_draws_log_likelihood_is_within_its_standard_error(
     estimate = Subsampled(posterior, rows=200, se_tol=0.0, max_rows=200)  # m = 200 of 5,000 rows: se ~ 0.1-0.3
     u, log_w = estimate(400, seed=3)
     _, exact = posterior.log_weights(400, seed=3)  # the same draws, all the rows
-    total, se = estimate._estimate(u, 200, torch.Generator().manual_seed(3 + 7919))  # the same subsample again
+    _, se = estimate._estimate(u, 200, torch.Generator().manual_seed(3 + 7919))  # the same subsample again
     z = ((log_w - exact) / se).numpy()
     assert 0 < estimate.se[0] < 1 and estimate.used_rows == [200]
     # standardised errors: mean 0 (unbiased) and sd 1 (the se is right), within their own sampling error

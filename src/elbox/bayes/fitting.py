@@ -298,7 +298,9 @@ class _IterateAverage:
 
     @torch.no_grad()
     def apply(self) -> None:
-        for m, p in zip(self.mean or [], self.params, strict=True):
+        if self.mean is None:  # the steps ran out before the last learning rate: nothing averaged
+            return
+        for m, p in zip(self.mean, self.params, strict=True):
             p.copy_(m)
 
 
