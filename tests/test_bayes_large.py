@@ -61,3 +61,21 @@ def test_the_control_variate_keeps_the_full_data_density_and_quiets_minibatches(
     quieter = quiet.log_density(u, {k: v[index] for k, v in quiet_data.items()}, scale=N / B)
     exact = model.log_density(u, prepared)
     assert (quieter - exact).abs().max() < 0.01 * (plain - exact).abs().max()
+
+
+def test_a_folder_of_npy_files_is_memory_mapped_and_fitted_without_a_copy(tmp_path):
+    from elbox.bayes.files import load_data_file
+    from elbox.errors import ElboxError
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((1000, D)))
+    np.save(tmp_path / "y.npy", rng.standard_normal(1000))
+    data = load_data_file(tmp_path)
+    assert all(isinstance(a, np.memmap) for a in data.values())
+    model = bayes.Model({"beta": bayes.Param(D)}, lambda p: Normal(0.0, 10.0).log_prob(p["beta"]).sum(-1),
+                        lambda p, d: Normal(p["beta"] @ d["x"].T, 1.0).log_prob(d["y"]), observed=("y", "x"))  # fmt: skip
+    prepared, n = model.prepare(data)
+    assert n == 1000 and prepared["x"].data_ptr() == data["x"].ctypes.data  # the tensor is the mapped file
+    np.save(tmp_path / "y.npy", rng.standard_normal(1000).astype(np.float32))
+    with pytest.raises(ElboxError, match="float64 or int64"):
+        load_data_file(tmp_path)
