@@ -12,6 +12,13 @@ from elbox.bayes.large import find_start_at_scale, fit_at_scale
 N, D, B = 100_000, 2, 500
 
 
+def _conjugate() -> bayes.Model:
+    return bayes.Model(
+        {"beta": bayes.Param(D)}, lambda p: Normal(0.0, 10.0).log_prob(p["beta"]).sum(-1),
+        lambda p, d: Normal(p["beta"] @ d["x"].T, 1.0).log_prob(d["y"]), observed=("y", "x"),
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def problem() -> tuple[bayes.Model, dict, np.ndarray, np.ndarray]:
     """y_i ~ N(x_i . beta, 1), beta ~ N(0, 10^2 I): the posterior is N(P^-1 X'y, P^-1), P = X'X + I/100."""
@@ -20,11 +27,7 @@ def problem() -> tuple[bayes.Model, dict, np.ndarray, np.ndarray]:
     y = x @ np.array([0.5, -1.0]) + rng.standard_normal(N)
     precision = x.T @ x + np.eye(D) / 100
     mean, sd = np.linalg.solve(precision, x.T @ y), np.sqrt(np.diag(np.linalg.inv(precision)))
-    model = bayes.Model(
-        {"beta": bayes.Param(D)}, lambda p: Normal(0.0, 10.0).log_prob(p["beta"]).sum(-1),
-        lambda p, d: Normal(p["beta"] @ d["x"].T, 1.0).log_prob(d["y"]), observed=("y", "x"),
-    )  # fmt: skip
-    return model, {"x": x, "y": y}, mean, sd
+    return _conjugate(), {"x": x, "y": y}, mean, sd
 
 
 def test_a_minibatched_fit_recovers_the_conjugate_posterior(problem):
@@ -72,9 +75,7 @@ def test_a_folder_of_npy_files_is_memory_mapped_and_fitted_without_a_copy(tmp_pa
     np.save(tmp_path / "y.npy", rng.standard_normal(1000))
     data = load_data_file(tmp_path)
     assert all(isinstance(a, np.memmap) for a in data.values())
-    model = bayes.Model({"beta": bayes.Param(D)}, lambda p: Normal(0.0, 10.0).log_prob(p["beta"]).sum(-1),
-                        lambda p, d: Normal(p["beta"] @ d["x"].T, 1.0).log_prob(d["y"]), observed=("y", "x"))  # fmt: skip
-    prepared, n = model.prepare(data)
+    prepared, n = _conjugate().prepare(data)
     assert n == 1000 and prepared["x"].data_ptr() == data["x"].ctypes.data  # the tensor is the mapped file
     np.save(tmp_path / "y.npy", rng.standard_normal(1000).astype(np.float32))
     with pytest.raises(ElboxError, match="float64 or int64"):
