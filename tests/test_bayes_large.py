@@ -1,5 +1,7 @@
 """large and control: minibatched fits of a conjugate model at N = 10^5 recover the exact posterior."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,14 @@ def test_a_folder_of_npy_files_is_memory_mapped_and_fitted_without_a_copy(tmp_pa
     np.save(tmp_path / "y.npy", rng.standard_normal(1000).astype(np.float32))
     with pytest.raises(ElboxError, match="float64 or int64"):
         load_data_file(tmp_path)
+
+
+def test_elbox_fit_batch_size_fits_a_model_file_on_minibatches(capsys):
+    from command import run_cli
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "logistic"
+    code, out, err = run_cli(capsys, "fit", example / "model.py", "--data", example / "data.csv", "--family",
+                             "diagonal", "--batch-size", "50", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert "Fitted logistic" in out and "verdict: TRUST" in out
+    assert "-0.36" in out.split("alpha", 1)[1][:20]  # the full-batch fit's posterior mean of alpha, -0.361
