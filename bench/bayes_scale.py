@@ -1,6 +1,6 @@
 """Bayesian fits at scale: a hierarchical logistic regression with known generating values, N = 10^4 .. 10^7.
 
-    elbox:  PYTHONPATH=src python bench/bayes_scale.py elbox --n 1000000 [--nproc 2]
+    elbox:  PYTHONPATH=src python bench/bayes_scale.py elbox --n 1000000; under torchrun: torchrun --standalone --nproc_per_node=2 bench/bayes_scale.py elbox --rows 1000000
     numpyro (bench-only env): ~/benchenv/bin/python bench/bayes_scale.py numpyro-svi --n 10000 --steps S
                               ~/benchenv/bin/python bench/bayes_scale.py numpyro-nuts --n 10000 --limit 600
 
@@ -139,7 +139,7 @@ def run_numpyro(n: int, kind: str, steps: int, batch: int, limit: float) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("tool", choices=["elbox", "numpyro-svi", "numpyro-nuts"])
-    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--rows", "--n", dest="n", type=int, default=10_000)  # --rows under torchrun (its --n... options)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--limit", type=float, default=math.inf)
