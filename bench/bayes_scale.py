@@ -1,8 +1,9 @@
 """Bayesian fits at scale: a hierarchical logistic regression with known generating values, N = 10^4 .. 10^7.
 
-    elbox:  PYTHONPATH=src python bench/bayes_scale.py elbox --n 1000000; under torchrun: torchrun --standalone --nproc_per_node=2 bench/bayes_scale.py elbox --rows 1000000
+    elbox:  PYTHONPATH=src python bench/bayes_scale.py elbox --rows 1000000
+            PYTHONPATH=src torchrun --standalone --nproc_per_node=2 bench/bayes_scale.py elbox --rows 1000000
     numpyro (bench-only env): ~/benchenv/bin/python bench/bayes_scale.py numpyro-svi --n 10000 --steps S
-                              ~/benchenv/bin/python bench/bayes_scale.py numpyro-nuts --n 10000 --limit 600
+                              ~/benchenv/bin/python bench/bayes_scale.py numpyro-nuts --n 10000 (under timeout 400)
 
 Model (non-centered): beta ~ N(0, 1)^20, a0 ~ N(0, 2), sigma ~ HalfNormal(1), z ~ N(0, 1)^1000,
 y_i ~ Bernoulli(logit^-1(x_i . beta + a0 + sigma z_{g_i})); x_i ~ N(0, I_20), g_i uniform over the
