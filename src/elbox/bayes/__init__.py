@@ -32,9 +32,12 @@ from .diagnostics import Diagnostics, diagnose, verdict
 from .files import is_model_file, load_data_file, load_files, load_model_file, write_data_file
 from .fitting import AUTO, FLOW, Convergence, fit
 from .laplace import Start, find_start
+from .large import find_start_at_scale, fit_at_scale
 from .model import Model, Param, ordered, positive_ordered
 from .posterior import Posterior, Summary
 from .references import Comparison, Reference, compare, eight_schools, linear_regression, load
+from .shard import ShardedModel, shard_data
+from .subsample import diagnose_at_scale
 
 __all__ = [
     "AUTO",
@@ -46,13 +49,17 @@ __all__ = [
     "Param",
     "Posterior",
     "Reference",
+    "ShardedModel",
     "Start",
     "Summary",
     "compare",
     "diagnose",
+    "diagnose_at_scale",
     "eight_schools",
     "find_start",
+    "find_start_at_scale",
     "fit",
+    "fit_at_scale",
     "is_model_file",
     "linear_regression",
     "load",
@@ -61,6 +68,7 @@ __all__ = [
     "load_model_file",
     "ordered",
     "positive_ordered",
+    "shard_data",
     "verdict",
     "write_data_file",
 ]
