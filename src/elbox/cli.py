@@ -593,6 +593,20 @@ def fit(
         float | None, typer.Option(help="Adam's learning rate in posterior sds. \\[default: 0.02; flows 0.005]")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Observations per step (per process with --nproc), their log-likelihood scaled by N / B; "
+            "the start then uses a subsample's Hessian and the verdict a subsample when the data are large."
+        ),
+    ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Shard the observations over N processes (torchrun; gloo on CPU): each sums its rows' "
+            "log-likelihood, gradients are all-reduced, rank 0 prints and writes. Several machines: README."
+        ),
+    ] = 1,
     posteriordb: Annotated[
         Path | None,
         typer.Option(help="posteriordb folder. \\[default: $ELBOX_POSTERIORDB or ../shared/data/posteriordb]"),
@@ -607,6 +621,10 @@ def fit(
     from . import bayes
     from .bayes.report import describe, write_run
 
+    if nproc > 1:
+        from .distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(_argv)))
     if bayes.is_model_file(model):
         reference = bayes.load_files(model, data)
     elif data is not None:
@@ -614,8 +632,12 @@ def fit(
                          "give a model file (model.py), or leave out --data")  # fmt: skip
     else:
         reference = bayes.load(model, posteriordb)
-    posterior = bayes.fit(reference.model, reference.data, family=family, steps=steps, particles=particles, lr=lr,
-                          seed=seed, progress=progress, optimizer=optimizer)  # fmt: skip
+    options = dict(family=family, steps=steps, particles=particles, lr=lr, seed=seed, progress=progress,
+                   optimizer=optimizer)  # fmt: skip
+    posterior, main = _fit_sharded(bayes, reference, batch_size, options)
+    posterior.diagnostics()  # on every process: under torchrun its log-likelihoods are sums over them
+    if not main:
+        return
     comparison = None
     if reference.draws is not None:
         comparison = bayes.compare(posterior.columns(10_000, seed=seed + 1), reference.draws)
@@ -628,6 +650,25 @@ def fit(
         typer.echo(f"\nRun written to {path} (config.json, posterior.json, metrics.jsonl, checkpoints/, figures/).")
         if report:
             typer.echo(f"Report written to {_write_report(path)}.")
+
+
+def _fit_sharded(bayes: Any, reference: Any, batch_size: int | None, options: dict) -> tuple[Any, bool]:
+    """``bayes.fit`` of this process's shard under torchrun (``bayes.shard``), or of all the data; and whether
+    this process is the one that prints and writes. Minibatched fits go through ``bayes.large.fit_at_scale``."""
+    import torch
+
+    from .bayes.large import fit_at_scale
+    from .bayes.shard import ShardedModel, shard_data
+    from .distributed import init
+
+    w = init(torch.device("cpu"))
+    model, data = reference.model, reference.data
+    if w.size > 1:
+        model = ShardedModel(model)
+        data = shard_data(model, data, w)
+    if batch_size is not None:
+        return fit_at_scale(model, data, batch_size=batch_size, **options), w.main
+    return bayes.fit(model, data, **options), w.main
 
 
 @_command

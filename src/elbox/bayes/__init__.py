@@ -37,13 +37,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time ``__getattr__`
     from .files import is_model_file, load_data_file, load_files, load_model_file, write_data_file
     from .fitting import AUTO, FLOW, LAPLACE, Convergence, fit
     from .laplace import Start, find_start
+    from .large import find_start_at_scale, fit_at_scale
     from .model import Model, Param, ordered, positive_ordered
     from .posterior import Posterior, Summary
     from .references import Comparison, Reference, compare, eight_schools, linear_regression, load
     from .saa import Stopping
+    from .shard import ShardedModel, shard_data
+    from .subsample import diagnose_at_scale
 
 # public name -> the module that defines it (a lazy face, PEP 562: nothing is imported until used)
 _MODULES = {
+    **dict.fromkeys(("find_start_at_scale", "fit_at_scale"), "large"),
+    **dict.fromkeys(("ShardedModel", "shard_data"), "shard"),
+    "diagnose_at_scale": "subsample",
     **dict.fromkeys(
         (
             "Diagnostics",
@@ -120,14 +126,18 @@ __all__ = [
     "Param",
     "Posterior",
     "Reference",
+    "ShardedModel",
     "Start",
     "Stopping",
     "Summary",
     "compare",
     "diagnose",
+    "diagnose_at_scale",
     "eight_schools",
     "find_start",
+    "find_start_at_scale",
     "fit",
+    "fit_at_scale",
     "is_model_file",
     "linear_regression",
     "load",
@@ -136,6 +146,7 @@ __all__ = [
     "load_model_file",
     "ordered",
     "positive_ordered",
+    "shard_data",
     "verdict",
     "write_data_file",
 ]

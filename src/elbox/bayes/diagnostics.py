@@ -41,6 +41,7 @@ with the reasons.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,8 @@ class Diagnostics:
     sd_ratio_se: np.ndarray
     verdict: str = ""
     reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was checked and how (``subsample``: estimated log-weights)
+    khat_se: list[float] = field(default_factory=list)  # per set, k-hat's error from estimated log-weights
 
     @property
     def trusted(self) -> bool:
@@ -121,6 +124,7 @@ class Diagnostics:
             f"worst PSIS-vs-q mean shift {np.abs(self.mean_shift).max():.3f} sd, "
             f"sd ratio q/PSIS {self.sd_ratio.min():.3f} - {self.sd_ratio.max():.3f}",
             f"verdict: {self.verdict.upper()}" + "".join(f"\n  - {r}" for r in self.reasons),
+            *(f"checked: {n}" for n in self.notes),
         ]
         return "\n".join(lines)
 
@@ -130,7 +134,7 @@ class Diagnostics:
                    "sd_ratio": float(self.sd_ratio[i])} for i, n in enumerate(self.names)}  # fmt: skip
         return {"draws": self.draws, "replicates": self.replicates, "khat": self.khat, "ess": self.ess,
                 "elbo": list(self.elbo), "log_evidence": list(self.log_evidence), "verdict": self.verdict,
-                "reasons": self.reasons, "quantities": per}  # fmt: skip
+                "reasons": self.reasons, "notes": self.notes, "khat_se": self.khat_se, "quantities": per}  # fmt: skip
 
 
 def _moments(x: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -148,13 +152,20 @@ def _mean_and_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values.mean(0), se
 
 
-def diagnose(posterior: "Posterior", *, draws: int = 5000, replicates: int = 4, seed: int = 0) -> Diagnostics:
-    """Diagnostics of ``posterior`` from ``replicates`` independent sets of ``draws`` draws, with the verdict."""
+def diagnose(
+    posterior: "Posterior", *, draws: int = 5000, replicates: int = 4, seed: int = 0,
+    log_weights: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> Diagnostics:  # fmt: skip
+    """Diagnostics of ``posterior`` from ``replicates`` independent sets of ``draws`` draws, with the verdict.
+
+    ``log_weights(draws, seed)`` -> (u ``[draws, d]``, log w ``[draws]``) replaces
+    ``posterior.log_weights`` (all the data): ``subsample`` passes its estimate from a subsample."""
+    log_weights = log_weights or posterior.log_weights
     if draws < 100 or replicates < 1:
         raise ValueError(f"diagnostics need at least 100 draws and 1 replicate, got {draws} and {replicates}")
     sets, all_log_w = [], []
     for r in range(replicates):
-        u, log_w = posterior.log_weights(draws, seed=seed * 1000 + r)
+        u, log_w = log_weights(draws, seed * 1000 + r)
         x = flatten(posterior.model.quantities(posterior.model.constrain(u)[0]))
         smoothed, k = psis(log_w)
         w = smoothed.exp().numpy()

@@ -14,7 +14,9 @@ A data file is never executed nor unpickled. It holds named numeric arrays:
   ``{"N": 8, "y": [28, 8, ...]}``; integers stay integers;
 - ``.npz``: ``np.savez(path, y=y, X=X)``, read with ``allow_pickle=False``;
 - ``.csv`` and ``.parquet``: a table whose columns become arrays ``[N]``; the columns
-  ``X[0]``, ``X[1]``, ... become one matrix ``X`` ``[N, D]`` (the names ``Model.names`` gives).
+  ``X[0]``, ``X[1]``, ... become one matrix ``X`` ``[N, D]`` (the names ``Model.names`` gives);
+- a folder of ``NAME.npy`` files (float64 or int64): memory-mapped, for data larger than memory;
+  a minibatch step reads only its rows (see docs/guide.md, "Large data").
 
 ``write_data_file`` writes the same arrays in any of these formats; ``load_files`` loads a pair
 and runs the model once on the data, so that a missing array or a wrongly shaped one is
@@ -153,6 +155,8 @@ def _no_model_message(path: Path, module: ModuleType, found: Any) -> str:
 def load_data_file(path: str | Path) -> dict[str, np.ndarray]:
     """The named arrays of a ``.json``, ``.npz``, ``.csv`` or ``.parquet`` file (see the module's
     docstring); never executes nor unpickles anything. Integer arrays stay integer, the rest float64."""
+    if Path(path).is_dir() and any(Path(path).glob("*.npy")):
+        return _read_npy_folder(Path(path))
     path = _existing_file(Path(path), "data", f"a data file ending in {', '.join(DATA_SUFFIXES)}")
     suffix = path.suffix.lower()
     readers = {".json": _read_json, ".npz": _read_npz, ".csv": _read_table, ".parquet": _read_table}
@@ -254,6 +258,26 @@ def _gather_columns(path: Path, columns: dict[str, np.ndarray]) -> dict[str, np.
                              f"{f' and {name!r}' if name in arrays else ''}: the columns of a matrix {name!r} "
                              f"are {name}[0], {name}[1], ... with no gap, and none is named {name!r} itself")
         arrays[name] = np.stack([parts[i] for i in range(len(parts))], axis=1)
+    return arrays
+
+
+def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
+    """A folder of ``NAME.npy`` files, memory-mapped: the rows stay on disk until a step reads them.
+
+    Only float64 and int64 files are mapped as they are (any other type would be converted, in memory); each is
+    checked for NaN and inf a block of rows at a time."""
+    arrays = {}
+    for file in sorted(folder.glob("*.npy")):
+        array = np.load(file, mmap_mode="c", allow_pickle=False)  # copy-on-write: torch may wrap it, nothing writes
+        if array.dtype not in (np.float64, np.int64):
+            raise ElboxError(f"the data file {file} holds {array.dtype}; a memory-mapped folder needs float64 or "
+                             "int64 arrays (read as they are, without a copy): save it with .astype('float64') or "
+                             ".astype('int64')")  # fmt: skip
+        for start in range(0, max(len(array), 1), 2**20):
+            if array.dtype == np.float64 and not np.isfinite(array[start : start + 2**20]).all():
+                raise ElboxError(f"the data file {file} has missing or infinite values (NaN, inf) near row {start}: "
+                                 "drop those rows or fill them in before fitting")  # fmt: skip
+        arrays[file.stem] = array
     return arrays
 
 

@@ -323,6 +323,7 @@ def _run(
 ) -> tuple[np.ndarray, bool]:  # fmt: skip
     """Adam steps until the convergence rule fires at the last learning rate, or ``steps`` run out."""
     trace, phase_start, decays, failures = np.empty(steps), 0, 0, 0
+    average = _IterateAverage(optimizer) if batch_size is not None and batch_size < (n or 0) else None
     bar = tqdm(total=steps, disable=not (sys.stderr.isatty() if progress is None else progress), unit="step")
     step = 0
     for step in range(steps):
@@ -344,6 +345,8 @@ def _run(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None and decays == convergence.decays:
+            average.add()
         trace[step] = bound.value.item()
         bar.update()
         if (step + 1 - phase_start) % convergence.window == 0:
@@ -351,18 +354,52 @@ def _run(
             if convergence.stalled(trace[phase_start : step + 1]):
                 if decays == convergence.decays:
                     bar.close()
+                    if average is not None:
+                        average.apply()
                     return trace[: step + 1].copy(), True
                 decays, phase_start = decays + 1, step + 1
                 for group in optimizer.param_groups:
                     group["lr"] *= convergence.factor
     bar.close()
+    if average is not None:
+        average.apply()
     return trace[: step + 1].copy(), False
+
+
+class _IterateAverage:
+    """The mean of q's parameters over the steps at the last learning rate (Polyak & Juditsky 1992), for
+    minibatched fits: there the iterates keep jittering with the minibatch noise around the optimum (measured,
+    N = 10^5 rows by 500: means 0.25 sd off, sds 14%), and their average is the optimum up to that noise / sqrt
+    of the steps averaged."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.mean: list[Tensor] | None = None
+        self.count = 0
+
+    def add(self) -> None:
+        self.count += 1
+        if self.mean is None:
+            self.mean = [p.detach().clone() for p in self.params]
+            return
+        for m, p in zip(self.mean, self.params, strict=True):
+            m.add_(p.detach() - m, alpha=1 / self.count)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if self.mean is None:  # the steps ran out before the last learning rate: nothing averaged
+            return
+        for m, p in zip(self.mean, self.params, strict=True):
+            p.copy_(m)
 
 
 def _minibatch(model: Model, data: dict, n: int | None, batch_size: int | None) -> tuple[dict, float]:
     if batch_size is None or batch_size == n:
         return data, 1.0
-    index = torch.randperm(n)[:batch_size]
+    # rows drawn with replacement: the scaled sum is as unbiased, a step costs O(B) rather than a permutation of
+    # all N rows (1.3 s at N = 10^7), and the draw takes as many random numbers whatever N is, so that processes
+    # holding shards of different sizes keep their generators (and particles) in step (``shard``)
+    index = torch.randint(n, (batch_size,))
     return data | {key: data[key][index] for key in model.observed}, n / batch_size
 
 

@@ -172,12 +172,16 @@ class Posterior:
     def diagnostics(self, draws: int = 5000, replicates: int = 4, seed: int = 0) -> Any:
         """PSIS diagnostics and the trust verdict (``diagnostics.diagnose``), computed once per arguments."""
         from .diagnostics import diagnose
+        from .subsample import affordable, diagnose_at_scale
 
         key = (draws, replicates, seed)
         if key not in self._diagnostics:
             t0 = time.perf_counter()
             with threads(self.options.get("threads", THREADS)):
-                self._diagnostics[key] = diagnose(self, draws=draws, replicates=replicates, seed=seed)
+                if affordable(self, draws, replicates):
+                    self._diagnostics[key] = diagnose(self, draws=draws, replicates=replicates, seed=seed)
+                else:  # large data: the subsampled verdict (``subsample``), with fewer draws
+                    self._diagnostics[key] = diagnose_at_scale(self, replicates=replicates, seed=seed)
             note = f"{replicates} x {draws} fresh draws: {self._diagnostics[key].verdict}"
             self.phases.append({"phase": f"verdict on {self.family_name}", "seconds": time.perf_counter() - t0,
                                 "evaluations": draws * replicates, "note": note})  # fmt: skip
