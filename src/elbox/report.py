@@ -53,7 +53,7 @@ TEMPLATE = "report.html.j2"
 GAP_MATTERS = 1.0  # nats per data point: a gap below this is not worth a richer family
 TRAINING, GENERATION, LATENT, EVALUATION = (
     ("curves", "elbo", "trace", "loss"),
-    ("samples", "reconstructions", "interpolation"),
+    ("samples", "reconstructions", "interpolation", "marginals", "correlations"),
     ("manifold", "latent", "traversal", "embedding", "kl_per_dimension", "kl-per-dimension"),
     ("bound", "gaps", "rate", "khat", "iwae", "tightness"),
 )
@@ -366,10 +366,16 @@ def vae_sections(run_dir: str | Path) -> list[Section]:
                 tables=[_training_table(metrics, info.get("summary") or {})], figures=figures["training"]),
         _evaluation_section(run_dir, evaluation, figures["evaluation"]),
         Section("generation", "Generation", figures=figures["generation"],
-                notes=[] if figures["generation"] else ["No samples, reconstructions or interpolations drawn yet."]),
+                notes=[] if figures["generation"] else ["No samples, reconstructions or interpolations drawn yet."]
+                + (["A table: per-column marginals and correlations of the data against samples stand for the "
+                    "image grids."] if figures["generation"] and _is_table(info) else [])),
         latent,
         diagnostics,
     ]  # fmt: skip
+
+
+def _is_table(info: dict[str, Any]) -> bool:
+    return bool((info.get("dataset") or {}).get("schema"))
 
 
 # ----------------------------------------------------------------- Bayesian fit

@@ -734,10 +734,16 @@ def _finish(
         "test": test,
         "seconds": sum(m["seconds"] for m in metrics),
     }
+    if setup.dataset.schema is not None:  # a table: log p(x | z) of each column kind, beside the total
+        from .impute import reconstruction_by_kind
+
+        info["summary"]["test"]["reconstruction_by_kind"] = reconstruction_by_kind(setup.model, setup.splits["test"])
     if world().main:
         write_json(path / INFO, info)
         from .plots import write_figures  # matplotlib is imported only when figures are drawn
 
+        if setup.dataset.schema is not None:  # a table's figures are per column, not image grids
+            from .plots_table import write_table_figures as write_figures
         write_figures(load_run(path), setup.splits["test"], labels=setup.dataset.labels.get("test"))
     barrier()  # the other ranks read the run once rank 0 has written it
     return load_run(path)
