@@ -142,8 +142,9 @@ def reconstruction_by_kind(model: Any, x: Tensor, *, batch_size: int = 1000, see
 
     One draw z ~ q(z | x) per row (as the run's ``reconstruction``), from a generator seeded
     ``seed`` (torch's global one is left as it was); each row's log p(x | z) is split over the
-    kinds of its columns (``TableDistribution.log_prob_kinds``; missing entries count 0), so the
-    kinds add up to ``total`` exactly, up to rounding. Only the kinds the table has are keys.
+    kinds of its columns (``TableDistribution.log_prob_kinds``; missing entries count 0), and the
+    kinds add up to ``total`` (``log_prob``, computed apart), up to rounding. Only the kinds the
+    table has are keys.
     """
     sums: dict[str, float] = {}
     device = next(model.parameters()).device
@@ -151,9 +152,8 @@ def reconstruction_by_kind(model: Any, x: Tensor, *, batch_size: int = 1000, see
         torch.manual_seed(seed)
         for xb in x.split(batch_size):
             xb = xb.to(device)
-            parts = model.decode(model.encode(xb).rsample()).log_prob_kinds(xb)  # each [B]
+            p = model.decode(model.encode(xb).rsample())
+            parts = p.log_prob_kinds(xb) | {"total": p.log_prob(xb)}  # each [B]
             for kind, value in parts.items():
                 sums[kind] = sums.get(kind, 0.0) + value.double().sum().item()
-    n = x.shape[0]
-    means = {kind: total / n for kind, total in sums.items()}
-    return means | {"total": sum(means.values())}
+    return {kind: total / x.shape[0] for kind, total in sums.items()}
