@@ -47,8 +47,8 @@ def test_a_table_run_draws_table_figures_and_no_image_grid(table_run):
 def test_log_p_x_given_z_per_column_kind_adds_up_to_the_total(table_run):
     run, _ = table_run
     by_kind = run.summary["test"]["reconstruction_by_kind"]
-    assert set(by_kind) == {"continuous", "binary", "count", "categorical", "total"}
-    assert sum(v for k, v in by_kind.items() if k != "total") == pytest.approx(by_kind["total"], abs=1e-5)  # float32 sums
+    assert set(by_kind) == {"continuous", "binary", "count", "categorical", "total"}  # float32 sums below
+    assert sum(v for k, v in by_kind.items() if k != "total") == pytest.approx(by_kind["total"], abs=1e-5)
     # the total is the run's reconstruction term, one draw of q per row: the same up to Monte Carlo error
     assert by_kind["total"] == pytest.approx(run.summary["test"]["reconstruction"], abs=1.0)
 
