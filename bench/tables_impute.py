@@ -47,6 +47,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--hidden", default="128,128")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=RESULTS)
     return p.parse_args()
@@ -103,7 +104,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 holed = knock_out(x, rate, 1000 + seed)
                 gone = np.isnan(holed)
-                for method in METHODS:
+                for method in args.methods:
                     torch.manual_seed(seed)
                     start = time.perf_counter()
                     if method == "elbox":
@@ -118,7 +119,7 @@ def main() -> None:
                           flush=True)  # fmt: skip
     summary = {}
     for rate in args.rates:
-        for method in METHODS:
+        for method in args.methods:
             r = [row for row in rows if row["rate"] == rate and row["method"] == method]
             e = np.array([row["rmse"] for row in r])
             summary[f"{rate}/{method}"] = {"rmse_mean": float(e.mean()),
