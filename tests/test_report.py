@@ -236,7 +236,7 @@ def test_a_table_runs_report_shows_marginals_and_correlations_and_no_image_grid(
     assert not names & set(IMAGE_GRIDS), names
     generation = html[html.index('id="generation"') :]
     generation = generation[: generation.index("</section>")]
-    assert "marginals.png" in generation and "correlations.png" in generation
+    assert "marginals.png" in generation and "correlations.png" in generation and "stand for the image" in generation
     # the same check sees an image run's grid
     assert _figure_names((vae_run / "report.html").read_text(encoding="utf-8")) & set(IMAGE_GRIDS)
 

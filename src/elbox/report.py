@@ -366,16 +366,19 @@ def vae_sections(run_dir: str | Path) -> list[Section]:
                 tables=[_training_table(metrics, info.get("summary") or {})], figures=figures["training"]),
         _evaluation_section(run_dir, evaluation, figures["evaluation"]),
         Section("generation", "Generation", figures=figures["generation"],
-                notes=[] if figures["generation"] else ["No samples, reconstructions or interpolations drawn yet."]
-                + (["A table: per-column marginals and correlations of the data against samples stand for the "
-                    "image grids."] if figures["generation"] and _is_table(info) else [])),
+                notes=_generation_notes(figures["generation"], info)),
         latent,
         diagnostics,
     ]  # fmt: skip
 
 
-def _is_table(info: dict[str, Any]) -> bool:
-    return bool((info.get("dataset") or {}).get("schema"))
+def _generation_notes(figures: list[Figure], info: dict[str, Any]) -> list[str]:
+    if not figures:
+        return ["No samples, reconstructions or interpolations drawn yet."]
+    if (info.get("dataset") or {}).get("schema"):  # a table
+        return ["A table: each column's marginal and the correlations between columns, data against samples "
+                "x ~ p(x | z), stand for the image grids; reconstructions are predicted against true per column."]
+    return []
 
 
 # ----------------------------------------------------------------- Bayesian fit
