@@ -42,11 +42,13 @@ from sdv.single_table import TVAESynthesizer
 real = pd.read_csv(sys.argv[1])
 label = sys.argv[4]
 real[label] = real[label].astype(str)
-meta = Metadata.detect_from_dataframe(real)
-meta.update_column(column_name=label, sdtype="categorical")
+meta = Metadata.detect_from_dataframes({"t": real})
+meta.update_column(column_name=label, sdtype="categorical", table_name="t")
 s = TVAESynthesizer(meta, epochs=int(sys.argv[3]))
-s.fit(real)
-s.sample(len(real)).to_csv(sys.argv[2], index=False)
+s.fit({"t": real})
+out = s.sample(len(real))
+out = out["t"] if isinstance(out, dict) else out
+out.to_csv(sys.argv[2], index=False)
 """
 
 
