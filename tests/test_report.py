@@ -32,6 +32,23 @@ def vae_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    """A tiny run on a table of mixed columns, written by `elbox train` (with its report)."""
+    import numpy as np
+    import pandas as pd
+
+    folder = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"height": rng.normal(170, 10, 150), "smoker": rng.choice(["yes", "no"], 150),
+                  "visits": rng.poisson(3.0, 150)}).to_csv(folder / "t.csv", index=False)  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", str(folder / "t.csv"), "--epochs", "2", "--latent-dim", "2", "--hidden", "16",
+              "--out", str(folder / "run"), "--no-progress"])  # fmt: skip
+    assert e.value.code == 0
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
 def bayes_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "fit"
     with pytest.raises(SystemExit) as e:
@@ -203,6 +220,44 @@ def test_report_in_a_real_browser(vae_run, tmp_path):
             browser.close()
     assert errors == [] and fetched == []
     assert matplotlib.image.imread(shot).var() > 0
+
+
+IMAGE_GRIDS = ("samples.png", "interpolation.png", "traversals.png", "manifold.png")
+
+
+def _figure_names(html: str) -> set[str]:
+    return set(re.findall(r"[\w-]+\.png", html))
+
+
+def test_a_table_runs_report_shows_marginals_and_correlations_and_no_image_grid(table_run, vae_run):
+    html = (table_run / "report.html").read_text(encoding="utf-8")
+    names = _figure_names(html)
+    assert {"marginals.png", "correlations.png", "reconstructions.png", "embedding.png"} <= names
+    assert not names & set(IMAGE_GRIDS), names
+    generation = html[html.index('id="generation"') :]
+    generation = generation[: generation.index("</section>")]
+    assert "marginals.png" in generation and "correlations.png" in generation and "stand for the image" in generation
+    # the same check sees an image run's grid
+    assert _figure_names((vae_run / "report.html").read_text(encoding="utf-8")) & set(IMAGE_GRIDS)
+
+
+def test_a_table_runs_report_in_a_real_browser(table_run, tmp_path):
+    sync_playwright = _browser()
+    url = write_report(_copy(table_run, tmp_path)).resolve().as_uri()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url, wait_until="load")
+            shown = page.eval_on_selector_all("#generation img", "imgs => imgs.map(i => [i.alt, i.naturalWidth])")
+            every = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.alt)")
+        finally:
+            browser.close()
+    assert shown and all(width > 0 for _, width in shown), shown
+    titles = " ".join(alt for alt, _ in shown).lower()
+    assert "marginals" in titles and "correlations" in titles
+    assert not any(word in " ".join(every).lower() for word in ("samples", "interpolation", "traversals",
+                                                                 "manifold")), every  # fmt: skip
 
 
 def test_a_gap_verdict_within_its_error_of_the_line_says_it_is_not_decided():

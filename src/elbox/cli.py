@@ -344,7 +344,8 @@ def sample(
     out: TableOut = None,
 ) -> None:
     """Decode draws z ~ p(z), the model's prior (or p(z | y) given --condition), into an image grid; for a
-    table, --out FILE writes rows x ~ p(x | z) in its units and column names (.csv, .parquet or .npy)."""
+    table, each column's marginal against the test split's (try -n 1000), or with --out FILE the rows
+    x ~ p(x | z) in its units and column names (.csv, .parquet or .npy)."""
     from . import plots
 
     r = _load(run, checkpoint)
@@ -353,6 +354,12 @@ def sample(
         from .impute import sample_table
 
         typer.echo(f"wrote {write_table(sample_table(r, n, seed), out)}")
+        return
+    if r.schema is not None:  # a table: each column's marginal, data (the test split) against the n samples
+        from .plots.table import marginals, model_samples
+
+        figure = marginals(r.schema, _held_out(r, "test"), model_samples(r.model, n, seed))
+        typer.echo(f"wrote {plots.save(figure, _out(r, output, 'marginals.png'))}")
         return
     figure = plots.samples(r.model, n, r.image_shape, seed, condition=condition)
     typer.echo(f"wrote {plots.save(figure, _out(r, output, 'samples.png'))}")
@@ -368,7 +375,7 @@ def reconstruct(
     out: TableOut = None,
 ) -> None:
     """Show inputs above their reconstructions (the mean of p(x | z) at the mean of q(z | x)); for a table,
-    --out FILE writes the first n rows' reconstructions in its units."""
+    predicted against true per column, or with --out FILE the first n rows' reconstructions in its units."""
     from . import plots
 
     r = _load(run, checkpoint)
@@ -378,6 +385,13 @@ def reconstruct(
         from .impute import reconstruct_table
 
         typer.echo(f"wrote {write_table(reconstruct_table(r, x[:n]), out)}")
+        return
+    if r.schema is not None:  # a table: predicted against true, per column
+        from .plots.table import reconstruction_scatter
+
+        rows = plots.spread(x, n)
+        figure = reconstruction_scatter(r.schema, rows, r.model.reconstruct(rows).detach())
+        typer.echo(f"wrote {plots.save(figure, _out(r, output, 'reconstructions.png'))}")
         return
     given = plots.spread(labels, n) if r.model.needs_labels and labels is not None else None
     figure = plots.reconstructions(r.model, plots.spread(x, n), r.image_shape, labels=given)
@@ -454,12 +468,18 @@ def embed(
     output: Output = None,
     checkpoint: Checkpoint = "last",
     out: TableOut = None,
+    color: Annotated[
+        str | None, typer.Option(help="A table's column to colour the points by. \\[default: its last binary or "
+                                 "categorical column]")
+    ] = None,
 ) -> None:
-    """Scatter the posterior means E_q[z | x] in 2-D (PCA beyond two dimensions), coloured by label; --out FILE
-    writes the means of every row of the split (z0, z1, ...) with the row's index in it."""
+    """Scatter the posterior means E_q[z | x] in 2-D (PCA beyond two dimensions), coloured by label (a table:
+    by --color COLUMN); --out FILE writes the means of every row of the split (z0, z1, ...) with the row's
+    index in it."""
     from . import plots
 
     r = _load(run, checkpoint)
+    _check_color(r, color)
     x, labels = _labelled(r, split)
     if out is not None:
         from .data import write_table
@@ -469,6 +489,12 @@ def embed(
         rows = split_rows(sum(r.info["dataset"]["sizes"].values()), r.config.data)[split]  # the file's row numbers
         frame = embed_table(r.model, x, index=rows if r.schema is not None else None)
         typer.echo(f"wrote {write_table(frame.rename_axis('row').reset_index(), out)}")
+        return
+    if r.schema is not None:
+        from .plots.table import default_color, embedding_by_column
+
+        figure = embedding_by_column(r.model, plots.spread(x, n), r.schema, color or default_color(r.schema))
+        typer.echo(f"wrote {plots.save(figure, _out(r, output, 'embedding.png'))}")
         return
     labels = None if labels is None else plots.spread(labels, n)  # spread picks the same rows of both
     figure = plots.embedding(r.model, plots.spread(x, n), labels)
@@ -494,6 +520,17 @@ def impute(
 
     filled = impute_table(_load(run, checkpoint), str(data), k=k, draws=draws, seed=seed)
     typer.echo(f"wrote {write_table(filled, out)}")
+
+
+def _check_color(run: Any, color: str | None) -> None:
+    if color is None:
+        return
+    if run.schema is None:
+        raise ElboxError(f"--color {color} names a table's column, but the run {run.path} was not trained on a "
+                         "table; leave --color out (the points are coloured by their labels).")  # fmt: skip
+    if color not in run.schema.names:
+        raise ElboxError(f"--color {color!r} is not a column of the run's table; give one of "
+                         f"{', '.join(run.schema.names)}.")  # fmt: skip
 
 
 def _ints(text: str, option: str) -> list[int]:

@@ -33,9 +33,12 @@ def tensorboard_logger(setup: Setup, path: Path) -> OnEpoch | None:
 
 
 def figures(run: Run, setup: Setup) -> Any:
-    """The run's figures into ``RUN/figures`` (``plots.write_figures``), drawn from its test split."""
+    """The run's figures into ``RUN/figures`` (``plots.write_figures``; per column for a table,
+    ``plots.table.write_table_figures``), drawn from its test split."""
     from .plots import write_figures  # matplotlib is imported only when figures are drawn
 
+    if setup.dataset.schema is not None:  # a table's figures are per column, not image grids
+        from .plots.table import write_table_figures as write_figures
     return write_figures(run, setup.splits["test"], labels=setup.dataset.labels.get("test"))
 
 

@@ -22,7 +22,7 @@ from .data.tables import read_table
 from .errors import ElboxError
 from .likelihoods import TableDistribution
 
-__all__ = ["embed_table", "impute", "impute_table", "reconstruct_table", "sample_table"]
+__all__ = ["embed_table", "impute", "impute_table", "reconstruct_table", "reconstruction_by_kind", "sample_table"]
 
 
 def _table_model(run: Any) -> Schema:
@@ -134,3 +134,26 @@ def embed_table(model: Any, x: Tensor, index: Any = None) -> Any:
 
     z = center(model.encode(x)).numpy()
     return pd.DataFrame(z, columns=[f"z{d}" for d in range(z.shape[1])], index=index)
+
+
+@torch.no_grad()
+def reconstruction_by_kind(model: Any, x: Tensor, *, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """E_q log p(x | z) per column kind and in ``total``, in nats per row, for table rows ``x`` ``[N, C]``.
+
+    One draw z ~ q(z | x) per row (as the run's ``reconstruction``), from a generator seeded
+    ``seed`` (torch's global one is left as it was); each row's log p(x | z) is split over the
+    kinds of its columns (``TableDistribution.log_prob_kinds``; missing entries count 0), and the
+    kinds add up to ``total`` (``log_prob``, computed apart), up to rounding. Only the kinds the
+    table has are keys.
+    """
+    sums: dict[str, float] = {}
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for xb in x.split(batch_size):
+            xb = xb.to(device)
+            p = model.decode(model.encode(xb).rsample())
+            parts = p.log_prob_kinds(xb) | {"total": p.log_prob(xb)}  # each [B]
+            for kind, value in parts.items():
+                sums[kind] = sums.get(kind, 0.0) + value.double().sum().item()
+    return {kind: total / x.shape[0] for kind, total in sums.items()}

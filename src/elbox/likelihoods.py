@@ -22,6 +22,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 from .errors import ElboxError
 
 __all__ = [
+    "COLUMN_KINDS",
     "GRID_LIKELIHOODS",
     "LIKELIHOODS",
     "TABLE",
@@ -626,6 +627,9 @@ class NegativeBinomial(Likelihood):
 
 
 _TABLE_KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negative-binomial", "zinb")
+# the column kind (data.tables.KINDS) each column likelihood models
+COLUMN_KINDS = {"gaussian": "continuous", "bernoulli": "binary", "categorical": "categorical", "poisson": "count",
+                "negative-binomial": "count", "zinb": "count"}  # fmt: skip
 
 
 def _column_spec(spec: str) -> tuple[str, int]:
@@ -668,6 +672,15 @@ class TableDistribution(Distribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         return self.log_prob_columns(value).sum(-1)
+
+    def log_prob_kinds(self, value: Tensor) -> dict[str, Tensor]:
+        """log p(x | z) summed over the columns of each kind (``COLUMN_KINDS``: continuous, binary,
+        categorical, count), ``[...]`` each: the kinds the table has, which add up to ``log_prob``."""
+        per_column = self.log_prob_columns(value)
+        kinds: dict[str, list[int]] = {}
+        for kind, idx, _ in self.parts:
+            kinds.setdefault(COLUMN_KINDS[kind], []).extend(idx)
+        return {kind: per_column[..., idx].sum(-1) for kind, idx in kinds.items()}
 
     def _per_column(self, pick: Callable[[str, list[int], Distribution], Tensor]) -> Tensor:
         """``pick(kind, columns, distribution)`` of every part, put back in column order: ``[..., C]``."""

@@ -53,7 +53,7 @@ TEMPLATE = "report.html.j2"
 GAP_MATTERS = 1.0  # nats per data point: a gap below this is not worth a richer family
 TRAINING, GENERATION, LATENT, EVALUATION = (
     ("curves", "elbo", "trace", "loss"),
-    ("samples", "reconstructions", "interpolation"),
+    ("samples", "reconstructions", "interpolation", "marginals", "correlations"),
     ("manifold", "latent", "traversal", "embedding", "kl_per_dimension", "kl-per-dimension"),
     ("bound", "gaps", "rate", "khat", "iwae", "tightness"),
 )
@@ -366,10 +366,19 @@ def vae_sections(run_dir: str | Path) -> list[Section]:
                 tables=[_training_table(metrics, info.get("summary") or {})], figures=figures["training"]),
         _evaluation_section(run_dir, evaluation, figures["evaluation"]),
         Section("generation", "Generation", figures=figures["generation"],
-                notes=[] if figures["generation"] else ["No samples, reconstructions or interpolations drawn yet."]),
+                notes=_generation_notes(figures["generation"], info)),
         latent,
         diagnostics,
     ]  # fmt: skip
+
+
+def _generation_notes(figures: list[Figure], info: dict[str, Any]) -> list[str]:
+    if not figures:
+        return ["No samples, reconstructions or interpolations drawn yet."]
+    if (info.get("dataset") or {}).get("schema"):  # a table
+        return ["A table: each column's marginal and the correlations between columns, data against samples "
+                "x ~ p(x | z), stand for the image grids; reconstructions are predicted against true per column."]
+    return []
 
 
 # ----------------------------------------------------------------- Bayesian fit

@@ -178,6 +178,12 @@ def read_table(path: str | Path, header: bool | None = None) -> Any:
 def _has_header(path: Path) -> bool:
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         sample = f.read(64 * 1024)
+    rows = list(csv.reader(sample.splitlines()[:50]))
+    # csv.Sniffer drops every column holding an empty cell from its vote, so a table missing values in
+    # each column would read as headless: a first row of names only, above rows with numbers, is a header
+    names = len(rows) > 1 and rows[0] and not any(_is_number(c) or not c.strip() for c in rows[0])
+    if names and any(_is_number(c) for row in rows[1:] for c in row):
+        return True
     try:
         return csv.Sniffer().has_header(sample)
     except csv.Error:  # a single column: headed when its first cell is not a number

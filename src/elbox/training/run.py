@@ -299,6 +299,10 @@ def _finish(fit: Fit, on_finish: OnFinish | None = None) -> Run:
         "test": test,
         "seconds": sum(m["seconds"] for m in metrics),
     }
+    if setup.dataset.schema is not None:  # a table: log p(x | z) of each column kind, beside the total
+        from ..impute import reconstruction_by_kind
+
+        info["summary"]["test"]["reconstruction_by_kind"] = reconstruction_by_kind(setup.model, setup.splits["test"])
     if world().main:
         write_json(fit.path / INFO, info)
         if on_finish is not None:
