@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "elbox"
 
 # Lowest first. A module's layer is that of the longest prefix listed; "elbox" (the package face) is the top.
 LAYERS: dict[str, int] = {
-    "elbox._version": 0, "elbox.errors": 0, "elbox.schedules": 0, "elbox.catalogue": 0,
+    "elbox._version": 0, "elbox.errors": 0, "elbox.schedules": 0, "elbox.catalogue": 0, "elbox.fields": 0,
     "elbox.bounds": 1, "elbox.importance": 1, "elbox.distributed": 1, "elbox.checkpoints": 1,
     "elbox.families": 2, "elbox.likelihoods": 2, "elbox.priors": 2, "elbox.networks": 2,
     "elbox.models": 3,
@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "elbox.runs": 5,
     "elbox.training": 6, "elbox.evaluation": 6, "elbox.bayes": 6, "elbox.impute": 6, "elbox.optim": 1,
     "elbox.plots": 7, "elbox.tensorboard": 7, "elbox.hooks": 7,
-    "elbox.report": 8, "elbox.bayes.report": 8,
+    "elbox.report": 8, "elbox.bayes.report": 8, "elbox.bayes.command": 8,
     "elbox.flags": 9, "elbox.cli": 9, "elbox.__main__": 9, "elbox": 9,
 }  # fmt: skip
 CATALOGUES = ("elbox.likelihoods", "elbox.priors", "elbox.families")  # may exceed the size limit

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, kl_divergence
 
 __all__ = [
+    "COLLAPSE_MI",
     "CUBO",
     "ELBO",
     "ESTIMATORS",
@@ -50,6 +51,8 @@ __all__ = [
     "make_objective",
     "renyi",
 ]
+
+COLLAPSE_MI = 0.05  # nats of I(x; z) (at most the mean KL): below it the code says next to nothing about x
 
 ESTIMATORS = ("reparam", "stl", "dreg", "score")
 

@@ -129,8 +129,21 @@ def launch(nproc: int, argv: list[str]) -> int:
     if nproc < 1:
         raise ElboxError(f"--nproc must be at least 1, got {nproc}.")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "elbox", *argv]  # fmt: skip
+               "-m", "elbox", *without_nproc(argv)]  # fmt: skip
     return subprocess.run(command, check=False, env=os.environ | worker_threads(nproc)).returncode
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N`` (or ``--nproc=N``): what each torchrun worker runs."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            out.append(a)
+    return out
 
 
 def worker_threads(nproc: int) -> dict[str, str]:

@@ -1,6 +1,8 @@
-"""The one exception type for problems with what the user gave us."""
+"""The one exception type for problems with what the user gave us, and what the command line says of it."""
 
-__all__ = ["ElboxError", "StoppedError"]
+import textwrap
+
+__all__ = ["ElboxError", "StoppedError", "exit_message"]
 
 
 class ElboxError(Exception):
@@ -20,3 +22,18 @@ class StoppedError(ElboxError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+INTERRUPTED = ("interrupted at once. Checkpoints are written whole (never half), so the last one stands; continue a "
+               "training run with `elbox train --resume RUN`.")  # fmt: skip
+
+
+def exit_message(e: BaseException) -> tuple[str, int]:
+    """What the command line prints for ``e`` (an ``ElboxError`` or a ``KeyboardInterrupt``) and its exit status:
+    one paragraph and 2 for a user error; 128 + the signal's number for a stopped run; 130 for Ctrl-C."""
+    if isinstance(e, KeyboardInterrupt):
+        return f"\nelbox: {INTERRUPTED}", 130
+    message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
+    if isinstance(e, StoppedError):
+        return f"\nelbox: {message}", 128 + e.signum
+    return f"elbox: error: {message}", 2

@@ -29,16 +29,9 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["flags_from", "option", "parameters"]
+from .fields import option
 
-
-def option(default: Any, help: str, *, flag: str | None = None, factory: Callable[[], Any] | None = None) -> Any:
-    """A dataclass field offered on the command line: ``help`` is its one description; ``flag``
-    overrides the flag's declaration (e.g. ``"--analytic-kl/--mc-kl"``)."""
-    metadata = {"help": help, "flag": flag}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+__all__ = ["flags_from", "option", "parameters"]  # option re-exported from fields
 
 
 def _cli_type(hint: Any) -> type:

@@ -22,7 +22,15 @@ from .data.tables import read_table
 from .errors import ElboxError
 from .likelihoods import TableDistribution
 
-__all__ = ["embed_table", "impute", "impute_table", "reconstruct_table", "reconstruction_by_kind", "sample_table"]
+__all__ = [
+    "embed_table",
+    "embedding_rows",
+    "impute",
+    "impute_table",
+    "reconstruct_table",
+    "reconstruction_by_kind",
+    "sample_table",
+]
 
 
 def _table_model(run: Any) -> Schema:
@@ -113,9 +121,10 @@ def _merge(frame: Any, schema: Schema, filled: np.ndarray) -> Any:
 def sample_table(run: Any, n: int, seed: int = 0) -> Any:
     """n rows drawn from the model, x ~ p(x | z) with z ~ p(z), in the user's units and column names."""
     schema = _table_model(run)
-    torch.manual_seed(seed)
-    z = run.model.prior_given().sample((n,))
-    return schema.decode(run.model.decode(z).sample().numpy())
+    with torch.random.fork_rng(devices=[]):  # seeded draws that leave the caller's random state as it was
+        torch.manual_seed(seed)
+        z = run.model.prior_given().sample((n,))
+        return schema.decode(run.model.decode(z).sample().numpy())
 
 
 @torch.no_grad()
@@ -157,3 +166,13 @@ def reconstruction_by_kind(model: Any, x: Tensor, *, batch_size: int = 1000, see
             for kind, value in parts.items():
                 sums[kind] = sums.get(kind, 0.0) + value.double().sum().item()
     return {kind: total / x.shape[0] for kind, total in sums.items()}
+
+
+def embedding_rows(run: Any, split: str) -> Any:
+    """The posterior means of every row of a split, ``z0 .. z{D-1}``, with a column ``row``: the row's number in
+    the user's table (its position in the split for other data)."""
+    from .data.tables import split_rows
+
+    x = run.split(split)[0]
+    rows = split_rows(sum(run.info["dataset"]["sizes"].values()), run.config.data)[split] if run.schema else None
+    return embed_table(run.model, x, index=rows).rename_axis("row").reset_index()

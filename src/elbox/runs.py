@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .bounds import COLLAPSE_MI
 from .checkpoints import load_checkpoint
 from .data import Dataset, Schema, binarize, load_dataset
 from .errors import ElboxError
@@ -63,6 +64,61 @@ class Run:
         """A table's schema: its columns, kinds, levels and transforms (None for other data)."""
         stored = self.info.get("dataset", {}).get("schema")
         return None if stored is None else Schema.from_dict(stored)
+
+    def describe(self) -> str:
+        """What ``elbox train`` prints at the end: the ELBO split into its two terms per split, warnings
+        (skipped steps, a collapsed posterior) and what the bound means for this kind of model."""
+        s, d = self.summary, self.info["dataset"]
+        sizes = d["sizes"]
+        kind = {"cvae": "conditional VAE", "vib": "VIB classifier"}.get(self.model.config.model, "VAE")
+        lines = [
+            f"Trained a {kind} on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
+            f"{sizes['test']} test) for {s['epochs']} epochs in {s['seconds']:.1f} s "
+            f"(latent dim {self.model.config.latent_dim}, {self.model.config.likelihood} likelihood).",
+            "",
+            f"{'nats per data point':<22}{'ELBO':>10}  = {'reconstruction':>14} - {'KL':>8}",
+        ]
+        for split in ("train", "valid", "test"):
+            v = s[split]
+            lines.append(f"{split:<22}{v['elbo']:>10.3f}  = {v['reconstruction']:>14.3f} - {v['kl']:>8.3f}")
+        if "accuracy" in s["test"]:
+            lines.append(f"test accuracy {s['test']['accuracy']:.4f} (p(y | x) averaged over 12 draws of z)")
+        c = self.config
+        if c.objective != "elbo" and self.metrics:
+            trained = f"{c.objective.upper()}_{c.k}" + (f" (alpha {c.alpha})" if c.objective == "renyi" else "")
+            value = self.metrics[-1][f"train_{c.objective}"]
+            lines.append(f"trained bound {trained}, {c.estimator} gradients: {value:.3f}")
+        if skipped := sum(m.get("skipped_steps", 0) for m in self.metrics):
+            epochs = [m["epoch"] for m in self.metrics if m.get("skipped_steps")]
+            lines.append(f"warning: {skipped} training steps had a non-finite loss or gradient and were skipped "
+                         f"(epochs {', '.join(map(str, epochs[:10]))}{' ...' if len(epochs) > 10 else ''}; "
+                         "skipped_steps in metrics.jsonl).")  # fmt: skip
+        if self.model.config.model != "vib" and s["test"]["kl"] < COLLAPSE_MI:  # the mean KL bounds I(x; z)
+            lines.append(f"warning: the test KL is {s['test']['kl']:.3f} nats: the posterior has collapsed onto the "
+                         "prior and the decoder ignores z. A longer --kl-warmup or --free-bits can help; with "
+                         "--prior vamp, "
+                         "--activation relu (README, 'Learned priors and two stochastic layers').")  # fmt: skip
+        lines += [
+            "",
+            {"cvae": "Every term is given the label y: the ELBO is a lower bound on log p(x | y), not log p(x | y) "
+                     "itself.",
+             "vib": "Here reconstruction is E_q log p(y | z) (minus the cross-entropy) and KL the rate, an upper bound "
+                    "on I(z; x)."}.get(self.model.config.model,
+                                       "The ELBO is a lower bound on log p(x), not log p(x) itself."),
+            f"Run written to {self.path} (config.json, metrics.jsonl, checkpoints/, figures/).",
+        ]
+        if self.model.config.model == "vae":  # evaluate estimates log p(x) of a model without labels
+            lines.append(f"`elbox evaluate {self.path}` estimates log p(x) and splits the gap into the family's and "
+                         "the "
+                         "encoder's.")  # fmt: skip
+        return "\n".join(lines)
+
+    def split(self, name: str) -> tuple[Tensor, Tensor | None]:
+        """A split of the run's data as it was trained on (``load_splits``), and its labels (None where unknown)."""
+        if name not in ("train", "valid", "test"):
+            raise ElboxError(f"--split must be train, valid or test, got {name!r}.")
+        dataset, splits = load_splits(self.config)
+        return splits[name], dataset.labels.get(name)
 
     @property
     def summary(self) -> dict[str, Any]:

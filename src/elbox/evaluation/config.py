@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ElboxError
+from ..fields import option
 
 __all__ = ["COMPILE_ABOVE", "KS", "PRECISIONS", "EvaluationConfig"]
 
@@ -44,23 +45,25 @@ class EvaluationConfig:
             benchmark VAE (tests/test_evaluate.py, docs/benchmarks.md). Opt-in.
     """
 
-    split: str = "test"
-    checkpoint: str = "last"
-    k: int = 5000
+    split: str = option("test", "Which inputs: train, valid or test.")
+    checkpoint: str = option("last", "Which weights: last (end of training) or best (validation).")
+    k: int = option(5000, "Particles per data point for the log p(x) estimate (IWAE_K).")
     ks: tuple[int, ...] = KS
-    chunk: int | None = None
+    chunk: int | None = option(None, "Particles per decoder pass (default: as many as --max-memory holds).")
     max_memory: float = 512 * 2**20
-    batch_size: int = 100
-    seed: int = 0
-    gap_points: int = 100
-    gap_steps: int = 500
+    batch_size: int = option(100, "Data points per pass.")
+    seed: int = option(0, "Seed of every draw.")
+    gap_points: int = option(100, "Points of the approximation / amortization gap split; 0 skips it.")
+    gap_steps: int = option(500, "Adam steps of the per-point optimisation of q.")
     gap_lr: float = 1e-2
     gap_particles: int = 10
-    mi_points: int = 1000
+    mi_points: int = option(1000, "Points whose q(z | x) make the aggregate posterior.")
     mi_samples: int = 10
     khat: bool = True
-    compile: bool | None = None
-    precision: str = "fp32"
+    compile: bool | None = option(
+        None, "Compile the decoder pass (torch.compile; default: from 2 million particle-points)."
+    )
+    precision: str = option("fp32", "fp32, or bf16 for the decoder's matrix products in bfloat16 (opt-in).")
 
     def __post_init__(self) -> None:
         problems = []

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from ..bounds import COLLAPSE_MI
 from ..errors import ElboxError
 from ..models import LatentVariableModel
 from .particles import STREAM_MI, check_data, draw, evaluating, reseed, stream_seeds
@@ -13,7 +14,6 @@ from .particles import STREAM_MI, check_data, draw, evaluating, reseed, stream_s
 __all__ = ["ACTIVE_THRESHOLD", "COLLAPSE_MI", "mi_values", "mutual_information", "rate", "unit_activity"]
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): unit d is active when Cov_x(E_q[z_d | x]) exceeds it
-COLLAPSE_MI = 0.05  # nats: with less I(x; z) than this, the code says next to nothing about x
 
 
 def rate(q: Distribution, prior: Distribution, monte_carlo: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -5,7 +5,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ElboxError
-from ..families import DISCRETE, check_family_name
+from ..families import DISCRETE, check_family_name, family_names
+from ..fields import option
 from ..likelihoods import LIKELIHOODS, TABLE
 from ..networks import ACTIVATIONS
 from ..priors import check_prior_name
@@ -60,25 +61,37 @@ class VAEConfig:
     """
 
     data_dim: int | None = None
-    latent_dim: int = 2
-    hidden: tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
-    likelihood: str = "auto"
-    levels: int | None = None
-    gaussian_scale: float | None = None
+    latent_dim: int = option(2, "Latent dimensions D.")
+    hidden: tuple[int, ...] = option((200, 200), "Hidden widths, e.g. 200,200; the decoder mirrors them.")
+    activation: str = option("tanh", "tanh, relu, elu, gelu or softplus.")
+    likelihood: str = option(
+        "auto",
+        "auto, bernoulli, binomial, gaussian, gaussian-pixel (a scale per pixel), continuous-bernoulli, "
+        "logistic (discretized), categorical, poisson, negative-binomial or zinb (counts).",
+    )
+    levels: int | None = option(None, "Grey levels minus one, for binomial, logistic, categorical (from the data).")
+    gaussian_scale: float | None = option(None, "Fixed scale of the gaussian likelihood (learned if unset).")
     min_scale: float = field(default=1e-4)
-    family: str = "diagonal"
-    network: str = "mlp"
-    channels: tuple[int, ...] = (32, 64)
-    image_shape: tuple[int, ...] | None = None
-    model: str = "vae"
+    family: str = option("diagonal", f"q's family: {family_names()}.")
+    network: str = option("mlp", "mlp, or conv (convolutional encoder and decoder, for images).")
+    channels: tuple[int, ...] = option((32, 64), "Conv channels per layer, e.g. 32,64; the decoder mirrors them.")
+    image_shape: tuple[int, ...] | None = option(None, "H,W of the images for --network conv (from the data).")
+    model: str = option(
+        "vae",
+        "vae; cvae (conditioned on the data's labels); vib (a classifier with a stochastic encoder, trained "
+        "with cross-entropy + beta KL); hvae (two stochastic layers, Burda et al. 2016; --latent-dim is "
+        "z1's); or vamp (vae with --prior vamp).",
+    )
     classes: int | None = None
-    class_prior: bool = False
-    temperature: float = 0.5
-    straight_through: bool = False
-    prior: str = "standard"
-    top_latent_dim: int | None = None
-    top_hidden: tuple[int, ...] | None = None
+    class_prior: bool = option(False, "cvae: a learned Gaussian prior p(z | y) per class.")
+    temperature: float = option(0.5, "Gumbel-softmax temperature of discrete latents.")
+    straight_through: bool = option(False, "Discrete latents: hard draws forward, relaxed gradients backward.")
+    prior: str = option(
+        "standard",
+        "p(z): standard, mog[:K] (learned mixture, K=10) or vamp[:K] (VampPrior, K=500 pseudo-inputs).",
+    )
+    top_latent_dim: int | None = option(None, "hvae: z2's dimensions (default: half of z1's).")
+    top_hidden: tuple[int, ...] | None = option(None, "hvae: widths between z1 and z2 (default: half of --hidden).")
     columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -131,8 +144,10 @@ class VAEConfig:
         if not 0 < self.temperature < math.inf:
             problems.append(f"temperature must be positive and finite, got {self.temperature}")
         if self.model == "cvae" and self.network == "conv":
-            problems.append("a conditional VAE appends the label to the encoder's input rows, which convolutions "
-                            "do not take: use --network mlp with --model cvae")
+            problems.append(
+                "a conditional VAE appends the label to the encoder's input rows, which convolutions "
+                "do not take: use --network mlp with --model cvae"
+            )
         if self.class_prior and self.family.partition(":")[0] in DISCRETE:
             problems.append("class_prior is a Gaussian per class; discrete latents have a uniform prior")
         return problems

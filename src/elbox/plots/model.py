@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ..errors import ElboxError
 from ..evaluation import ACTIVE_THRESHOLD, unit_activity
 from ..families import center
 from ..models import LatentVariableModel
@@ -155,7 +156,7 @@ def _traverse(model: LatentVariableModel, mean: Tensor, dims: Sequence[int], ste
     return model.decode(z).mean.cpu()
 
 
-def traversals(model: LatentVariableModel, x: Tensor, dims: Sequence[int] | None = None, steps: int = 9,
+def traversals(model: LatentVariableModel, x: Tensor, dims: Sequence[int] | str | None = None, steps: int = 9,
                span: float = 3.0, image_shape: tuple[int, int] | None = None) -> Figure:  # fmt: skip
     """Latent traversals: encode ``x[0]``, move one latent dimension at a time over
     [-span, span] around its posterior mean, decode (Higgins et al. 2017, beta-VAE, Figure 1).
@@ -165,7 +166,7 @@ def traversals(model: LatentVariableModel, x: Tensor, dims: Sequence[int] | None
             default ``dims``, the active units (Cov_x E_q[z_d | x] > ``ACTIVE_THRESHOLD``, Burda
             et al. 2016), largest first, at most ``MAX_TRAVERSED``; with none active, the most
             variable dimensions.
-        dims: the latent dimensions to traverse, one row each.
+        dims: the latent dimensions to traverse, one row each (or as text, ``"0,3,7"``).
         steps: columns, the values of z_d.
 
     Image data (``image_shape`` given, or a square number of values) make a grid of pictures,
@@ -174,9 +175,10 @@ def traversals(model: LatentVariableModel, x: Tensor, dims: Sequence[int] | None
     """
     x = x[None] if x.ndim == 1 else x
     means = _encoded_means(model, x)
-    dims = list(dims) if dims is not None else _traversed_dims(means)
+    dims = _dims(dims) if dims is not None else _traversed_dims(means)
     if not dims or not all(0 <= d < means.shape[1] for d in dims):
-        raise ValueError(f"dims must be latent dimensions in 0..{means.shape[1] - 1}, got {dims}")
+        raise ElboxError(f"dims must be latent dimensions in 0..{means.shape[1] - 1}, got {dims}; pass --dims as "
+                         "comma-separated latent dimensions")  # fmt: skip
     mean = center(model.encode(x[:1]))[0].detach()
     decoded = _traverse(model, mean, dims, steps, span)  # [R, C, X]
     if is_image(decoded.shape[-1], image_shape):
@@ -280,3 +282,12 @@ def write_figures(run: Run, x: Tensor, directory: str | Path | None = None, labe
     if model.config.latent_dim == 2 and not model.config.discrete:  # a grid over R^2, not over codes
         written.append(save(manifold(model, 20, shape), directory / "manifold.png"))
     return written
+
+
+def _dims(dims: Sequence[int] | str) -> list[int]:
+    if not isinstance(dims, str):
+        return list(dims)
+    try:
+        return [int(v) for v in dims.split(",") if v.strip()]
+    except ValueError:
+        raise ElboxError(f"--dims takes comma-separated integers, got {dims!r}") from None

@@ -7,7 +7,7 @@ Note that ``elbox.train`` is the function; this package is ``from elbox.training
 """
 
 from ..optim import NonFiniteError, make_optimizer
-from .config import TrainConfig, read_config_file
+from .config import TrainConfig, options_from, read_config_file
 from .hooks import Hooks, OnEpoch, OnFinish, default_hooks, set_default_hooks
 from .loop import EpochProgress, train_epoch, train_step, validate
 from .loss import VariationalLoss, compile_loss, kl_schedule, make_objective
@@ -30,6 +30,7 @@ __all__ = [
     "labels_for",
     "make_objective",
     "make_optimizer",
+    "options_from",
     "prepare",
     "read_config_file",
     "resolve_device",

@@ -14,9 +14,10 @@ from typing import Any
 from ..bounds import ESTIMATORS
 from ..bounds import OBJECTIVES as BOUNDS
 from ..errors import ElboxError
+from ..fields import option
 from ..models import VAEConfig
 
-__all__ = ["TrainConfig", "read_config_file"]
+__all__ = ["TrainConfig", "options_from", "read_config_file"]
 
 BINARIZE = ("none", "static", "dynamic")
 OBJECTIVES = tuple(name for name, cls in BOUNDS.items() if cls.lower)  # what training maximises
@@ -66,32 +67,45 @@ class TrainConfig:
         model: the architecture (``models.VAEConfig``).
     """
 
-    data: str = "digits"
-    data_dir: str | None = None
-    schema: str | None = None
-    download: bool = False
-    binarize: str = "none"
-    epochs: int = 200
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    k: int = 1
-    analytic_kl: bool = True
-    objective: str = "elbo"
-    alpha: float = 0.5
-    estimator: str = "reparam"
-    beta: float = 1.0
-    kl_warmup: int = 0
-    kl_cycles: int = 0
-    free_bits: float = 0.0
-    max_nonfinite: int = 10
-    checkpoint_every: int = 1000
-    device: str = "cpu"
-    threads: int | None = None
-    compile: bool = False
-    precision: str = "fp32"
-    out: str | None = None
-    tensorboard: bool = False
+    data: str = option(
+        "digits",
+        "digits (embedded), binarized-mnist, mnist, fashion-mnist, a .npy/.npz file, or a table (.csv, .parquet).",
+    )
+    data_dir: str | None = option(None, "Folder holding the data set's files.")
+    schema: str | None = option(None, "A table's column kinds (JSON or TOML); columns it does not name are inferred.")
+    download: bool = option(False, "Fetch missing data files (needs a network).")
+    binarize: str = option("none", "none, static (one draw, fixed) or dynamic (drawn every epoch).")
+    epochs: int = option(200, "Passes over the training data.")
+    batch_size: int = option(100, "Minibatch size.")
+    lr: float = option(1e-3, "Adam's learning rate.")
+    seed: int = option(0, "Seeds weights, data order and draws.")
+    k: int = option(1, "Particles per data point in the ELBO.")
+    analytic_kl: bool = option(
+        True,
+        "The KL in closed form where there is one (--mc-kl: by Monte Carlo).",
+        flag="--analytic-kl/--mc-kl",
+    )
+    objective: str = option("elbo", "The bound to train: elbo, iwae (with --k particles) or renyi.")
+    alpha: float = option(0.5, "Order of the Rényi bound.")
+    estimator: str = option("reparam", "Gradient estimator: reparam, stl, dreg or score.")
+    beta: float = option(1.0, "Weight of the KL term (beta-VAE).")
+    kl_warmup: int = option(0, "Epochs of linear KL warm-up from 0 to beta.")
+    kl_cycles: int = option(0, "Cyclical KL annealing: cycles over the run.")
+    free_bits: float = option(0.0, "Nats per latent dimension kept free of KL pressure.")
+    max_nonfinite: int = option(10, "Steps in a row with a non-finite loss or gradient (skipped) before the run stops.")
+    checkpoint_every: int = option(
+        1000,
+        "Also checkpoint every N steps (0: at epoch ends only); a killed run resumes from there.",
+    )
+    device: str = option("cpu", "cpu, cuda, cuda:N, or auto (a GPU when there is one).")
+    threads: int | None = option(None, "Intra-op threads, fixed for the run (default: torch's, one per core).")
+    compile: bool = option(
+        False,
+        "Compile the loss with torch.compile (same losses, faster after seconds of compiling).",
+    )
+    precision: str = option("fp32", "fp32, or bf16 for the forward pass in bfloat16 (opt-in).")
+    out: str | None = option(None, "Run folder to write (default: runs/<data>-<time>).")
+    tensorboard: bool = option(False, "Also log each epoch to RUN/tensorboard (pip install 'elbox[tensorboard]').")
     model: VAEConfig = field(default_factory=VAEConfig)
 
     def __post_init__(self) -> None:
@@ -237,3 +251,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ElboxError(f"the configuration file {path} cannot be read: {e}. Fix its syntax.") from None
+
+
+def options_from(config_file: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The options of a run: a config file's (flattened: ``[model]`` keys beside the others), overridden by
+    the flags given. ``model = "vamp"`` is the VAE with the VampPrior: ``model = "vae"``, ``prior = "vamp[:K]"``."""
+    options = read_config_file(config_file) if config_file is not None else {}
+    model = options.get("model") or {}
+    model = {"model": model} if isinstance(model, str) else model  # model = "cvae" names the kind
+    options = {k: v for k, v in options.items() if k != "model"} | model | flags
+    if options.get("model") != "vamp":
+        return options
+    prior = options.get("prior", "vamp")
+    if prior.partition(":")[0] != "vamp":
+        raise ElboxError(f"--model vamp is the VAE with the VampPrior; it takes --prior vamp[:K] or none, "
+                         f"not {prior!r}.")
+    return options | {"model": "vae", "prior": prior}
