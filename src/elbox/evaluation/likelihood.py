@@ -215,7 +215,7 @@ def log_likelihood(
     chunk size does not change the draws. The caller's random state is left as it was.
     ``compile`` and ``precision`` choose the fast paths of ``EvaluationConfig``.
 
-    >>> from elbox import VAEConfig
+    >>> from elbox import VAE, VAEConfig
     >>> vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
     >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
     >>> ll = log_likelihood(vae, x, k=300, chunk=100, seed=0)

@@ -78,7 +78,7 @@ def evaluate(
     splits its batches over the processes; each batch draws from its own seeds, so the numbers
     are those of one process. The mutual information and the gap split run on every process.
 
-    >>> from elbox import VAEConfig
+    >>> from elbox import VAE, VAEConfig
     >>> vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli"))
     >>> x = torch.bernoulli(torch.full((20, 4), 0.5))
     >>> e = evaluate(vae, x, k=50, gap_points=4, gap_steps=20)

@@ -199,7 +199,7 @@ class TrainConfig:
         for key in list(d):
             if key in model_keys and key not in train_keys:
                 model[key] = d.pop(key)
-        if unknown := set(d) - train_keys:
+        if unknown := (set(d) - train_keys) | (set(model) - model_keys):  # a config.json damaged in either table
             raise ElboxError(
                 f"unknown option(s) {', '.join(sorted(unknown))} in the configuration; "
                 f"known options: {', '.join(sorted(train_keys | model_keys))}."
