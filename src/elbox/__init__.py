@@ -15,9 +15,9 @@ for the VAE stack, and ``elbox.bayes`` does not pay for training. ``elbox.train`
 TensorBoard, which ``training/``, a lower layer, does not import).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_face
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time ``__getattr__`` imports on demand
@@ -83,24 +83,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """A public name from its module, or a submodule (``elbox.bayes``), imported on first use."""
-    if name in _MODULES:
-        value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
-        if name in ("train", "resume"):  # a run from the package face draws its figures, as `elbox train` does
-            from .hooks import install_default_hooks
+def _install_hooks(name: str) -> None:
+    if name in ("train", "resume"):  # a run from the package face draws its figures, as `elbox train` does
+        from .hooks import install_default_hooks
 
-            install_default_hooks()
-    else:
-        try:
-            value = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":  # the submodule exists but an import inside it failed
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+        install_default_hooks()
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, _MODULES, __all__, _install_hooks)

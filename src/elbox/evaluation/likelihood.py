@@ -1,18 +1,9 @@
 """log p(x) by importance sampling, and the main pass: everything read off K particles per point.
 
 One pass of K particles per point (``particles.particles``, the one source of log-weights)
-gives, from log_w ``[K, B]``, per point:
-
-| figure | from log_w |
-| --- | --- |
-| log p(x) estimate | IWAE_K = log (1/K) sum_k w_k, K = 5000 (Burda et al. 2016) |
-| its Monte Carlo standard error | sqrt((1/ESS - 1/K) K / (K - 1)), the delta method |
-| importance ESS | 1 / sum_k w~_k^2 (Kish), w~ the normalised weights |
-| PSIS k-hat | the shape of a generalised Pareto fit to the largest weights (ArviZ) |
-| the IWAE_k curve | IWAE_k averaged over the K // k disjoint groups of k particles |
-| CUBO_2 | (1/2) log (1/K) sum_k w_k^2 (Dieng et al. 2017) |
-
-and, from the same particles, the reconstruction E_q log p(x | z), the rate KL(q || p) and
+gives, from log_w ``[K, B]``, per point: log p(x) (IWAE_K), its Monte Carlo error, the ESS, PSIS
+k-hat, the IWAE_k curve and CUBO_2 (the formulas: the table of ``elbox.evaluation``); and, from the
+same particles, the reconstruction E_q log p(x | z), the rate KL(q || p) and
 the posterior means.
 """
 
