@@ -7,13 +7,14 @@ no traceback, and no run file is changed.
 import functools
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from .errors import ElboxError, StoppedError
+from .errors import ElboxError, ElboxWarning, StoppedError
 
 __all__ = ["app", "main"]
 
@@ -31,7 +32,10 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            f(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", ElboxWarning)
+                warnings.showwarning = _show_warning
+                f(*args, **kwargs)
         except ElboxError as e:
             message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
             stopped = isinstance(e, StoppedError)
@@ -48,6 +52,15 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
     return app.command()(wrapper)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """An ``ElboxWarning`` as one paragraph (no file and line: it is about the user's input); others as Python does."""
+    if not issubclass(category, ElboxWarning):
+        return _show_python_warning(message, category, *args, **kwargs)
+    text = textwrap.fill(str(message), width=100, break_long_words=False, break_on_hyphens=False)
+    typer.echo(f"elbox: warning: {text}", err=True)
+
+
+_show_python_warning = warnings.showwarning
 Run = Annotated[Path, typer.Argument(help="A run folder written by `elbox train`.")]
 Checkpoint = Annotated[str, typer.Option(help="Which weights: last (end of training) or best (validation).")]
 Split = Annotated[str, typer.Option(help="Which inputs: train, valid or test.")]
@@ -226,7 +239,7 @@ def train(
         run = train_run(progress=progress, overwrite=overwrite, hooks=DEFAULT_HOOKS, **options)
     from .distributed import world
 
-    if not world().main:  # under torchrun, rank 0 speaks for the run
+    if not world().main or run.epochs_trained == 0:  # rank 0 speaks for the run; a complete run was warned of
         return
     typer.echo(_summary(run))
     if report:

@@ -1,6 +1,6 @@
 """The one exception type for problems with what the user gave us."""
 
-__all__ = ["ElboxError", "StoppedError"]
+__all__ = ["ElboxError", "ElboxWarning", "StoppedError"]
 
 
 class ElboxError(Exception):
@@ -20,3 +20,10 @@ class StoppedError(ElboxError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class ElboxWarning(UserWarning):
+    """Something the user asked for that runs, but not as they may think (a warm-up longer than the run).
+
+    The command line prints it as one paragraph, ``elbox: warning: ...``, and goes on.
+    """

@@ -28,7 +28,7 @@ import jinja2
 from .checkpoints import write_atomic
 from .errors import ElboxError
 from .importance import KHAT_THRESHOLD
-from .runs import read_metrics
+from .runs import owned, read_metrics
 
 __all__ = [
     "Figure",
@@ -452,11 +452,22 @@ def write_report(run_dir: str | Path) -> Path:
     Cheap: it reads the folder's files and embeds its figures; it runs no evaluation.
     """
     run_dir = Path(run_dir)
-    _check_run(run_dir)
+    if not run_dir.is_dir():
+        _check_run(run_dir)
+    with owned(run_dir):  # not a folder another process is writing
+        _check_run(run_dir)
+        return _write(run_dir)
+
+
+def _write(run_dir: Path) -> Path:
     bayesian = is_bayesian(run_dir)
     sections = bayes_sections(run_dir) if bayesian else vae_sections(run_dir)
     kind = "Bayesian fit" if bayesian else "VAE run"
     html = render(f"elbox report: {run_dir.resolve().name}", kind, sections)
     path = run_dir / REPORT
-    write_atomic(path, lambda p: p.write_text(html, encoding="utf-8"))
+    try:
+        write_atomic(path, lambda p: p.write_text(html, encoding="utf-8"))
+    except OSError as e:
+        raise ElboxError(f"the report {path} cannot be written: {e.strerror or e}. Make the run folder writable, "
+                         "or free some space.") from None
     return path
