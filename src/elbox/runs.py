@@ -247,6 +247,14 @@ def load_splits(config: "TrainConfig") -> tuple[Dataset, dict[str, Tensor]]:
     splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     if config.binarize == "none":
         return dataset, splits
+    low, high = min(x.min().item() for x in splits.values()), max(x.max().item() for x in splits.values())
+    if low < 0 or high > 1:
+        raise ElboxError(
+            f"--binarize {config.binarize} draws each value as the probability of a 1, so it needs data in [0, 1], "
+            f"but the data {config.data} range from {low:.4g} to {high:.4g}. Scale them to [0, 1] first (e.g. "
+            "(x - min) / (max - min), for images x / the largest grey level), or train on them as they are "
+            "without --binarize (--likelihood gaussian)."
+        )
     g = torch.Generator().manual_seed(config.seed)
     fixed = {"valid", "test"} | ({"train"} if config.binarize == "static" else set())
     return dataset, {name: binarize(x, g) if name in fixed else x for name, x in splits.items()}
