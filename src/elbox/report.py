@@ -235,13 +235,17 @@ def _unsure(estimate: dict[str, Any]) -> str:
 
 def _khat_verdict(khat: dict[str, Any]) -> Verdict:
     threshold = khat.get("threshold", KHAT_THRESHOLD)
-    share = khat.get(f"share_above_{threshold}", 0.0) or 0.0
+    share = khat.get(f"share_above_{threshold}")
+    median, worst = _number(khat.get("median"), 2), _number(khat.get("max"), 2)
+    if share is None or (isinstance(share, float) and math.isnan(share)):  # no point had a tail to fit
+        return Verdict("warn", "k-hat could not be computed on any point, so nothing says whether the log p(x) "
+                       "error bars can be trusted; evaluate with more particles (--k).")  # fmt: skip
     if share > 0:
         return Verdict("bad" if share > 0.1 else "warn",
-                       f"k-hat above {threshold} on {100 * share:.0f}% of points (median {khat['median']:.2f}, "
-                       f"max {khat['max']:.2f}): do not trust the log p(x) error bars on those points; more "
+                       f"k-hat above {threshold} on {100 * share:.0f}% of points (median {median}, "
+                       f"max {worst}): do not trust the log p(x) error bars on those points; more "
                        "particles (--k) or a better q would.")  # fmt: skip
-    return Verdict("ok", f"k-hat below {threshold} on every point (max {khat['max']:.2f}): the log p(x) "
+    return Verdict("ok", f"k-hat below {threshold} on every point (max {worst}): the log p(x) "
                    "estimates can be trusted.")  # fmt: skip
 
 

@@ -450,4 +450,9 @@ def _prepare(config: TrainConfig, hooks: Hooks) -> Setup:
     """``prepare``, after the hooks' check: every refusal comes before anything is written."""
     if hooks.check is not None:
         hooks.check(config)
+    if config.kl_warmup > config.epochs:
+        warnings.warn(f"the KL warm-up lasts {config.kl_warmup} epochs but the run {config.epochs}: beta reaches only "
+                      f"{config.beta * config.epochs / config.kl_warmup:.3g} of {config.beta:g}, so the run ends "
+                      "before its objective is the ELBO it reports. Give --kl-warmup at most --epochs.",
+                      ElboxWarning, stacklevel=3)  # fmt: skip
     return prepare(config)

@@ -69,7 +69,11 @@ def prepare(config: TrainConfig) -> Setup:
     if config.threads is not None:  # pinned for the run: a thread count that drifts changes speed and rounding
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = build_model(model_config)
+    try:
+        model = build_model(model_config)
+    except ValueError as e:  # options each valid, but no such model: a flow that cannot split one dimension
+        raise ElboxError(f"invalid model options: {e} (--family {model_config.family}, --latent-dim "
+                         f"{model_config.latent_dim}).") from None  # fmt: skip
     for prior in (m for m in model.modules() if isinstance(m, VampPrior)):  # a resumed run loads its own after
         prior.start_at(splits["train"], torch.Generator().manual_seed(config.seed))
     _check_data(model, dataset, splits, config)
