@@ -5,6 +5,7 @@ import math
 import warnings
 
 import pytest
+from command import run_cli
 
 from elbox.catalogue import parse, suggest
 from elbox.errors import ElboxError, ElboxWarning
@@ -13,8 +14,6 @@ from elbox.families.table import FAMILIES
 from elbox.models import VAEConfig
 from elbox.report import _evaluation_table, verdicts_of_evaluation
 from elbox.train import TrainConfig
-
-from command import run_cli
 
 TINY = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--no-report"]
 

@@ -68,7 +68,7 @@ def test_the_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path, cap
     p.kill()
     p.wait()
     assert (folder / LOCK).exists()  # a stale file, but no stale lock
-    code, out, err = _cli(capsys, "train", *TINY, "--out", folder)
+    code, _, err = _cli(capsys, "train", *TINY, "--out", folder)
     assert code is None or code == 0, err
     assert (folder / "checkpoints" / "last.safetensors").exists()
 

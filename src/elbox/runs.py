@@ -12,7 +12,6 @@ runs/<name>/
 import fcntl
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,11 +64,24 @@ def run_folder_problem(path: Path, error: OSError) -> ElboxError:
 
 
 def _holder(lock: Path) -> str:
+    """``process PID (COMMAND)`` holding the flock on ``lock``, from the kernel's table (Linux's /proc/locks).
+
+    Read from the kernel, not from the file: the lock file is never written, so taking a lock
+    changes no file of a run, and a holder's record can never be stale.
+    """
     try:
-        pid, _, command = lock.read_text(encoding="utf-8").partition(" ")
-    except (OSError, UnicodeDecodeError):
-        return "another process"
-    return f"process {pid} ({command.strip() or 'unknown command'})" if pid.strip().isdigit() else "another process"
+        inode = str(os.stat(lock).st_ino)
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; waiters start with "->"
+            if "FLOCK" in fields and "->" not in fields:
+                i = fields.index("FLOCK")
+                pid, where = fields[i + 3], fields[i + 4]
+                if where.rsplit(":", 1)[-1] == inode:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                    return f"process {pid} ({command or 'command unknown'})"
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    return "another process"
 
 
 @contextmanager
@@ -77,7 +89,7 @@ def owned(path: str | Path, *, create: bool = False) -> Iterator[Path]:
     """Hold the run folder ``path`` for this process: an exclusive ``flock`` on ``path/.lock`` while inside.
 
     A second process that asks (``train --out``, ``--resume``, ``evaluate``, ``report``, ``fit
-    --out``) is refused with the holder's pid and command, before it writes anything. The kernel
+    --out``) is refused with the holder's pid and command (``_holder``), before it writes anything. The kernel
     releases the lock when the holder exits, killed or not, so a stale ``.lock`` file never
     blocks. Re-entrant within one process (``flock`` on a second descriptor would block itself).
     ``create`` makes the folder (and its parents) first. Under torchrun only rank 0 (``RANK``, read
@@ -112,8 +124,6 @@ def owned(path: str | Path, *, create: bool = False) -> Iterator[Path]:
             f"the run folder {path} is being written by {_holder(path / LOCK)}; nothing was changed. Wait for it to "
             "finish (or stop it), or choose another folder: two writers would interleave the run's files."
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {' '.join(sys.orig_argv)}\n".encode())  # the whole command line
     _held[key] = (fd, 1)
     try:
         yield path
