@@ -75,3 +75,21 @@ def test_a_pickle_is_never_unpickled(tmp_path, monkeypatch):
         with pytest.raises(ElboxError):
             load_checkpoint(p)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_broken_last_checkpoint_points_to_best_not_to_a_resume_that_cannot_read_it(tmp_path):
+    from elbox.checkpoints import load_checkpoint, save_checkpoint
+    from elbox.errors import ElboxError
+
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder / "best.safetensors", {"a": torch.zeros(2)}, {"epoch": 1})
+    with pytest.raises(ElboxError, match=r"does not exist\. The run's best checkpoint is there.*--checkpoint best"):
+        load_checkpoint(folder / "last.safetensors")
+    (folder / "last.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ElboxError) as e:
+        load_checkpoint(folder / "last.safetensors")
+    assert "--checkpoint best" in str(e.value) and "resume from another checkpoint" not in str(e.value)
+    (folder / "best.safetensors").unlink()
+    with pytest.raises(ElboxError) as e:
+        load_checkpoint(folder / "last.safetensors")
+    assert "--checkpoint" not in str(e.value)

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +465,59 @@ def test_missing_array_file_is_named(tmp_path):
     with pytest.raises(ElboxError, match="does not exist") as info:
         load_dataset(str(tmp_path / "nope.npz"))
     assert "nope.npz" in str(info.value)
+
+
+# ---------------------------------------------------------------- messages that name the user's file (issue 18)
+
+
+def _prepare(**options):
+    from elbox.training import TrainConfig
+    from elbox.training.setup import prepare
+
+    return prepare(TrainConfig.from_dict({"epochs": 1, "latent_dim": 2, "hidden": [8]} | options))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous-bernoulli"])
+def test_a_support_refusal_names_the_row_of_the_file_not_of_the_shuffled_split(tmp_path, likelihood):
+    x = np.zeros((100, 6), dtype=np.float32)
+    x[36, 2] = 0.5 if likelihood == "bernoulli" else 1.5
+    np.save(tmp_path / "grey.npy", x)
+    with pytest.raises(ElboxError, match=r"grey\.npy data .*at row 36, column 2"):
+        _prepare(data=str(tmp_path / "grey.npy"), likelihood=likelihood)
+
+
+def test_negative_values_are_called_negative_not_grey(tmp_path):
+    np.save(tmp_path / "neg.npy", -np.ones((50, 4), np.float32))
+    with pytest.raises(ElboxError, match="negative values") as e:
+        _prepare(data=str(tmp_path / "neg.npy"), likelihood="bernoulli")
+    assert "grey" not in str(e.value)
+
+
+def test_float64_beyond_float32_says_so_without_numpys_warning(tmp_path):
+    np.save(tmp_path / "big.npy", np.full((50, 4), 1e300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's "overflow encountered in cast" must not escape
+        with pytest.raises(ElboxError, match="float32's range") as e:
+            load_dataset(str(tmp_path / "big.npy"))
+    assert "impute" not in str(e.value) and "NaN" not in str(e.value)
+
+
+def test_static_binarize_of_standardised_data_names_the_file_and_its_range(tmp_path):
+    np.save(tmp_path / "std.npy", np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32))
+    with pytest.raises(ElboxError, match=r"std\.npy range from -") as e:
+        _prepare(data=str(tmp_path / "std.npy"), binarize="static")
+    assert "the tensor" not in str(e.value) and "255" not in str(e.value)
+
+
+def test_a_folder_named_like_a_data_file_is_called_a_folder(tmp_path):
+    (tmp_path / "x.npy").mkdir()
+    with pytest.raises(ElboxError, match="is a folder, not a file"):
+        load_dataset(str(tmp_path / "x.npy"))
+
+
+def test_the_rows_of_a_split_file_point_back_into_it(tmp_path):
+    x = np.arange(300, dtype=np.float32).reshape(100, 3)
+    np.save(tmp_path / "x.npy", x)
+    ds = load_dataset(str(tmp_path / "x.npy"))
+    for split in ("train", "valid", "test"):
+        assert torch.equal(getattr(ds, split), torch.from_numpy(x[ds.rows[split].numpy()]))

@@ -6,6 +6,7 @@ checkpoint. Resumed in this process, it must end with the same parameters, the s
 (wall-clock fields aside) and the same checkpoints as a run that was never stopped.
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -68,6 +69,10 @@ def _run_child(out, how, at):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _without_clock(metrics):
     return [{k: v for k, v in m.items() if k not in CLOCK} for m in metrics]
 
@@ -85,6 +90,9 @@ def _assert_same_run(resumed, whole):
         a, b = load_run(whole.path, which).model.state_dict(), load_run(resumed.path, which).model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), which
     assert resumed.summary["test"] == whole.summary["test"]
+    for which in ("last", "best"):  # the files themselves, byte for byte (no process entropy in them)
+        name = f"checkpoints/{which}.safetensors"
+        assert _digest(resumed.path / name) == _digest(whole.path / name), which
     assert resumed.info["status"] == "finished"
     assert not list((resumed.path / "checkpoints").glob(".*.tmp"))  # the killed write's temporary is gone
 
@@ -169,3 +177,15 @@ def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_says_so(tmp_path):
         elbox.train(out=str(tmp_path / "run"), device="gpu", progress=False, **OPTIONS)
     run = elbox.train(out=str(tmp_path / "run"), device="auto", progress=False, **OPTIONS | {"epochs": 1})
     assert run.config.device == "auto" and run.summary["epochs"] == 1
+
+
+def test_two_runs_of_one_config_and_seed_write_byte_identical_checkpoints(tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:  # two processes: each starts with its own entropy in NumPy's and Python's global states
+        child = subprocess.run([sys.executable, "-m", "elbox", "train", "--out", str(out), "--no-progress",
+                                "--no-report", "--epochs", "1", "--hidden", "8", "--checkpoint-every", "5"],
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert child.returncode == 0, child.stderr
+    for name in ("last", "best"):
+        a, b = (_digest(run / f"checkpoints/{name}.safetensors") for run in runs)
+        assert a == b, name

@@ -1,8 +1,10 @@
 """Name tables: a catalogue maps names to classes; name checks, factories and help text derive from it."""
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-__all__ = ["Option", "describe", "parse"]
+__all__ = ["Option", "describe", "parse", "suggest"]
 
 
 class Option(NamedTuple):
@@ -29,9 +31,23 @@ def parse(name: str, table: dict[str, Any], what: str) -> tuple[str, int | None]
     Raises ``ValueError`` whose message lists every name (``describe``)."""
     kind, colon, number = name.partition(":")
     option = getattr(table.get(kind), "option", None)
-    if kind not in table or (colon and (option is None or not number.isdigit() or int(number) < option.least)):
-        raise ValueError(f"unknown {what} {name!r}: choose {describe(table)}")
+    if kind not in table:
+        close = difflib.get_close_matches(kind, list(table), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown {what} {name!r}: {hint}choose {describe(table)}")
+    if colon and option is None:
+        raise ValueError(f"the {what} {kind!r} takes no number after a colon, got {name!r}: give {kind}")
+    if colon and (not number.isdigit() or int(number) < option.least):
+        raise ValueError(f"in the {what} {name!r}, {option.letter} ({option.doc}) must be a whole number of at least "
+                         f"{option.least}, got {number!r}: give {kind}:{max(option.least, option.default or 0)} "
+                         f"or {kind}")  # fmt: skip
     return kind, int(number) if colon else None
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'latent_dim'?)"`` for the known name closest to a misspelt ``name`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe(table: dict[str, Any]) -> str:

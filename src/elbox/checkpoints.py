@@ -8,13 +8,11 @@ one, never half of each.
 
 import json
 import os
-import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -85,7 +83,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     """Read a checkpoint written by ``save_checkpoint``; never unpickles anything."""
     path = Path(path)
     if not path.is_file():
-        raise ElboxError(f"the checkpoint {path} does not exist; is this a run folder written by `elbox train`?")
+        other = _other_checkpoint(path)
+        raise ElboxError(f"the checkpoint {path} does not exist." + other if other else
+                         f"the checkpoint {path} does not exist; is this a run folder written by `elbox train`?")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -95,10 +95,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         state = json.loads(metadata["state"])
     except (SafetensorError, ValueError, KeyError, OSError) as e:
         raise ElboxError(
-            f"the checkpoint {path} is corrupt or not an elbox checkpoint ({e}). "
-            "Train again, or resume from another checkpoint of the run."
+            f"the checkpoint {path} is corrupt or not an elbox checkpoint ({e}). Train the run again with "
+            "--overwrite." + _other_checkpoint(path)
         ) from None
     return tensors, state
+
+
+def _other_checkpoint(path: Path) -> str:
+    """Advice to read the run's other checkpoint (``--checkpoint``) when one is there; ``--resume`` reads only last."""
+    other = {"last.safetensors": "best", "best.safetensors": "last"}.get(path.name)
+    if other is None or not (path.parent / f"{other}.safetensors").is_file():
+        return ""
+    return (f" The run's {other} checkpoint is there: `elbox evaluate`, `sample` and the other commands read it with "
+            f"--checkpoint {other} (a resume continues only from last.safetensors).")
 
 
 def optimizer_state_to_tensors(
@@ -129,28 +138,22 @@ def optimizer_state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any
 
 
 def rng_states() -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The global random states of torch (CPU and each CUDA device), NumPy and Python's ``random``.
+    """The random states a run draws from: torch's global generator (CPU and each CUDA device).
 
-    Returned as tensors (``rng.torch``, ``rng.cuda.<i>``, ``rng.numpy``) and JSON (the rest of
-    NumPy's and Python's state), for ``save_checkpoint``; ``restore_rng_states`` is the inverse.
+    Returned as tensors (``rng.torch``, ``rng.cuda.<i>``) and JSON, for ``save_checkpoint``;
+    ``restore_rng_states`` is the inverse. NumPy's and Python's global states are neither saved nor
+    set: elbox draws nothing from them, and saving them wrote the process's entropy into every
+    checkpoint (two equal runs gave different bytes) while restoring them changed the caller's.
     """
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
+    tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
-    version, internal, gauss_next = random.getstate()
-    meta = {"numpy": [kind, int(position), int(has_gauss), float(gauss)],
-            "python": [version, list(internal), gauss_next]}  # fmt: skip
-    return tensors, meta
+    return tensors, {}
 
 
 def restore_rng_states(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Set the global random states saved by ``rng_states``."""
+    """Set the random states saved by ``rng_states`` (NumPy's and Python's in older checkpoints are left unread)."""
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
     if cuda:
         torch.cuda.set_rng_state_all(cuda)
-    kind, position, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), position, has_gauss, gauss))
-    version, internal, gauss_next = meta["python"]
-    random.setstate((version, tuple(internal), gauss_next))

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from .bayes.command import DATA_HELP, MODEL_HELP, SHARDS_HELP, FitOptions
-from .errors import ElboxError, exit_message
+from .errors import ElboxError, exit_message, user_warnings
 from .evaluation.config import EvaluationConfig
 from .flags import flags_from
 from .models.config import VAEConfig
@@ -28,7 +28,8 @@ def _command(f: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            f(*args, **kwargs)
+            with user_warnings():  # an ElboxWarning as one paragraph
+                f(*args, **kwargs)
         except (ElboxError, KeyboardInterrupt) as e:
             message, status = exit_message(e)
             typer.echo(message, err=True)
@@ -76,7 +77,7 @@ def train(
         run = resume_run(resume, **changes, progress=progress, hooks=DEFAULT_HOOKS)
     else:
         run = train_run(progress=progress, overwrite=overwrite, hooks=DEFAULT_HOOKS, **options_from(config, options))
-    if world().main:  # under torchrun, rank 0 speaks for the run
+    if world().main and run.epochs_trained:  # rank 0 speaks for the run; a complete run was warned of
         typer.echo(run.describe())
         if report:
             typer.echo(f"Report written to {_write_report(run.path)}.")

@@ -1,8 +1,12 @@
 """The one exception type for problems with what the user gave us, and what the command line says of it."""
 
 import textwrap
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["ElboxError", "StoppedError", "exit_message"]
+__all__ = ["ElboxError", "ElboxWarning", "StoppedError", "exit_message", "show_warning", "user_warnings"]
 
 
 class ElboxError(Exception):
@@ -24,6 +28,13 @@ class StoppedError(ElboxError):
         self.signum = signum
 
 
+class ElboxWarning(UserWarning):
+    """Something the user asked for that runs, but not as they may think (a warm-up longer than the run).
+
+    The command line prints it as one paragraph, ``elbox: warning: ...``, and goes on.
+    """
+
+
 INTERRUPTED = ("interrupted at once. Checkpoints are written whole (never half), so the last one stands; continue a "
                "training run with `elbox train --resume RUN`.")  # fmt: skip
 
@@ -37,3 +48,27 @@ def exit_message(e: BaseException) -> tuple[str, int]:
     if isinstance(e, StoppedError):
         return f"\nelbox: {message}", 128 + e.signum
     return f"elbox: error: {message}", 2
+
+
+def show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """An ``ElboxWarning`` as one paragraph, ``elbox: warning: ...`` on stderr (no file and line: it is about
+    the user's input); other warnings as Python shows them. For ``warnings.showwarning`` in the CLI."""
+    if not issubclass(category, ElboxWarning):
+        return _show_python_warning(message, category, *args, **kwargs)
+    import sys
+
+    text = textwrap.fill(str(message), width=100, break_long_words=False, break_on_hyphens=False)
+    print(f"elbox: warning: {text}", file=sys.stderr)
+    return None
+
+
+_show_python_warning = warnings.showwarning
+
+
+@contextmanager
+def user_warnings() -> Iterator[None]:
+    """Within it, every ``ElboxWarning`` is shown (each time) as one paragraph by ``show_warning``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ElboxWarning)
+        warnings.showwarning = show_warning
+        yield

@@ -114,6 +114,12 @@ class Bernoulli(Likelihood):
     def check(self, x: Tensor, name: str = "training") -> None:
         """Refuse anything but 0/1 values: a Bernoulli is no density for grey levels."""
         _check_finite(x, name)
+        if (negative := x < 0).any():  # not grey levels: binarizing them is no fix
+            raise ElboxError(
+                f"the Bernoulli likelihood needs binary data (0 or 1), but the {name} data hold negative values "
+                f"({_first_bad(negative, x)}). Give 0/1 data; for data on another scale, use --likelihood gaussian "
+                "(or rescale them to [0, 1] and binarize them with --binarize static)."
+            )
         bad = (x != 0) & (x != 1)
         if bad.any():
             raise ElboxError(

@@ -28,7 +28,7 @@ import jinja2
 from .checkpoints import write_atomic
 from .errors import ElboxError
 from .importance import KHAT_THRESHOLD
-from .runs import read_metrics
+from .runs import owned, read_metrics
 
 __all__ = [
     "Figure",
@@ -235,13 +235,17 @@ def _unsure(estimate: dict[str, Any]) -> str:
 
 def _khat_verdict(khat: dict[str, Any]) -> Verdict:
     threshold = khat.get("threshold", KHAT_THRESHOLD)
-    share = khat.get(f"share_above_{threshold}", 0.0) or 0.0
+    share = khat.get(f"share_above_{threshold}")
+    median, worst = _number(khat.get("median"), 2), _number(khat.get("max"), 2)
+    if share is None or (isinstance(share, float) and math.isnan(share)):  # no point had a tail to fit
+        return Verdict("warn", "k-hat could not be computed on any point, so nothing says whether the log p(x) "
+                       "error bars can be trusted; evaluate with more particles (--k).")  # fmt: skip
     if share > 0:
         return Verdict("bad" if share > 0.1 else "warn",
-                       f"k-hat above {threshold} on {100 * share:.0f}% of points (median {khat['median']:.2f}, "
-                       f"max {khat['max']:.2f}): do not trust the log p(x) error bars on those points; more "
+                       f"k-hat above {threshold} on {100 * share:.0f}% of points (median {median}, "
+                       f"max {worst}): do not trust the log p(x) error bars on those points; more "
                        "particles (--k) or a better q would.")  # fmt: skip
-    return Verdict("ok", f"k-hat below {threshold} on every point (max {khat['max']:.2f}): the log p(x) "
+    return Verdict("ok", f"k-hat below {threshold} on every point (max {worst}): the log p(x) "
                    "estimates can be trusted.")  # fmt: skip
 
 
@@ -468,11 +472,22 @@ def write_report(run_dir: str | Path) -> Path:
     Cheap: it reads the folder's files and embeds its figures; it runs no evaluation.
     """
     run_dir = Path(run_dir)
-    _check_run(run_dir)
+    if not run_dir.is_dir():
+        _check_run(run_dir)
+    with owned(run_dir):  # not a folder another process is writing
+        _check_run(run_dir)
+        return _write(run_dir)
+
+
+def _write(run_dir: Path) -> Path:
     bayesian = is_bayesian(run_dir)
     sections = bayes_sections(run_dir) if bayesian else vae_sections(run_dir)
     kind = "Bayesian fit" if bayesian else "VAE run"
     html = render(f"elbox report: {run_dir.resolve().name}", kind, sections)
     path = run_dir / REPORT
-    write_atomic(path, lambda p: p.write_text(html, encoding="utf-8"))
+    try:
+        write_atomic(path, lambda p: p.write_text(html, encoding="utf-8"))
+    except OSError as e:
+        raise ElboxError(f"the report {path} cannot be written: {e.strerror or e}. Make the run folder writable, "
+                         "or free some space.") from None
     return path

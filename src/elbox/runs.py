@@ -6,9 +6,14 @@ runs/<name>/
   metrics.jsonl      one JSON object per epoch
   checkpoints/       last.safetensors, best.safetensors (checkpoints module)
   figures/*.png
+  .lock              held (flock) by the one process writing the folder: see ``owned``
 """
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +30,18 @@ from .models import LatentVariableModel, build_model
 if TYPE_CHECKING:  # imported where used at run time: elbox.training.config runs train/'s face, which imports runs
     from .training.config import TrainConfig
 
-__all__ = ["Run", "load_run", "load_splits", "model_tensors", "read_json", "read_metrics", "restore_model"]
+__all__ = [
+    "LOCK",
+    "Run",
+    "load_run",
+    "load_splits",
+    "model_tensors",
+    "owned",
+    "read_json",
+    "read_metrics",
+    "restore_model",
+    "run_folder_problem",
+]
 
 CONFIG, INFO, METRICS, CHECKPOINTS, FIGURES = (
     "config.json",
@@ -34,6 +50,95 @@ CONFIG, INFO, METRICS, CHECKPOINTS, FIGURES = (
     "checkpoints",
     "figures",
 )
+LOCK = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # folder -> (file descriptor, depth): this process's locks, re-entrant
+
+
+def run_folder_problem(path: Path, error: OSError) -> ElboxError:
+    """The user's error for an ``OSError`` met on a run folder's files: the path, the cause and what to do."""
+    where = Path(error.filename) if error.filename else path
+    reason = error.strerror or type(error).__name__
+    return ElboxError(
+        f"the run folder {path} cannot be written: {reason} ({where}). Give --out a folder in a place you "
+        "may write (not /proc or /sys, nor an existing file), with free space."
+    )
+
+
+def _holder(lock: Path) -> str:
+    """``process PID (COMMAND)`` holding the flock on ``lock``, from the kernel's table (Linux's /proc/locks).
+
+    Read from the kernel, not from the file: the lock file is never written, so taking a lock
+    changes no file of a run, and a holder's record can never be stale.
+    """
+    try:
+        inode = str(os.stat(lock).st_ino)
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; waiters start with "->"
+            if "FLOCK" in fields and "->" not in fields:
+                i = fields.index("FLOCK")
+                pid, where = fields[i + 3], fields[i + 4]
+                if where.rsplit(":", 1)[-1] == inode:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                    return f"process {pid} ({command or 'command unknown'})"
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    return "another process"
+
+
+@contextmanager
+def owned(path: str | Path, *, create: bool = False) -> Iterator[Path]:
+    """Hold the run folder ``path`` for this process: an exclusive ``flock`` on ``path/.lock`` while inside.
+
+    A second process that asks (``train --out``, ``--resume``, ``evaluate``, ``report``, ``fit
+    --out``) is refused with the holder's pid and command (``_holder``), before it writes anything. The kernel
+    releases the lock when the holder exits, killed or not, so a stale ``.lock`` file never
+    blocks. Re-entrant within one process (``flock`` on a second descriptor would block itself).
+    ``create`` makes the folder (and its parents) first. Under torchrun only rank 0 (``RANK``, read
+    from the launcher's environment since the group may not be joined yet) takes it: it owns the folder.
+    """
+    path = Path(path)
+    if os.environ.get("RANK", "0") != "0":
+        yield path
+        return
+    key = path.resolve()
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield path
+        finally:
+            _release(key)
+        return
+    if path.exists() and not path.is_dir():
+        raise ElboxError(f"{path} is a file, not a run folder; nothing was changed. Give a folder's path.")
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise run_folder_problem(path, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ElboxError(
+            f"the run folder {path} is being written by {_holder(path / LOCK)}; nothing was changed. Wait for it to "
+            "finish (or stop it), or choose another folder: two writers would interleave the run's files."
+        ) from None
+    _held[key] = (fd, 1)
+    try:
+        yield path
+    finally:
+        _release(key)
+
+
+def _release(key: Path) -> None:
+    fd, depth = _held[key]
+    if depth > 1:
+        _held[key] = (fd, depth - 1)
+        return
+    del _held[key]
+    os.close(fd)  # closing the last descriptor releases the flock
 
 
 @dataclass
@@ -46,6 +151,8 @@ class Run:
         model: the model, in evaluation mode, with the chosen checkpoint's weights.
         metrics: one dict per epoch (``metrics.jsonl``).
         info: ``run.json``: the data set's description, the status and the summary.
+        epochs_trained: the epochs the call that returned it trained (``train``, ``resume``);
+            ``None`` for a run only loaded.
     """
 
     path: Path
@@ -53,6 +160,7 @@ class Run:
     model: LatentVariableModel  # the class config.model.model names (models.MODEL_KINDS)
     metrics: list[dict[str, Any]]
     info: dict[str, Any]
+    epochs_trained: int | None = None
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
@@ -211,6 +319,14 @@ def load_splits(config: "TrainConfig") -> tuple[Dataset, dict[str, Tensor]]:
     splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     if config.binarize == "none":
         return dataset, splits
+    low, high = min(x.min().item() for x in splits.values()), max(x.max().item() for x in splits.values())
+    if low < 0 or high > 1:
+        raise ElboxError(
+            f"--binarize {config.binarize} draws each value as the probability of a 1, so it needs data in [0, 1], "
+            f"but the data {config.data} range from {low:.4g} to {high:.4g}. Scale them to [0, 1] first (e.g. "
+            "(x - min) / (max - min), for images x / the largest grey level), or train on them as they are "
+            "without --binarize (--likelihood gaussian)."
+        )
     g = torch.Generator().manual_seed(config.seed)
     fixed = {"valid", "test"} | ({"train"} if config.binarize == "static" else set())
     return dataset, {name: binarize(x, g) if name in fixed else x for name, x in splits.items()}

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..checkpoints import save_checkpoint, write_json, write_json_lines
 from ..errors import ElboxError
+from ..runs import LOCK, owned, run_folder_problem
 from .diagnostics import KHAT_MAX, Diagnostics
 from .posterior import Posterior
 
@@ -212,11 +213,19 @@ def _window_means(x: np.ndarray) -> np.ndarray:
 def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.ndarray] | None = None,
               draws: int = 10_000, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write ``posterior`` (and its diagnostics) to the folder ``out``; refuse a non-empty one unless ``overwrite``."""
-    from ..plots import save  # matplotlib: only when figures are written
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ElboxError(f"{out} exists and is not empty: choose another --out, or pass --overwrite to replace it")
+    with owned(out, create=True):  # a folder another process is writing is refused
+        if any(p.name != LOCK for p in out.iterdir()) and not overwrite:
+            raise ElboxError(f"{out} exists and is not empty: choose another --out, or pass --overwrite to replace it")
+        try:
+            return _write_run(posterior, out, reference, draws, extra)
+        except OSError as e:
+            raise run_folder_problem(out, e) from None
+
+
+def _write_run(posterior: Posterior, out: Path, reference: dict[str, np.ndarray] | None, draws: int,
+               extra: dict[str, Any] | None) -> Path:  # fmt: skip
     columns = posterior.columns(draws, seed=posterior.seed + 1)
     info = posterior.to_dict()
     write_json(out / "config.json", {k: info[k] for k in ("model", "family", "seed", "options")})
@@ -230,6 +239,8 @@ def write_run(posterior: Posterior, out: str | Path, *, reference: dict[str, np.
     tensors |= {"shift": posterior.shift, "scale": posterior.scale}
     save_checkpoint(out / "checkpoints" / "q.safetensors", tensors, {"family": posterior.family_name,
                                                                      "model": posterior.model.name})  # fmt: skip
+    from ..plots.base import save  # matplotlib only where figures are drawn
+
     save(marginals(columns, reference), out / "figures" / "marginals.png")
     if len(posterior.elbo_trace):
         save(trace(posterior.elbo_trace), out / "figures" / "elbo.png")

@@ -6,6 +6,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from elbox.errors import ElboxError
 
@@ -21,6 +22,9 @@ _NPZ_KEYS = (*_SPLITS, *(f"{split}_labels" for split in _SPLITS))
 def load_arrays(name: str) -> Dataset:
     """The arrays of the ``.npy`` or ``.npz`` file at path ``name`` (``load_dataset`` says the rules)."""
     path = Path(name).expanduser()
+    if path.is_dir():
+        raise ElboxError(f"the data file {path} is a folder, not a file; give the path of a .npy or .npz file "
+                         "(a folder named like one cannot be read as an array).")  # fmt: skip
     if not path.is_file():
         raise ElboxError(
             f"The data file {path} does not exist; give the path of an existing .npy or .npz "
@@ -82,22 +86,28 @@ def _dataset_from_arrays(name: str, arrays: dict[str, np.ndarray], path: Path) -
     x = {s: _as_matrix(arrays[s], where[s]) for s in _SPLITS if s in arrays}
     y = {s: _as_labels(arrays[k], len(x[s]), where[k]) for s in x if (k := f"{s}_labels") in arrays}
     _check_same_dim(x, where)
+    rows = {s: np.arange(len(xi)) for s, xi in x.items()}
+    sources = {s: where[s] for s in x}
     missing = [s for s in _SPLITS if s not in x]
     if missing:
-        x, y = _split_off(x, y, missing, where["train"])
+        x, y, rows = _split_off(x, y, missing, where["train"])
+        sources |= {s: where["train"] for s in missing}
     binary = all(((xi == 0) | (xi == 1)).all() for xi in x.values())
     image_shape = _image_shape(arrays["train"])
     tensors = [_tensor(x[s].reshape(len(x[s]), -1)) for s in _SPLITS]
     labels = {s: _labels_tensor(y[s]) for s in _SPLITS if s in y}
-    return Dataset(name, *tensors, image_shape, levels=1 if binary else None, labels=labels)
+    return Dataset(name, *tensors, image_shape, levels=1 if binary else None, labels=labels, sources=sources,
+                   rows={s: torch.from_numpy(r.astype(np.int64)) for s, r in rows.items()})  # fmt: skip
 
 
 def _split_off(
     x: dict[str, np.ndarray], y: dict[str, np.ndarray], missing: list[str], where: str
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Cut the ``missing`` splits (and their labels, when train has some) from train."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Cut the ``missing`` splits (and their labels, when train has some) from train; and each split's rows there."""
     train_idx, *held = _holdout(len(x["train"]), len(missing), where)
     x, y = dict(x), dict(y)
+    rows = {s: np.arange(len(xi)) for s, xi in x.items()} | dict(zip(missing, held, strict=True))
+    rows["train"] = train_idx
     for split, idx in zip(missing, held, strict=True):
         x[split] = x["train"][idx]
         if "train" in y:
@@ -105,7 +115,7 @@ def _split_off(
     x["train"] = x["train"][train_idx]
     if "train" in y:
         y["train"] = y["train"][train_idx]
-    return x, y
+    return x, y, rows
 
 
 def _as_matrix(x: np.ndarray, where: str) -> np.ndarray:
@@ -129,6 +139,13 @@ def _as_matrix(x: np.ndarray, where: str) -> np.ndarray:
         raise ElboxError(
             f"{where} has {int(bad.sum())} non-finite values (NaN or inf), the first at index "
             f"{first}; drop or impute those examples before saving."
+        )
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and (big := np.abs(x).max()) > np.finfo(np.float32).max:
+        first = tuple(int(i) for i in np.argwhere(np.abs(x) > np.finfo(np.float32).max)[0])
+        raise ElboxError(
+            f"{where} holds values beyond float32's range (largest magnitude {big:.3g} at index {first}; float32 "
+            f"ends at {np.finfo(np.float32).max:.3g}), and elbox trains in float32. Rescale the data before saving, "
+            "e.g. standardise each column: (x - x.mean(0)) / x.std(0), or take logarithms of positive values."
         )
     return x
 

@@ -26,6 +26,9 @@ class Dataset:
     its int64 [N] class labels where they are known. ``name`` is what was given to
     :func:`load_dataset`, so ``load_dataset(ds.name)`` loads it again. ``schema`` is the
     ``tables.Schema`` of a table (one column per value of a row, NaN where missing), else None.
+    For a user's file, ``sources`` names the array each split came from (``x.npy``,
+    ``x.npz['valid']``) and ``rows`` its rows there (int64 ``[N_split]``), so a message names the
+    row the user can find.
 
     Example:
         >>> from elbox.data import load_dataset
@@ -42,6 +45,8 @@ class Dataset:
     levels: int | None
     labels: dict[str, Tensor] = field(default_factory=dict, repr=False)
     schema: Any = field(default=None, repr=False)  # a tables.Schema for a table: its columns and transforms
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+    rows: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def dim(self) -> int:
@@ -62,9 +67,8 @@ def binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """
     if not bool(((x >= 0) & (x <= 1)).all()):
         raise ElboxError(
-            "binarize needs probabilities in [0, 1], but the tensor holds values outside it "
-            f"(min {x.min().item()}, max {x.max().item()}); scale the data to [0, 1] first, "
-            "e.g. divide 8-bit pixels by 255."
+            "binarize draws each value as a probability in [0, 1], but these values range from "
+            f"{x.min().item():.4g} to {x.max().item():.4g}; scale the data to [0, 1] first."
         )
     return torch.bernoulli(x, generator=generator)
 

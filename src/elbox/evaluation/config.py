@@ -84,8 +84,14 @@ class EvaluationConfig:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.chunk is not None and self.chunk < 1:
             problems.append(f"chunk must be at least 1 (or unset), got {self.chunk}")
-        if not (self.max_memory > 0 and self.gap_lr > 0):
-            problems.append(f"max_memory and gap_lr must be positive, got {self.max_memory} and {self.gap_lr}")
+        if not self.max_memory > 0:
+            problems.append(f"max_memory (--max-memory, in MiB at the command line) must be positive, got "
+                            f"{self.max_memory / 2**20:g} MiB")  # fmt: skip
+        if not self.gap_lr > 0:
+            problems.append(f"gap_lr must be positive, got {self.gap_lr}")
+        if self.k == 1:  # one weight: its log is the ELBO, and no spread to give the error or k-hat
+            problems.append("k (--k) must be at least 2 for a log p(x) estimate: with one particle the estimate is the "
+                            "ELBO itself, with no Monte Carlo error or k-hat to compute; give --k 1000 or more")
         if problems:
             raise ElboxError("invalid evaluation options: " + "; ".join(problems) + ".")
 

@@ -16,7 +16,7 @@ from ..data import binarize, spread, spread_index
 from ..distributed import init
 from ..errors import ElboxError
 from ..models import LatentVariableModel
-from ..runs import Run, load_run, load_splits
+from ..runs import Run, load_run, load_splits, owned
 from .config import EvaluationConfig
 from .gaps import gap_problem, gap_split
 from .information import mi_values
@@ -89,6 +89,18 @@ def evaluate(
     ...
     """
     config = replace(config or EvaluationConfig(), **options)
+    if isinstance(source, str | Path):  # a folder being written (a training) is refused, not read half-way
+        if not Path(source).is_dir():
+            raise ElboxError(f"the run folder {source} does not exist; give the folder `elbox train` wrote.")
+        with owned(source):
+            return _evaluate(source, x, config, progress)
+    return _evaluate(source, x, config, progress)
+
+
+def _evaluate(
+    source: "LatentVariableModel | Run | str | Path", x: Tensor | None, config: EvaluationConfig, progress: bool | None
+) -> Evaluation:
+    """``evaluate`` once its config is built (and a run folder held)."""
     started = time.perf_counter()
     model, x, described = _load(source, x, config)
     if model.needs_labels:

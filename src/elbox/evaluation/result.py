@@ -32,7 +32,9 @@ def _json_safe(obj: Any) -> Any:
 
 
 def _share(values: Tensor, above: float) -> float:
-    return (values > above).double().mean().item()
+    """The share of the finite values above ``above``; NaN when none is finite (never a false 0%)."""
+    finite = values[values.isfinite()]
+    return (finite > above).double().mean().item() if finite.numel() else math.nan
 
 
 @dataclass(eq=False)
@@ -212,7 +214,9 @@ def _table(e: Evaluation) -> Iterator[str]:
     yield _row("Monte Carlo error of each point's estimate", f"median {e.mc_se.median():.3f}",
                f"max {e.mc_se.max():.3f} (delta method)")  # fmt: skip
     yield _row("importance ESS per point", f"median {e.ess.median():,.1f}", f"of {c.k:,}; min {e.ess.min():.1f}")
-    if e.khat is not None:
+    if e.khat is not None and not e.khat.isfinite().any():
+        yield _row("PSIS k-hat per point", "not computed", "no point's weights have a tail to fit (more --k)")
+    elif e.khat is not None:
         yield _row("PSIS k-hat per point", f"median {e.khat.nanmedian():.2f}",
                    f"{100 * _share(e.khat, KHAT_THRESHOLD):.1f}% of points above {KHAT_THRESHOLD}")  # fmt: skip
     yield ""

@@ -4,6 +4,7 @@ the model kinds (``MODELS``) and networks (``NETWORKS``)."""
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from ..catalogue import suggest
 from ..errors import ElboxError
 from ..families import DISCRETE, check_family_name, family_names
 from ..fields import option
@@ -136,7 +137,7 @@ class VAEConfig:
     def _zoo_problems(self) -> list[str]:
         problems = []
         if self.model not in MODELS:
-            problems.append(f"model must be one of {MODELS}, got {self.model!r}")
+            problems.append(f"model must be one of {MODELS}, got {self.model!r}{suggest(self.model, MODELS)}")
         if self.classes is not None and self.classes < 2:
             problems.append(f"classes must be at least 2, got {self.classes}")
         if self.class_prior and self.model != "cvae":
@@ -199,7 +200,8 @@ class VAEConfig:
     def from_dict(cls, d: dict) -> "VAEConfig":
         known = {f.name for f in fields(cls)}
         if unknown := set(d) - known:
-            raise ElboxError(f"unknown model options {sorted(unknown)}; known: {sorted(known)}.")
+            hints = "".join(suggest(k, known) for k in sorted(unknown))
+            raise ElboxError(f"unknown model options {sorted(unknown)}{hints}; known: {sorted(known)}.")
         return cls(**d)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..bounds import ESTIMATORS
 from ..bounds import OBJECTIVES as BOUNDS
+from ..catalogue import suggest
 from ..errors import ElboxError
 from ..fields import option
 from ..models import VAEConfig
@@ -147,8 +148,9 @@ class TrainConfig:
             problems.append("the dreg estimator is defined for the elbo and iwae objectives, not renyi")
         if self.objective == "renyi" and self.alpha == 1:
             problems.append("alpha = 1 is the ELBO: use --objective elbo")
-        if self.free_bits < 0 or self.beta < 0 or self.kl_warmup < 0 or self.kl_cycles < 0:
-            problems.append("beta, kl_warmup, kl_cycles and free_bits must be at least 0")
+        for name in ("beta", "kl_warmup", "kl_cycles", "free_bits"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} (--{name.replace('_', '-')}) must be at least 0, got {getattr(self, name):g}")
         if self.kl_warmup and self.kl_cycles:
             problems.append("choose one KL schedule: kl_warmup or kl_cycles")
         if self.free_bits and self.model.family != "diagonal":
@@ -199,9 +201,10 @@ class TrainConfig:
         for key in list(d):
             if key in model_keys and key not in train_keys:
                 model[key] = d.pop(key)
-        if unknown := (set(d) - train_keys) | (set(model) - model_keys):  # a config.json damaged in either table
+        if unknown := (set(d) - train_keys) | (set(model) - model_keys):  # a damaged config.json too
+            hints = "".join(f"{k!r}{suggest(k, train_keys | model_keys)}, " for k in sorted(unknown, key=str))
             raise ElboxError(
-                f"unknown option(s) {', '.join(sorted(unknown))} in the configuration; "
+                f"unknown option(s) {hints.removesuffix(', ')} in the configuration; "
                 f"known options: {', '.join(sorted(train_keys | model_keys))}."
             )
         train_values = {k: _typed(k, v, _hint(cls, k)) for k, v in d.items()}
@@ -222,13 +225,7 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         (hint,) = [a for a in args if a is not type(None)]
         return _typed(name, value, hint)
     if typing.get_origin(hint) is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
-        if isinstance(value, list | tuple):
-            try:
-                return tuple(_typed(name, v, args[0]) for v in value)
-            except ElboxError:
-                pass
+        return _widths(name, value)
     elif hint in (bool, int) and type(value) is hint:  # type(), since True is an int
         return value
     elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -239,6 +236,28 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         return int(value)
     wanted = getattr(hint, "__name__", str(hint))
     raise ElboxError(f"option {name!r} must be of type {wanted}, got {value!r}.")
+
+
+def _widths(name: str, value: Any) -> tuple[int, ...]:
+    """A list of positive integers: ``"200,200"`` from a flag, ``[200, 200]`` from a file; ``"none"`` is no layer."""
+    example = f"e.g. --{name.replace('_', '-')} 200,200, or {name} = [200, 200] in TOML"
+    if isinstance(value, str):
+        if value.strip().lower() == "none":  # said outright: no hidden layer
+            return ()
+        if not value.strip():
+            raise ElboxError(f"option {name!r} is empty; give a list of positive integers ({example}), or 'none' "
+                             "for no hidden layer at all (a linear map).")  # fmt: skip
+        parts = [v.strip() for v in value.split(",")]
+        if bad := [v for v in parts if not v.isdigit() or int(v) < 1]:
+            raise ElboxError(f"option {name!r} must be a list of positive integers ({example}), but {bad[0]!r} in "
+                             f"{value!r} is not one.")  # fmt: skip
+        return tuple(int(v) for v in parts)
+    if isinstance(value, list | tuple):
+        if bad := [v for v in value if type(v) is not int or v < 1]:
+            raise ElboxError(f"option {name!r} must be a list of positive integers ({example}), but {bad[0]!r} in "
+                             f"{list(value)!r} is not one.")  # fmt: skip
+        return tuple(value)
+    raise ElboxError(f"option {name!r} must be a list of positive integers ({example}), got {value!r}.")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

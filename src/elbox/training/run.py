@@ -12,8 +12,9 @@ import shutil
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -29,10 +30,22 @@ from .._version import __version__
 from ..checkpoints import append_json_line, write_json
 from ..data import binarize
 from ..distributed import barrier, from_main, sum_over_ranks, world
-from ..errors import ElboxError, StoppedError
+from ..errors import ElboxError, ElboxWarning, StoppedError
 from ..models import VAEConfig
 from ..optim import NonFiniteError, make_optimizer
-from ..runs import CHECKPOINTS, CONFIG, FIGURES, INFO, METRICS, Run, load_run, read_json, read_metrics
+from ..runs import (
+    CHECKPOINTS,
+    CONFIG,
+    FIGURES,
+    INFO,
+    METRICS,
+    Run,
+    load_run,
+    owned,
+    read_json,
+    read_metrics,
+    run_folder_problem,
+)
 from .config import TrainConfig
 from .hooks import Hooks, OnEpoch, OnFinish, default_hooks
 from .loop import EpochProgress, steps_per_epoch, train_epoch, validate
@@ -43,12 +56,15 @@ from .state import restore, write_checkpoint
 __all__ = ["Fit", "resume", "train"]
 
 
-def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
+def _folder_name(config: TrainConfig) -> Path:
     if config.out is not None:
-        path = Path(config.out)
-    else:
-        stem = Path(config.data).stem if config.data.endswith((".npy", ".npz")) else config.data
-        path = Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+        return Path(config.out)
+    stem = Path(config.data).stem if config.data.endswith((".npy", ".npz")) else config.data
+    return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _clear(path: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds a run (unless ``overwrite``: then empty it); the caller holds its lock."""
     taken = [p for p in (CONFIG, INFO, METRICS, CHECKPOINTS) if (path / p).exists()]
     if taken and not overwrite:
         raise ElboxError(
@@ -58,8 +74,21 @@ def _run_folder(config: TrainConfig, overwrite: bool) -> Path:
     for p in [*taken, FIGURES]:
         target = path / p
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+
+
+def _diverged(fit: "Fit", what: str) -> ElboxError:
+    """The error that ends a diverged run, once ``run.json`` says ``diverged``: it points only to what exists."""
+    fit.info["status"] = "diverged"
+    if world().main:
+        write_json(fit.path / INFO, fit.info)
+    if fit.last.exists():
+        where = (f"The last good checkpoint (epoch {fit.state['epoch']}) is {fit.last}, unchanged; continue from "
+                 f"it with `elbox train --resume {fit.path}`, or train again with --overwrite.")  # fmt: skip
+    else:
+        where = (f"No checkpoint was written yet, so there is nothing to resume: train again with --overwrite "
+                 f"--out {fit.path}.")  # fmt: skip
+    return ElboxError(f"{what} Lower --lr, look for outliers or values of a huge scale in the data (standardise "
+                      f"them), or check the model's likelihood. {where}")  # fmt: skip
 
 
 def _dataset_info(setup: Setup) -> dict[str, Any]:
@@ -199,7 +228,7 @@ def _epoch(fit: Fit, epoch: int, progress: EpochProgress | None) -> dict[str, An
     ``train_*`` is the training objective's reported value (the true bound, whatever beta);
     ``valid_*`` is always the ELBO, so runs with different objectives compare.
     """
-    setup, path = fit.setup, fit.path
+    setup = fit.setup
     config, model = setup.config, setup.model
     device = next(model.parameters()).device
     x = setup.splits["train"]
@@ -212,11 +241,7 @@ def _epoch(fit: Fit, epoch: int, progress: EpochProgress | None) -> dict[str, An
                             fit.schedule, fit.state["step"], config.max_nonfinite, progress,
                             y=None if y is None else y.to(device))  # fmt: skip
     except NonFiniteError as e:
-        raise ElboxError(
-            f"{e} The last good checkpoint (epoch {fit.state['epoch']}) is in {path / CHECKPOINTS}, unchanged. "
-            "Lower --lr, look for outliers in the data, or check the model's likelihood; continue with "
-            f"`elbox train --resume {path}`."
-        ) from None
+        raise _diverged(fit, str(e)) from None
     seconds = progress.seconds
     weights = train.pop("kl_weight", None)
     bound, skipped = train.pop("bound"), train.pop("skipped_steps")
@@ -235,11 +260,8 @@ def _keep(fit: Fit, record: dict[str, Any]) -> None:
     """Record a finished epoch: refuse a diverged one, then metrics, checkpoints, the bar and the epoch hooks."""
     epoch = record["epoch"]
     if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
-        raise ElboxError(
-            f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
-            f"{record['valid_elbo']}); the last good checkpoint is in {fit.path / CHECKPOINTS}. "
-            "Lower --lr, or look for outliers in the data."
-        )
+        raise _diverged(fit, f"training diverged at epoch {epoch} (train ELBO {record['train_elbo']}, valid ELBO "
+                             f"{record['valid_elbo']}).")
     fit.metrics.append(record)
     if world().main:
         append_json_line(fit.path / METRICS, record)  # before the checkpoint: see state.restore
@@ -269,6 +291,7 @@ def _fit(
         # what was inferred of each column, for the user to check (and to declare otherwise with --schema)
         print(f"columns of {setup.dataset.name}:\n{setup.dataset.schema.describe()}", file=sys.stderr)
     fit, partial_epoch = _begin(setup, path, progress, resume_from, [] if on_epoch is None else [on_epoch], hooks)
+    first = fit.state["epoch"]
     with fit.bar, _stop_signals() as fit.received:
         for epoch in range(fit.state["epoch"] + 1, setup.config.epochs + 1):
             fit.data_rng = fit.generator.get_state()  # an epoch's draws start here; a mid-epoch resume draws them again
@@ -279,7 +302,7 @@ def _fit(
                 raise _stop(fit, f"at the end of epoch {epoch}")
     for hook in fit.loggers:
         getattr(hook, "close", lambda: None)()
-    return _finish(fit, hooks.on_finish)
+    return replace(_finish(fit, hooks.on_finish), epochs_trained=fit.state["epoch"] - first)
 
 
 def _finish(fit: Fit, on_finish: OnFinish | None = None) -> Run:
@@ -347,18 +370,32 @@ def train(
         base |= {k: v for k, v in options.items() if k not in VAEConfig.__dataclass_fields__} | {"model": model}
     hooks = hooks if hooks is not None else default_hooks()
     setup = _prepare(TrainConfig.from_dict(base), hooks)
-    chosen, problem = None, None
-    if world().main:  # one rank makes the folder; the others learn its name, or the reason it failed
-        try:
-            chosen = str(_run_folder(setup.config, overwrite))
-            write_json(Path(chosen) / CONFIG, replace(setup.config, out=chosen).to_dict())
-        except ElboxError as e:
-            problem = str(e)
-    if (problem := from_main(problem)) is not None:
-        raise ElboxError(problem)
-    path = Path(from_main(chosen))
-    setup = setup._replace(config=replace(setup.config, out=str(path)))
-    return _fit(setup, path, progress, on_epoch=on_epoch, hooks=hooks)
+    with ExitStack() as owner:
+        chosen, problem = None, None
+        if world().main:  # rank 0 owns the folder; the others learn its name, or the reason it failed
+            path = _folder_name(setup.config)
+            try:
+                owner.enter_context(owned(path, create=True))  # before anything is deleted or written
+                _clear(path, overwrite)
+                write_json(path / CONFIG, replace(setup.config, out=str(path)).to_dict())
+                chosen = str(path)
+            except ElboxError as e:
+                problem = str(e)
+            except OSError as e:
+                problem = str(run_folder_problem(path, e))
+        if (problem := from_main(problem)) is not None:
+            raise ElboxError(problem)
+        path = Path(from_main(chosen))
+        setup = setup._replace(config=replace(setup.config, out=str(path)))
+        return _written(path, lambda: _fit(setup, path, progress, on_epoch=on_epoch, hooks=hooks))
+
+
+def _written(path: Path, run: Callable[[], Run]) -> Run:
+    """``run()``, with an ``OSError`` on the run's files (a full disk, a folder removed) told as the user's error."""
+    try:
+        return run()
+    except OSError as e:
+        raise run_folder_problem(path, e) from None
 
 
 def resume(
@@ -378,15 +415,37 @@ def resume(
     continues on another device (no longer bitwise). ``hooks`` as for ``train``.
     """
     path = Path(path)
+    if not path.is_dir():
+        raise ElboxError(f"the run folder {path} does not exist; give --resume the folder `elbox train` wrote.")
+    with owned(path):
+        return _written(path, lambda: _resume(path, epochs, device, progress, hooks))
+
+
+def _resume(path: Path, epochs: int | None, device: str | None, progress: bool | None, hooks: Hooks | None) -> Run:
+    """``resume`` once the folder is held."""
+    status = read_json(path / INFO).get("status") if (path / INFO).is_file() else None
     if not (path / CHECKPOINTS / "last.safetensors").exists() and (path / CONFIG).is_file():
+        if status == "diverged":
+            raise ElboxError(f"{path} diverged before its first checkpoint, so there is nothing to resume. Train it "
+                             "again with --overwrite, with a lower --lr or rescaled data.")  # fmt: skip
         if read_metrics(path):
             raise ElboxError(f"{path} has metrics but no checkpoint ({path / CHECKPOINTS / 'last.safetensors'}); "
                              "the run cannot continue exactly. Train it again with --overwrite.")  # fmt: skip
         config = TrainConfig.from_dict(read_json(path / CONFIG))  # killed before its first checkpoint
-        resume_from = None
+        resume_from, done = None, 0
     else:
-        config = load_run(path).config  # validates the folder and the checkpoint before anything changes
-        resume_from = path / CHECKPOINTS / "last.safetensors"
+        run = load_run(path)  # validates the folder and the checkpoint before anything changes
+        config, resume_from = run.config, path / CHECKPOINTS / "last.safetensors"
+        done = max((m["epoch"] for m in run.metrics), default=0)
+        if epochs is not None and epochs < done:
+            raise ElboxError(f"{path} has trained {done} epochs; --epochs {epochs} would end it before where it "
+                             f"stands, and a resume only goes forward. Give --epochs above {done} to extend it, "
+                             "or leave --epochs out.")  # fmt: skip
+        if status == "finished" and (epochs if epochs is not None else config.epochs) <= done:
+            warnings.warn(f"the run {path} is already complete ({done} of {config.epochs} epochs); nothing was "
+                          f"trained. Extend it with `elbox train --resume {path} --epochs N`, N > {done}.",
+                          ElboxWarning, stacklevel=3)  # fmt: skip
+            return replace(run, epochs_trained=0)
     changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
     config = replace(config, **changes)
     hooks = hooks if hooks is not None else default_hooks()
@@ -400,4 +459,9 @@ def _prepare(config: TrainConfig, hooks: Hooks) -> Setup:
     """``prepare``, after the hooks' check: every refusal comes before anything is written."""
     if hooks.check is not None:
         hooks.check(config)
+    if config.kl_warmup > config.epochs:
+        warnings.warn(f"the KL warm-up lasts {config.kl_warmup} epochs but the run {config.epochs}: beta reaches only "
+                      f"{config.beta * config.epochs / config.kl_warmup:.3g} of {config.beta:g}, so the run ends "
+                      "before its objective is the ELBO it reports. Give --kl-warmup at most --epochs.",
+                      ElboxWarning, stacklevel=3)  # fmt: skip
     return prepare(config)

@@ -87,16 +87,43 @@ def prepare(config: TrainConfig) -> Setup:
     if config.threads is not None:  # pinned for the run: a thread count that drifts changes speed and rounding
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = build_model(model_config)
+    try:
+        model = build_model(model_config)
+    except ValueError as e:  # options each valid, but no such model: a flow that cannot split one dimension
+        raise ElboxError(f"invalid model options: {e} (--family {model_config.family}, --latent-dim "
+                         f"{model_config.latent_dim}).") from None  # fmt: skip
     for prior in (m for m in model.modules() if isinstance(m, VampPrior)):  # a resumed run loads its own after
         prior.start_at(splits["train"], torch.Generator().manual_seed(config.seed))
-    for name, x in splits.items():
-        dynamic = name == "train" and config.binarize == "dynamic"
-        model.check(binarize(x, torch.Generator().manual_seed(0)) if dynamic else x, name)
+    _check_data(model, dataset, splits, config)
     w = init(device)  # under torchrun: join the other processes; every rank built the same weights
     if w.rank:  # each rank draws its own particles; rank 0 draws what a single process would
         torch.manual_seed(config.seed + 1_000_003 * w.rank)
     return Setup(replace(config, model=model_config), dataset, splits, model.to(device_of(device, w)))
+
+
+def _check_data(model: LatentVariableModel, dataset: Dataset, splits: dict[str, Tensor], config: TrainConfig) -> None:
+    """``model.check`` each array the user gave, in its own row order, so a refusal names a row of the file.
+
+    A user's file split into train / valid / test (shuffled) is put back together first: "row 36" is
+    then the file's row 36, not row 0 of a shuffled split. Named data sets are checked split by split.
+    """
+    checked = {}
+    for name, x in splits.items():
+        dynamic = name == "train" and config.binarize == "dynamic"
+        checked[name] = binarize(x, torch.Generator().manual_seed(0)) if dynamic else x
+    by_source: dict[str, list[str]] = {}
+    for name in checked:
+        by_source.setdefault(dataset.sources.get(name, name), []).append(name)
+    for source, names in by_source.items():
+        if not all(n in dataset.rows for n in names):
+            for n in names:
+                model.check(checked[n], n)
+            continue
+        size = sum(checked[n].shape[0] for n in names)
+        whole = checked[names[0]].new_zeros(size, *checked[names[0]].shape[1:])  # [N, X] in the file's order
+        for n in names:
+            whole[dataset.rows[n]] = checked[n]
+        model.check(whole, source)
 
 
 def resolve_device(name: str) -> torch.device:
