@@ -48,12 +48,17 @@ from .posterior import THREADS, Posterior
 from .posterior import threads as use_threads
 from .saa import Stopping, draws_for, fit_fixed
 
-__all__ = ["AUTO", "FLOW", "LAPLACE", "OPTIMIZERS", "Convergence", "fit"]
+__all__ = ["AUTO", "AUTO_FLOW", "FLOW", "LAPLACE", "OPTIMIZERS", "Convergence", "fit"]
 
 FLOW = "realnvp:8"  # what ``family="flow"`` means: couplings sample and evaluate log q in one pass each way
 LAPLACE = "laplace"  # N(mode, H^-1): the full-rank family at its start, no VI step
-AUTO = (LAPLACE, "diagonal", "fullrank", FLOW)  # the escalation of ``family="auto"`` with a mode (see _escalate)
-AUTO_PLAIN = ("diagonal", "lowrank", "fullrank", FLOW)  # ... and without one (no Hessian to read evidence from)
+AUTO_FLOW = "realnvp:4"  # auto's flow: placed by the full-rank fit, half realnvp:8's cost per step, as accurate there
+AUTO = (LAPLACE, "diagonal", "fullrank", "sinharcsinh", AUTO_FLOW)  # the escalation of ``family="auto"`` (_escalate)
+AUTO_PLAIN = ("diagonal", "lowrank", "fullrank", "sinharcsinh", AUTO_FLOW)  # ... without a mode (no Hessian)
+WARM = ("sinharcsinh", AUTO_FLOW)  # the families of auto placed by the full-rank fit (they start at it)
+# Adam's settings for auto's flow when placed by the full-rank fit and not set by the caller: it starts near the
+# optimum, so larger steps and a shorter convergence window (measured, docs/benchmarks.md: 1,600 -> ~500 steps)
+WARM_LR, WARM_WINDOW = 0.01, 50
 OPTIMIZERS = ("lbfgs", "adam")
 LR, FLOW_LR = 0.02, 0.005  # Adam's default learning rates, in posterior sds per step
 MAX_FAILURES = 10  # steps in a row with a non-finite objective before a fit gives up
@@ -230,6 +235,7 @@ def fit(
             the Gaussian families, Adam for flows, mixtures, minibatches and a chosen ``objective``.
         stopping: L-BFGS's stopping rule (``saa.Stopping``).
     """
+    warm = dict(lr=WARM_LR, convergence=Convergence(window=WARM_WINDOW)) if lr is None and convergence is None else {}
     convergence = convergence or Convergence()
     prepared, n = model.prepare(data, dtype)
     _check(family, particles, steps, lr, batch_size, n)
@@ -245,7 +251,7 @@ def fit(
         phases = [_phase(f"start: {start.method}" + (" search" if start.method == "mode" else ""),
                          time.perf_counter() - t0, start.evaluations)]  # fmt: skip
         if family == "auto":
-            return _escalate(model, prepared, n, start, phases, options)
+            return _escalate(model, prepared, n, start, phases, options, warm)
         if family == LAPLACE:
             return _laplace(model, prepared, start, phases, seed, threads)
         return _fit_one(model, prepared, n, FLOW if family == "flow" else family, start, phases=phases, **options)
@@ -286,7 +292,7 @@ def _fit_one(
     t0 = time.perf_counter()
     q_family = make_family(family, model.dim).to(dtype)
     kind = check_family_name(family)[0]
-    full = kind in ("fullrank", *FLOWS)
+    full = kind in ("fullrank", "sinharcsinh", *FLOWS)
     if kind == "lowrank" and start.hessian is not None:  # its correlations start at the Laplace approximation's
         start_at(q_family, torch.zeros_like(start.shift), start.whitened_covariance())
     shift, scale = placement if placement is not None else (start.shift, start.scale(full))
@@ -316,6 +322,7 @@ def _fit_one(
         start=start, elbo_trace=trace, converged=converged, seconds=seconds, seed=seed, options=options,
         phases=phases,
     )  # fmt: skip
+
 
 def _run(
     stepper: _Stepper, optimizer: torch.optim.Optimizer, data: dict, n: int | None, k: int, steps: int,
@@ -412,11 +419,13 @@ def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "")
 
 
 def _escalate(
-    model: Model, data: dict, n: int | None, start: Start, phases: list, options: dict[str, Any]
-) -> Posterior:
+    model: Model, data: dict, n: int | None, start: Start, phases: list, options: dict[str, Any],
+    warm: dict[str, Any] | None = None,
+) -> Posterior:  # fmt: skip
     """The cheapest trusted answer first (the module docstring): Laplace, then the VI families, each
     warm-started from the last, skipping those the evidence rules out; after the flow, the agreement
-    of the flow with the full-rank fit (``diagnostics.agreement``)."""
+    of the flow with the full-rank fit (``diagnostics.agreement``). ``warm``: Adam's options for a flow
+    placed by the full-rank fit (``WARM_LR``, ``WARM_WINDOW``; empty when the caller set lr or convergence)."""
     attempts: list[dict[str, Any]] = []
     seed, threads = options["seed"], options["threads"]
     if start.hessian is not None:
@@ -433,17 +442,18 @@ def _escalate(
             attempts.append({"family": family, "verdict": "skipped", "reasons": [why_not], "khat": [], "seconds": 0.0})
             continue
         torch.manual_seed(seed)  # each family's fit is the one ``fit(..., family=family)`` makes, but for its start
-        placement = None
-        if check_family_name(family)[0] in FLOWS and gaussian is not None:  # placed by the full-rank fit
+        placement, these = None, options
+        if family in WARM and gaussian is not None:  # placed by the full-rank fit
             q = gaussian.q()
             placement = (q.loc.detach(), q.scale_tril.detach())
-        posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **options)
+            these = options | (warm or {}) if family == AUTO_FLOW else options
+        posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **these)
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
         d = _judge(posterior, attempts, "placed by the full-rank fit" if placement is not None else "")
         if d.trusted:
             why = f"chose {family}: the first family of {' -> '.join(order)} whose verdict is 'trust'"
             break
-        if family == FLOW and gaussian is not None:
+        if family == AUTO_FLOW and gaussian is not None:
             agree, how = agreement(gaussian.diagnostics(), d)
             attempts[-1]["agreement"] = how
             if agree:
