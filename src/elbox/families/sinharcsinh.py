@@ -38,7 +38,8 @@ def _log_cosh(w: Tensor) -> Tensor:
 
 class SinhArcsinhNormal(Distribution):
     """v = loc + L s(z), z ~ N(0, I), s the per-coordinate sinh-arcsinh map (the module docstring).
-    ``loc`` ``[D]``, ``scale_tril`` ``[D, D]``, ``skew`` and ``tail`` (eps, delta) ``[D]``; draws ``[*S, D]``."""
+    ``loc`` ``[*B, D]``, ``scale_tril`` ``[*B, D, D]``, ``skew`` and ``tail`` (eps, delta) ``[*B, D]``;
+    draws ``[*S, *B, D]``, log q ``[*S, *B]``."""
 
     arg_constraints: dict = {}  # noqa: RUF012 -- torch's attribute; the parameters are checked by the family
     support = constraints.real_vector
@@ -46,21 +47,21 @@ class SinhArcsinhNormal(Distribution):
 
     def __init__(self, loc: Tensor, scale_tril: Tensor, skew: Tensor, tail: Tensor) -> None:
         self.loc, self.scale_tril, self.skew, self.tail = loc, scale_tril, skew, tail
-        super().__init__(torch.Size(), loc.shape[-1:], validate_args=False)
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
     def _log_det(self, z: Tensor) -> Tensor:
         """log |d v / d z| at z ``[*S, D]`` -> ``[*S]``."""
         w = (torch.asinh(z) + self.skew) / self.tail
         log_ds = _log_cosh(w) - self.tail.log() - 0.5 * torch.log1p(z * z)
-        return log_ds.sum(-1) + self.scale_tril.diagonal().log().sum()
+        return log_ds.sum(-1) + self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
     def _log_q(self, z: Tensor) -> Tensor:
         return -0.5 * (z * z).sum(-1) - z.shape[-1] * _HALF_LOG_2PI - self._log_det(z)
 
     def rsample_and_log_prob(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor]:
-        z = torch.randn(*sample_shape, *self.event_shape, dtype=self.loc.dtype, device=self.loc.device)
+        z = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
         s = torch.sinh((torch.asinh(z) + self.skew) / self.tail)
-        return self.loc + s @ self.scale_tril.T, self._log_q(z)
+        return self.loc + (self.scale_tril @ s.unsqueeze(-1)).squeeze(-1), self._log_q(z)
 
     def rsample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
@@ -69,10 +70,6 @@ class SinhArcsinhNormal(Distribution):
         s = torch.linalg.solve_triangular(self.scale_tril, (v - self.loc).unsqueeze(-1), upper=False).squeeze(-1)
         z = torch.sinh(self.tail * torch.asinh(s) - self.skew)
         return self._log_q(z)
-
-    @property
-    def mean(self) -> Tensor:  # E sinh((asinh z + eps) / delta) has a closed form, but draws serve every caller
-        raise NotImplementedError("SinhArcsinhNormal has no closed-form mean here; average draws")
 
     def stopped(self) -> "SinhArcsinhNormal":
         return SinhArcsinhNormal(self.loc.detach(), self.scale_tril.detach(), self.skew.detach(), self.tail.detach())
@@ -101,12 +98,10 @@ class SinhArcsinh(Family):
         return raw
 
     def distribution(self, raw: Tensor) -> SinhArcsinhNormal:
-        if raw.ndim != 1:
-            raise ValueError("the sinh-arcsinh family is global only (no encoder)")
         d = self.dim
-        loc, entries, skew, raw_tail = raw.split([d, d * (d + 1) // 2, d, d])
+        loc, entries, skew, raw_tail = raw.split([d, d * (d + 1) // 2, d, d], dim=-1)
         rows, cols = torch.tril_indices(d, d, device=raw.device)
         entries = torch.where(rows == cols, _positive(entries, self.min_scale), entries)
-        tril = raw.new_zeros(d, d)
-        tril[rows, cols] = entries
+        tril = raw.new_zeros(*raw.shape[:-1], d, d)
+        tril[..., rows, cols] = entries
         return SinhArcsinhNormal(loc, tril, skew, _positive(raw_tail, MIN_TAIL))
