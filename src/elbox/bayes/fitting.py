@@ -56,9 +56,12 @@ AUTO_FLOW = "realnvp:4"  # auto's flow: placed by the full-rank fit, half realnv
 AUTO = (LAPLACE, "diagonal", "fullrank", "sinharcsinh", AUTO_FLOW)  # the escalation of ``family="auto"`` (_escalate)
 AUTO_PLAIN = ("diagonal", "lowrank", "fullrank", "sinharcsinh", AUTO_FLOW)  # ... without a mode (no Hessian)
 WARM = ("sinharcsinh", AUTO_FLOW)  # the families of auto placed by the full-rank fit (they start at it)
-# Adam's settings for auto's flow when placed by the full-rank fit and not set by the caller: it starts near the
-# optimum, so larger steps and a shorter convergence window (measured, docs/benchmarks.md: 1,600 -> ~500 steps)
-WARM_LR, WARM_WINDOW = 0.01, 50
+# Adam's first schedule for auto's flow when placed by the full-rank fit and not set by the caller: it starts near
+# the optimum, so larger steps, a 25-step convergence window, and 64 draws a step (a step costs about what one of 16
+# costs: Python and autograd overhead, not arithmetic, at this size). Measured on the non-centered eight schools:
+# ~200 steps (1.3 s) where 1,600 of 16 took 20 s. When the verdict does not trust that fit, the flow continues
+# from it with the default schedule (``_escalate``).
+WARM_LR, WARM_WINDOW, WARM_PARTICLES = 0.01, 25, 64
 OPTIMIZERS = ("lbfgs", "adam")
 LR, FLOW_LR = 0.02, 0.005  # Adam's default learning rates, in posterior sds per step
 MAX_FAILURES = 10  # steps in a row with a non-finite objective before a fit gives up
@@ -235,7 +238,8 @@ def fit(
             the Gaussian families, Adam for flows, mixtures, minibatches and a chosen ``objective``.
         stopping: L-BFGS's stopping rule (``saa.Stopping``).
     """
-    warm = dict(lr=WARM_LR, convergence=Convergence(window=WARM_WINDOW)) if lr is None and convergence is None else {}
+    warm = (dict(lr=WARM_LR, convergence=Convergence(window=WARM_WINDOW), particles=WARM_PARTICLES)
+            if lr is None and convergence is None and particles is None else {})  # fmt: skip
     convergence = convergence or Convergence()
     prepared, n = model.prepare(data, dtype)
     _check(family, particles, steps, lr, batch_size, n)
@@ -287,13 +291,15 @@ def _fit_one(
     particles: int | None, steps: int, lr: float | None, batch_size: int | None, convergence: Convergence, seed: int,
     progress: bool | None, dtype: torch.dtype, threads: int | None, optimizer: str | None,
     stopping: Stopping | None, phases: list | None = None, placement: tuple[Tensor, Tensor] | None = None,
+    resume: torch.nn.Module | None = None,
 ) -> Posterior:  # fmt: skip
-    """One family's fit, placed by the start (or by ``placement``, (shift, scale): a warm start)."""
+    """One family's fit, placed by the start (or by ``placement``, (shift, scale): a warm start), from the
+    family's initial parameters or from those of ``resume`` (a fitted family module, trained further in place)."""
     t0 = time.perf_counter()
-    q_family = make_family(family, model.dim).to(dtype)
+    q_family = resume if resume is not None else make_family(family, model.dim).to(dtype)
     kind = check_family_name(family)[0]
     full = kind in ("fullrank", "sinharcsinh", *FLOWS)
-    if kind == "lowrank" and start.hessian is not None:  # its correlations start at the Laplace approximation's
+    if kind == "lowrank" and start.hessian is not None and resume is None:  # correlations start at the Laplace ones
         start_at(q_family, torch.zeros_like(start.shift), start.whitened_covariance())
     shift, scale = placement if placement is not None else (start.shift, start.scale(full))
     how = _optimizer(optimizer, family, objective, batch_size)
@@ -450,6 +456,11 @@ def _escalate(
         posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **these)
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
         d = _judge(posterior, attempts, "placed by the full-rank fit" if placement is not None else "")
+        if these is not options and not d.trusted:  # the short schedule was not enough: the default one, from there
+            torch.manual_seed(seed + 1)
+            posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement,
+                                 resume=posterior.family, **options)  # fmt: skip
+            d = _judge(posterior, attempts, "continued from the short schedule's fit with the default one")
         if d.trusted:
             why = f"chose {family}: the first family of {' -> '.join(order)} whose verdict is 'trust'"
             break
