@@ -20,7 +20,10 @@ Two optimisers, in the standardised coordinates of ``affine`` from the start of 
 N(mode, H^-1) goes through the verdict first (zero VI iterations; Pathfinder's idea, Zhang,
 Carpenter, Gelman & Vehtari 2022); mean-field is skipped when the Laplace Gaussian says it
 cannot pass the sd check (``laplace.mean_field_sd_ratio``); the full-rank fit starts at the
-Laplace approximation, and the flow is placed by the full-rank fit's mean and Cholesky factor.
+Laplace approximation; the sinh-arcsinh family (L-BFGS: skew and tails per coordinate) and the
+flow (``AUTO_FLOW``) are placed by the full-rank fit's mean and Cholesky factor. The flow first
+runs a short schedule (``WARM_LR``, ``WARM_WINDOW``, ``WARM_PARTICLES``: about 200 steps from that
+start) and continues with the default one only when the verdict does not trust it.
 Every phase's seconds and log-density evaluations are kept in ``Posterior.phases``.
 """
 
@@ -213,12 +216,12 @@ def fit(
     """Fit q in ``family`` to the posterior of ``model`` given ``data``; a ``Posterior``.
 
     Args:
-        family: ``diagonal``, ``lowrank[:R]``, ``fullrank``, a flow (``iaf``, ``nsf``, ``realnvp``,
-            ``maf`` with ``:L`` steps; ``flow`` is ``realnvp:8``), ``mixture[:K]``, ``laplace``
+        family: ``diagonal``, ``lowrank[:R]``, ``fullrank``, ``sinharcsinh``, a flow (``iaf``, ``nsf``,
+            ``realnvp``, ``maf`` with ``:L`` steps; ``flow`` is ``realnvp:8``), ``mixture[:K]``, ``laplace``
             (N(mode, H^-1), no VI), or ``auto``: the Laplace approximation, then mean-field
-            (unless the Laplace Gaussian rules it out), full-rank and a flow, each warm-started from
-            the last, until the verdict of ``diagnostics`` trusts one (the posterior says which
-            and why, and ``phases`` what each step cost).
+            (unless the Laplace Gaussian rules it out), full-rank, sinh-arcsinh and ``AUTO_FLOW``, each
+            warm-started from the last, until the verdict of ``diagnostics`` trusts one (the posterior
+            says which and why, and ``phases`` what each step cost).
         objective: a bound of ``elbox.bounds`` for Adam (default: the ELBO, STL gradients for Gaussians).
         particles: draws per step for Adam (default 16); for L-BFGS the fixed draws per set
             (default ``saa.draws_for``: 2,048, fewer for models with many observations).
