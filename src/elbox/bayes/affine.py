@@ -11,7 +11,7 @@ standard deviations. The map is affine, so each family keeps its meaning:
 | family | S | q over u |
 | --- | --- | --- |
 | diagonal, low-rank, mixture | diag(H_ii^-1/2): the mean-field Laplace scales | the same family |
-| full-rank, flows | the Cholesky factor of H^-1 | the same family (an affine map of a flow is a flow) |
+| full-rank, sinh-arcsinh, flows | the Cholesky factor of H^-1 | the same family (an affine map of a flow is a flow) |
 
 A diagonal S keeps a diagonal q diagonal (mean-field over the model's own coordinates); the
 optimum within the family is the same whatever m and S are: only the path to it changes.
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, LowRankMultivariateNormal, MultivariateNormal, constraints
 
-from ..families import DiagonalNormal, FlowNormal, FullRankNormal, LowRankNormal, MixtureNormal
+from ..families import DiagonalNormal, FlowNormal, FullRankNormal, LowRankNormal, MixtureNormal, SinhArcsinhNormal
 
 __all__ = ["PLACES", "AffineFlowNormal", "draw", "place", "register_place"]
 
@@ -102,6 +102,12 @@ def _place_flow(q: FlowNormal, shift: Tensor, scale: Tensor) -> AffineFlowNormal
 def _place_full_rank(q: MultivariateNormal, shift: Tensor, scale: Tensor) -> FullRankNormal:
     tril = scale @ q.scale_tril if scale.ndim == 2 else scale[:, None] * q.scale_tril
     return FullRankNormal(shift + _apply(scale, q.loc), scale_tril=tril, validate_args=False)
+
+
+@register_place(SinhArcsinhNormal)
+def _place_sinh_arcsinh(q: SinhArcsinhNormal, shift: Tensor, scale: Tensor) -> SinhArcsinhNormal:
+    tril = scale @ q.scale_tril if scale.ndim == 2 else scale[:, None] * q.scale_tril
+    return SinhArcsinhNormal(shift + _apply(scale, q.loc), tril, q.skew, q.tail)
 
 
 @register_place(DiagonalNormal)

@@ -26,9 +26,9 @@ class FitOptions:
 
     family: str = option(
         "auto",
-        "q's family: laplace (N(mode, H^-1), no VI), diagonal, lowrank[:R], fullrank, flow, iaf|nsf|realnvp|maf[:L], "
-        "mixture[:K], or auto (laplace -> diagonal unless the Laplace Gaussian rules it out -> fullrank -> flow, each "
-        "warm-started from the last, until the verdict trusts one).",
+        "q's family: laplace (N(mode, H^-1), no VI), diagonal, lowrank[:R], fullrank, sinharcsinh, flow, "
+        "iaf|nsf|realnvp|maf[:L], mixture[:K], or auto (laplace -> diagonal unless the Laplace Gaussian rules it "
+        "out -> fullrank -> sinharcsinh -> realnvp:4, each warm-started from the last, until the verdict trusts one).",
     )
     steps: int = option(20_000, "The most Adam steps or L-BFGS iterations per family; the rules stop earlier.")
     particles: int | None = option(None, "Draws from q per Adam step, or fixed draws per L-BFGS set.")

@@ -20,7 +20,10 @@ Two optimisers, in the standardised coordinates of ``affine`` from the start of 
 N(mode, H^-1) goes through the verdict first (zero VI iterations; Pathfinder's idea, Zhang,
 Carpenter, Gelman & Vehtari 2022); mean-field is skipped when the Laplace Gaussian says it
 cannot pass the sd check (``laplace.mean_field_sd_ratio``); the full-rank fit starts at the
-Laplace approximation, and the flow is placed by the full-rank fit's mean and Cholesky factor.
+Laplace approximation; the sinh-arcsinh family (L-BFGS: skew and tails per coordinate) and the
+flow (``AUTO_FLOW``) are placed by the full-rank fit's mean and Cholesky factor. The flow first
+runs a short schedule (``WARM_LR``, ``WARM_WINDOW``, ``WARM_PARTICLES``: about 200 steps from that
+start) and continues with the default one only when the verdict does not trust it.
 Every phase's seconds and log-density evaluations are kept in ``Posterior.phases``.
 """
 
@@ -48,12 +51,20 @@ from .posterior import THREADS, Posterior
 from .posterior import threads as use_threads
 from .saa import Stopping, draws_for, fit_fixed
 
-__all__ = ["AUTO", "FLOW", "LAPLACE", "OPTIMIZERS", "Convergence", "fit"]
+__all__ = ["AUTO", "AUTO_FLOW", "FLOW", "LAPLACE", "OPTIMIZERS", "Convergence", "fit"]
 
 FLOW = "realnvp:8"  # what ``family="flow"`` means: couplings sample and evaluate log q in one pass each way
 LAPLACE = "laplace"  # N(mode, H^-1): the full-rank family at its start, no VI step
-AUTO = (LAPLACE, "diagonal", "fullrank", FLOW)  # the escalation of ``family="auto"`` with a mode (see _escalate)
-AUTO_PLAIN = ("diagonal", "lowrank", "fullrank", FLOW)  # ... and without one (no Hessian to read evidence from)
+AUTO_FLOW = "realnvp:4"  # auto's flow: placed by the full-rank fit, half realnvp:8's cost per step, as accurate there
+AUTO = (LAPLACE, "diagonal", "fullrank", "sinharcsinh", AUTO_FLOW)  # the escalation of ``family="auto"`` (_escalate)
+AUTO_PLAIN = ("diagonal", "lowrank", "fullrank", "sinharcsinh", AUTO_FLOW)  # ... without a mode (no Hessian)
+WARM = ("sinharcsinh", AUTO_FLOW)  # the families of auto placed by the full-rank fit (they start at it)
+# Adam's first schedule for auto's flow when placed by the full-rank fit and not set by the caller: it starts near
+# the optimum, so larger steps, a 25-step convergence window, and 64 draws a step (a step costs about what one of 16
+# costs: Python and autograd overhead, not arithmetic, at this size). Measured on the non-centered eight schools:
+# ~200 steps (1.3 s) where 1,600 of 16 took 20 s. When the verdict does not trust that fit, the flow continues
+# from it with the default schedule (``_escalate``).
+WARM_LR, WARM_WINDOW, WARM_PARTICLES = 0.01, 25, 64
 OPTIMIZERS = ("lbfgs", "adam")
 LR, FLOW_LR = 0.02, 0.005  # Adam's default learning rates, in posterior sds per step
 MAX_FAILURES = 10  # steps in a row with a non-finite objective before a fit gives up
@@ -205,12 +216,12 @@ def fit(
     """Fit q in ``family`` to the posterior of ``model`` given ``data``; a ``Posterior``.
 
     Args:
-        family: ``diagonal``, ``lowrank[:R]``, ``fullrank``, a flow (``iaf``, ``nsf``, ``realnvp``,
-            ``maf`` with ``:L`` steps; ``flow`` is ``realnvp:8``), ``mixture[:K]``, ``laplace``
+        family: ``diagonal``, ``lowrank[:R]``, ``fullrank``, ``sinharcsinh``, a flow (``iaf``, ``nsf``,
+            ``realnvp``, ``maf`` with ``:L`` steps; ``flow`` is ``realnvp:8``), ``mixture[:K]``, ``laplace``
             (N(mode, H^-1), no VI), or ``auto``: the Laplace approximation, then mean-field
-            (unless the Laplace Gaussian rules it out), full-rank and a flow, each warm-started from
-            the last, until the verdict of ``diagnostics`` trusts one (the posterior says which
-            and why, and ``phases`` what each step cost).
+            (unless the Laplace Gaussian rules it out), full-rank, sinh-arcsinh and ``AUTO_FLOW``, each
+            warm-started from the last, until the verdict of ``diagnostics`` trusts one (the posterior
+            says which and why, and ``phases`` what each step cost).
         objective: a bound of ``elbox.bounds`` for Adam (default: the ELBO, STL gradients for Gaussians).
         particles: draws per step for Adam (default 16); for L-BFGS the fixed draws per set
             (default ``saa.draws_for``: 2,048, fewer for models with many observations).
@@ -230,6 +241,8 @@ def fit(
             the Gaussian families, Adam for flows, mixtures, minibatches and a chosen ``objective``.
         stopping: L-BFGS's stopping rule (``saa.Stopping``).
     """
+    warm = (dict(lr=WARM_LR, convergence=Convergence(window=WARM_WINDOW), particles=WARM_PARTICLES)
+            if lr is None and convergence is None and particles is None else {})  # fmt: skip
     convergence = convergence or Convergence()
     prepared, n = model.prepare(data, dtype)
     _check(family, particles, steps, lr, batch_size, n)
@@ -245,7 +258,7 @@ def fit(
         phases = [_phase(f"start: {start.method}" + (" search" if start.method == "mode" else ""),
                          time.perf_counter() - t0, start.evaluations)]  # fmt: skip
         if family == "auto":
-            return _escalate(model, prepared, n, start, phases, options)
+            return _escalate(model, prepared, n, start, phases, options, warm)
         if family == LAPLACE:
             return _laplace(model, prepared, start, phases, seed, threads)
         return _fit_one(model, prepared, n, FLOW if family == "flow" else family, start, phases=phases, **options)
@@ -281,13 +294,15 @@ def _fit_one(
     particles: int | None, steps: int, lr: float | None, batch_size: int | None, convergence: Convergence, seed: int,
     progress: bool | None, dtype: torch.dtype, threads: int | None, optimizer: str | None,
     stopping: Stopping | None, phases: list | None = None, placement: tuple[Tensor, Tensor] | None = None,
+    resume: torch.nn.Module | None = None,
 ) -> Posterior:  # fmt: skip
-    """One family's fit, placed by the start (or by ``placement``, (shift, scale): a warm start)."""
+    """One family's fit, placed by the start (or by ``placement``, (shift, scale): a warm start), from the
+    family's initial parameters or from those of ``resume`` (a fitted family module, trained further in place)."""
     t0 = time.perf_counter()
-    q_family = make_family(family, model.dim).to(dtype)
+    q_family = resume if resume is not None else make_family(family, model.dim).to(dtype)
     kind = check_family_name(family)[0]
-    full = kind in ("fullrank", *FLOWS)
-    if kind == "lowrank" and start.hessian is not None:  # its correlations start at the Laplace approximation's
+    full = kind in ("fullrank", "sinharcsinh", *FLOWS)
+    if kind == "lowrank" and start.hessian is not None and resume is None:  # correlations start at the Laplace ones
         start_at(q_family, torch.zeros_like(start.shift), start.whitened_covariance())
     shift, scale = placement if placement is not None else (start.shift, start.scale(full))
     how = _optimizer(optimizer, family, objective, batch_size)
@@ -316,6 +331,7 @@ def _fit_one(
         start=start, elbo_trace=trace, converged=converged, seconds=seconds, seed=seed, options=options,
         phases=phases,
     )  # fmt: skip
+
 
 def _run(
     stepper: _Stepper, optimizer: torch.optim.Optimizer, data: dict, n: int | None, k: int, steps: int,
@@ -412,11 +428,13 @@ def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "")
 
 
 def _escalate(
-    model: Model, data: dict, n: int | None, start: Start, phases: list, options: dict[str, Any]
-) -> Posterior:
+    model: Model, data: dict, n: int | None, start: Start, phases: list, options: dict[str, Any],
+    warm: dict[str, Any] | None = None,
+) -> Posterior:  # fmt: skip
     """The cheapest trusted answer first (the module docstring): Laplace, then the VI families, each
     warm-started from the last, skipping those the evidence rules out; after the flow, the agreement
-    of the flow with the full-rank fit (``diagnostics.agreement``)."""
+    of the flow with the full-rank fit (``diagnostics.agreement``). ``warm``: Adam's options for a flow
+    placed by the full-rank fit (``WARM_LR``, ``WARM_WINDOW``; empty when the caller set lr or convergence)."""
     attempts: list[dict[str, Any]] = []
     seed, threads = options["seed"], options["threads"]
     if start.hessian is not None:
@@ -433,17 +451,23 @@ def _escalate(
             attempts.append({"family": family, "verdict": "skipped", "reasons": [why_not], "khat": [], "seconds": 0.0})
             continue
         torch.manual_seed(seed)  # each family's fit is the one ``fit(..., family=family)`` makes, but for its start
-        placement = None
-        if check_family_name(family)[0] in FLOWS and gaussian is not None:  # placed by the full-rank fit
+        placement, these = None, options
+        if family in WARM and gaussian is not None:  # placed by the full-rank fit
             q = gaussian.q()
             placement = (q.loc.detach(), q.scale_tril.detach())
-        posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **options)
+            these = options | (warm or {}) if family == AUTO_FLOW else options
+        posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **these)
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
         d = _judge(posterior, attempts, "placed by the full-rank fit" if placement is not None else "")
+        if these is not options and not d.trusted:  # the short schedule was not enough: the default one, from there
+            torch.manual_seed(seed + 1)
+            posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement,
+                                 resume=posterior.family, **options)  # fmt: skip
+            d = _judge(posterior, attempts, "continued from the short schedule's fit with the default one")
         if d.trusted:
             why = f"chose {family}: the first family of {' -> '.join(order)} whose verdict is 'trust'"
             break
-        if family == FLOW and gaussian is not None:
+        if family == AUTO_FLOW and gaussian is not None:
             agree, how = agreement(gaussian.diagnostics(), d)
             attempts[-1]["agreement"] = how
             if agree:

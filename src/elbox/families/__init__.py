@@ -14,6 +14,7 @@ from .discrete import CategoricalDiscrete, Discrete, GumbelDiscrete, UniformDisc
 from .flow import FLOWS, Flow, FlowNormal, FlowTransform
 from .gaussian import DiagonalGaussian, DiagonalNormal, FullRankGaussian, FullRankNormal, LowRankGaussian, LowRankNormal
 from .mixture import Mixture, MixtureNormal
+from .sinharcsinh import SinhArcsinh, SinhArcsinhNormal
 from .table import DISCRETE, FAMILIES, FAMILY_NAMES, check_family_name, family_names, make_family
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "LowRankNormal",
     "Mixture",
     "MixtureNormal",
+    "SinhArcsinh",
+    "SinhArcsinhNormal",
     "UniformDiscrete",
     "center",
     "check_family_name",

@@ -12,6 +12,7 @@ from .discrete import CategoricalDiscrete, Discrete
 from .flow import Flow
 from .gaussian import DiagonalGaussian, FullRankGaussian, LowRankGaussian
 from .mixture import Mixture
+from .sinharcsinh import SinhArcsinh
 
 __all__ = ["DISCRETE", "FAMILIES", "FAMILY_NAMES", "check_family_name", "make_family"]
 
@@ -19,6 +20,7 @@ FAMILIES: dict[str, type[Family]] = {
     "diagonal": DiagonalGaussian,
     "fullrank": FullRankGaussian,
     "lowrank": LowRankGaussian,
+    "sinharcsinh": SinhArcsinh,
     "iaf": Flow,
     "maf": Flow,
     "nsf": Flow,
