@@ -253,3 +253,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ElboxError(f"the configuration file {path} cannot be read: {e}. Fix its syntax.") from None
+    except OSError as e:
+        raise ElboxError(f"the configuration file {path} cannot be read: {e.strerror or e}. Give --config a "
+                         "readable TOML or JSON file.") from None
