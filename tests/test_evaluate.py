@@ -193,6 +193,23 @@ def _check_gaps(gaps, approximation, amortization, optimisation=0.01):
     assert (gaps.approximation > -4 * se_approximation).all() and (gaps.amortization > -4 * se_amortization).all()
 
 
+def test_the_gap_splits_standard_errors_are_the_spread_of_its_estimates_over_seeds():
+    """Each of the gap split's three estimates states its Monte Carlo error: it must be the real one, the sd of
+    the estimate over independent seeds (as for log p(x) above); the gap tests use these errors as tolerances,
+    so an error too large (the wrong count under the root) would let wrong gaps pass. q* is held at the
+    encoder's q (a learning rate of ~0), so a new seed changes only the draws."""
+    vae = _correlated_vae()
+    _set_encoder_near_posterior(vae)
+    x = _sample_x(vae, 6)
+    options = {"k": 100, "gap_steps": 1, "gap_lr": 1e-12, "gap_particles": 1}
+    runs = [inference_gaps(vae, x, seed=s, **options) for s in range(60)]
+    for name in ("log_px", "elbo_encoder", "elbo_local"):
+        spread = torch.stack([getattr(g, name) for g in runs]).std(0)  # [6]: the real error, to ~ 1/sqrt(2 * 59)
+        stated = torch.stack([getattr(g, f"{name}_se") for g in runs]).mean(0)
+        ratio = spread / stated
+        assert ((ratio > 0.65) & (ratio < 1.5)).all(), (name, ratio)
+
+
 def test_gaps_of_the_full_rank_family_no_approximation_gap_and_the_whole_kl_amortized():
     """The full-rank family holds the exact posterior: q* = p(z | x), so log p(x) - L[q*] = 0 and
     L[q*] - L[q_enc] = KL(q_enc || p(z | x))."""

@@ -158,9 +158,9 @@ def test_family_names_and_ranks_are_checked():
         VAEConfig(family="flowy")
     with pytest.raises(ValueError, match="rank"):
         make_family("lowrank:9", 3)
-    with pytest.raises(ElboxError, match="unknown family"):
-        VAEConfig(family="lowrank:two")
-    with pytest.raises(ElboxError, match="unknown family"):
+    with pytest.raises(ElboxError, match="must be a whole number of at least 1, got 'two'"):
+        VAEConfig(family="lowrank:two")  # the family is known: its option is the problem
+    with pytest.raises(ElboxError, match="must be a whole number of at least 1, got '0'"):
         VAEConfig(family="iaf:0")
     with pytest.raises(ValueError, match="2 dimensions"):
         make_family("realnvp", 1)
@@ -360,7 +360,7 @@ def isotropic(monkeypatch):
 
 def test_a_new_family_is_one_class_and_one_table_line_for_a_vae(isotropic):
     assert "isotropic" in family_names() and check_family_name("isotropic") == ("isotropic", "")
-    with pytest.raises(ValueError, match="unknown family"):
+    with pytest.raises(ValueError, match="takes no number after a colon"):
         check_family_name("isotropic:2")  # it declares no option
     torch.manual_seed(0)
     x = (torch.rand(64, 6) < 0.3).float()

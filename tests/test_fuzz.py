@@ -4,6 +4,7 @@ the examples per test are bounded so the suite stays fast."""
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -143,3 +144,57 @@ def test_any_damage_to_a_run_folder_is_loaded_or_refused_with_a_clear_error(trai
         with pytest.raises(ElboxError):
             elbox.resume(run, epochs=2, progress=False)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------- every path option, given a path that cannot serve (issue 18)
+
+PATHS = ["/proc/elbox/x", "/sys/elbox-x", "/proc/self/mem", "/dev/null", "afile", "afile/below", "adir",
+         "missing/deep/x", "x.npy"]  # fmt: skip
+FAST_CLI = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--no-report", "--no-progress"]
+COMMANDS = [
+    lambda p: ["train", *FAST_CLI, "--out", p],
+    lambda p: ["train", *FAST_CLI, "--data", p, "--out", "fresh"],
+    lambda p: ["train", *FAST_CLI, "--config", p, "--out", "fresh"],
+    lambda p: ["train", *FAST_CLI, "--data", "mnist", "--data-dir", p, "--out", "fresh"],
+    lambda p: ["train", "--resume", p, "--no-report"],
+    lambda p: ["evaluate", p, "--k", "4", "--gap-points", "0", "--mi-points", "4"],
+    lambda p: ["evaluate", "run", "--k", "4", "--gap-points", "0", "--mi-points", "4", "-o", p],
+    lambda p: ["sample", p],
+    lambda p: ["sample", "run", "-o", p],
+    lambda p: ["report", p],
+    lambda p: ["fit", "eight_schools_noncentered", "--family", "diagonal", "--steps", "20", "--out", p, "--no-report"],
+    lambda p: ["fit", "eight_schools_noncentered", "--family", "diagonal", "--steps", "20", "--posteriordb", p],
+]
+
+
+@pytest.fixture(scope="module")
+def playground(tmp_path_factory):
+    """A folder with a trained run, a file and a folder, for paths to point at wrongly."""
+    from elbox.train import train
+
+    root = tmp_path_factory.mktemp("paths")
+    train(epochs=1, latent_dim=2, hidden=(8,), out=str(root / "run"), progress=False)
+    (root / "afile").write_text("keep me")
+    (root / "adir").mkdir()
+    (root / "x.npy").mkdir()
+    return root
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(range(len(COMMANDS))), st.sampled_from(PATHS))
+def test_any_path_option_given_a_bad_path_is_one_paragraph_never_a_traceback(playground, monkeypatch, capsys,
+                                                                              command, path):  # fmt: skip
+    from elbox.cli import main
+
+    monkeypatch.chdir(playground)
+    args = COMMANDS[command](path)
+    with pytest.raises(SystemExit) as e:  # any other exception fails the test: a traceback reached the user
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code in (None, 0, 2), (args, e.value.code, err)
+    if e.value.code == 2:
+        assert err.startswith("elbox: error: ") and "Traceback" not in err, (args, err)
+    if "-o" not in args:  # an -o names a file to write, which may replace one; --out never does
+        assert (playground / "afile").read_bytes() == b"keep me", args
+    (playground / "afile").write_text("keep me")
+    shutil.rmtree(playground / "fresh", ignore_errors=True)

@@ -250,7 +250,7 @@ def test_the_evaluation_explains_that_the_gap_split_needs_one_family():
     [
         (["--model", "hvae", "--family", "iaf"], "--family diagonal"),
         (["--top-latent-dim", "3"], "--model hvae"),
-        (["--prior", "vamp:x"], "unknown prior"),
+        (["--prior", "vamp:x"], "must be a whole number"),
     ],
 )
 def test_the_command_line_reaches_the_options(tmp_path, capsys, flags, message):

@@ -9,12 +9,12 @@ import pytest
 import torch
 from command import run_cli
 
+from elbox import train  # the package face: with the default hooks (the figures)
 from elbox.data import infer_schema, read_table
 from elbox.data.tables import fit_transforms
 from elbox.impute import reconstruction_by_kind
 from elbox.likelihoods import Table
 from elbox.plots.table import correlations, marginals
-from elbox.training import train
 
 IMAGE_GRIDS = ("samples.png", "interpolation.png", "traversals.png", "manifold.png")
 TABLE_FIGURES = ("curves.png", "marginals.png", "correlations.png", "reconstructions.png", "embedding.png")

@@ -9,13 +9,16 @@ import pytest
 import torch
 from command import run_cli
 
-from elbox import VAE, VAEConfig
+from elbox import (
+    VAE,
+    VAEConfig,
+    train,  # the package face: with the default hooks (the figures)
+)
 from elbox.data import Schema, infer_schema, load_dataset, read_table
 from elbox.data.tables import fit_transforms
 from elbox.errors import ElboxError
 from elbox.impute import impute, impute_table
 from elbox.runs import load_run
-from elbox.training import train
 
 
 def _crafted(n: int = 120, seed: int = 0) -> pd.DataFrame:

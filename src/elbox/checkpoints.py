@@ -42,17 +42,33 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     The file is flushed to disk before the rename, and the temporary removed on any error.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise ElboxError(f"cannot write {path}: it is a folder. Give the path of a file to write (in that folder, "
+                         f"e.g. {path / path.name}).")  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritable(path: Path, error: OSError) -> ElboxError:
+    """The user's error for a file that cannot be written: the path, the system's reason, what to do."""
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
+    return ElboxError(f"cannot write {path}: {error.strerror or error}{where}. Give a path in a folder you may write "
+                      "(not under /proc or /sys, nor below an existing file), on a disk with free space.")
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -75,7 +91,9 @@ def append_json_line(path: str | Path, record: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
     """Save named tensors and a JSON-able ``state`` to one safetensors file, atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    metadata = {"format": FORMAT, "state": json.dumps(state)}
+    # one metadata key: safetensors writes its metadata map in Rust's HashMap order, which changes from
+    # process to process, so two keys made two equal checkpoints differ in their bytes
+    metadata = {"elbox": json.dumps({"format": FORMAT, "state": state})}
     write_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata))
 
 
@@ -90,6 +108,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+        if "elbox" in metadata:  # else the two keys of checkpoints written before
+            metadata = json.loads(metadata["elbox"])
+            metadata["state"] = json.dumps(metadata.get("state"))
         if metadata.get("format") != FORMAT:
             raise ValueError(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
         state = json.loads(metadata["state"])

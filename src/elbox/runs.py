@@ -54,14 +54,17 @@ LOCK = ".lock"
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (file descriptor, depth): this process's locks, re-entrant
 
 
-def run_folder_problem(path: Path, error: OSError) -> ElboxError:
-    """The user's error for an ``OSError`` met on a run folder's files: the path, the cause and what to do."""
+def run_folder_problem(path: Path, error: OSError, *, new: bool = True) -> ElboxError:
+    """The user's error for an ``OSError`` met on a run folder's files: the path, the cause and what to do.
+
+    ``new``: the folder was to be made (``--out``); else an existing run is read and written (evaluate, report).
+    """
     where = Path(error.filename) if error.filename else path
     reason = error.strerror or type(error).__name__
-    return ElboxError(
-        f"the run folder {path} cannot be written: {reason} ({where}). Give --out a folder in a place you "
-        "may write (not /proc or /sys, nor an existing file), with free space."
-    )
+    fix = ("Give --out a folder in a place you may write (not /proc or /sys, nor below an existing file), with "
+           "free space." if new else "elbox writes its results (and a .lock) into the run folder: give a run "
+           "folder you may write, or copy the run to one.")  # fmt: skip
+    return ElboxError(f"the run folder {path} cannot be written: {reason} ({where}). {fix}")
 
 
 def _holder(lock: Path) -> str:
@@ -116,7 +119,7 @@ def owned(path: str | Path, *, create: bool = False) -> Iterator[Path]:
             path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise run_folder_problem(path, e) from None
+        raise run_folder_problem(path, e, new=create) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -224,6 +224,10 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
             return None
         (hint,) = [a for a in args if a is not type(None)]
         return _typed(name, value, hint)
+    if typing.get_origin(hint) is tuple and args[0] is str:  # a table's column likelihoods, from its schema
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ElboxError(f"option {name!r} must be a list of column likelihoods (a table schema), got {value!r}.")
     if typing.get_origin(hint) is tuple:
         return _widths(name, value)
     elif hint in (bool, int) and type(value) is hint:  # type(), since True is an int
@@ -270,6 +274,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ElboxError(f"the configuration file {path} cannot be read: {e}. Fix its syntax.") from None
+    except OSError as e:
+        raise ElboxError(f"the configuration file {path} cannot be read: {e.strerror or e}. Give --config a "
+                         "readable TOML or JSON file.") from None
 
 
 def options_from(config_file: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:

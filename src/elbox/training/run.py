@@ -436,7 +436,8 @@ def _resume(path: Path, epochs: int | None, device: str | None, progress: bool |
     else:
         run = load_run(path)  # validates the folder and the checkpoint before anything changes
         config, resume_from = run.config, path / CHECKPOINTS / "last.safetensors"
-        done = max((m["epoch"] for m in run.metrics), default=0)
+        # the checkpoint's epochs: metrics may hold an epoch logged after it (a crash between the two writes)
+        done = run.summary.get("epochs") if status == "finished" else max((m["epoch"] for m in run.metrics), default=0)
         if epochs is not None and epochs < done:
             raise ElboxError(f"{path} has trained {done} epochs; --epochs {epochs} would end it before where it "
                              f"stands, and a resume only goes forward. Give --epochs above {done} to extend it, "
