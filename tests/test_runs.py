@@ -76,7 +76,8 @@ def test_the_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path, cap
 def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path):
     out = tmp_path / "run"
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
-    args = [sys.executable, "-m", "elbox", "train", "--epochs", "3", "--latent-dim", "2", "--hidden", "8",
+    # long enough (seconds) that the first still holds the folder when the second has started
+    args = [sys.executable, "-m", "elbox", "train", "--epochs", "25", "--latent-dim", "2", "--hidden", "8",
             "--no-report", "--out", str(out)]  # fmt: skip
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
@@ -87,7 +88,7 @@ def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path):
     assert first.returncode == 0
     assert second.returncode == 2 and f"process {first.pid}" in second.stderr, second.stderr
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3]
+    assert epochs == list(range(1, 26))
 
 
 def test_the_lock_is_reentrant_within_a_process(tmp_path):
