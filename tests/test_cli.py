@@ -33,6 +33,7 @@ def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
         assert (tmp_path / "r" / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_train_warns_when_the_posterior_collapsed_and_not_otherwise(tmp_path, capsys):
     """A KL weight of 100 drives q onto the prior; the mean KL bounds I(x; z), so under 0.05 nats z says nothing."""
     code, out, _ = run_cli(capsys, "train", "--epochs", "2", "--hidden", "16", "--beta", "100", "--out", tmp_path / "c",
@@ -72,6 +73,7 @@ def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
         (["embed", "-n", "50"], "embedding.png"),
     ],
 )
+@pytest.mark.slow
 def test_figure_commands_write_a_png(run, tmp_path, capsys, command, figure):
     out = tmp_path / figure
     code, stdout, _ = run_cli(capsys, command[0], run, *command[1:], "-o", out)

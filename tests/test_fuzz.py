@@ -180,6 +180,7 @@ def playground(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(range(len(COMMANDS))), st.sampled_from(PATHS))
 def test_any_path_option_given_a_bad_path_is_one_paragraph_never_a_traceback(playground, monkeypatch, capsys,

@@ -224,9 +224,9 @@ def test_the_vamp_prior_does_not_register_the_encoder_twice():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"prior": "vamp:0"}, "unknown prior"),
+        ({"prior": "vamp:0"}, "at least 1, got '0'"),
         ({"prior": "gauss"}, "unknown prior"),
-        ({"prior": "standard:3"}, "unknown prior"),
+        ({"prior": "standard:3"}, "takes no number after a colon"),
         ({"prior": "vamp", "family": "iaf"}, "VampPrior"),
     ],
 )

@@ -68,6 +68,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 # ----------------------------------------------------------------- the page
 
 
+@pytest.mark.slow
 def test_train_writes_one_self_contained_report_with_every_section(vae_run):
     html = (vae_run / "report.html").read_text(encoding="utf-8")
     assert [p.name for p in vae_run.glob("*.html")] == ["report.html"]

@@ -20,6 +20,7 @@ def _files(path):
     return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_training_on_digits_raises_the_validation_elbo(tmp_path):
     run = elbox.train(epochs=8, out=str(tmp_path / "run"), **SMALL)
     valid = [m["valid_elbo"] for m in run.metrics]
@@ -55,6 +56,7 @@ def test_figures_reach_a_run_as_a_hook_which_the_package_installs_by_default(tmp
     assert run.summary["epochs"] == 1 and not (tmp_path / "run" / "figures").exists()  # the caller's hooks only
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path):
     a = elbox.train(epochs=2, out=str(tmp_path / "a"), **SMALL)
     b = elbox.train(epochs=2, out=str(tmp_path / "b"), **SMALL)
@@ -65,6 +67,7 @@ def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path
         assert torch.equal(p, q), name
 
 
+@pytest.mark.slow
 def test_resume_continues_bitwise_as_if_never_stopped(tmp_path):
     whole = elbox.train(epochs=4, out=str(tmp_path / "whole"), **SMALL)
     elbox.train(epochs=2, out=str(tmp_path / "part"), **SMALL)
@@ -154,6 +157,7 @@ def test_config_reads_flat_or_nested_toml_and_round_trips(tmp_path):
         read_config_file(tmp_path / "missing.toml")
 
 
+@pytest.mark.slow
 def test_on_epoch_sees_every_epoch_and_its_draws_leave_the_run_unchanged(tmp_path):
     seen = []
 
@@ -167,6 +171,7 @@ def test_on_epoch_sees_every_epoch_and_its_draws_leave_the_run_unchanged(tmp_pat
     assert [m["valid_elbo"] for m in plain.metrics] == [m["valid_elbo"] for m in watched.metrics]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["iaf:2", "mixture:3"])
 def test_a_run_with_a_flow_or_mixture_family_saves_and_loads(tmp_path, family):
     run = elbox.train(epochs=1, out=str(tmp_path / "run"), family=family, **SMALL)
@@ -217,6 +222,7 @@ def test_a_step_with_a_nan_is_skipped_counted_and_changes_nothing():
     assert all(torch.isfinite(p).all() for p in poisoned.parameters())  # the NaN never reached the weights
 
 
+@pytest.mark.slow
 def test_nan_at_every_step_stops_the_run_naming_the_tensor_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "r"
     elbox.train(epochs=2, hidden=(16,), out=out, progress=False, max_nonfinite=3)
@@ -249,6 +255,7 @@ def test_the_nan_guard_names_the_first_non_finite_gradient():
     assert loop._first_nonfinite(bound, loss).startswith("the gradient of decoder.")
 
 
+@pytest.mark.slow
 def test_a_nan_in_one_batch_is_skipped_and_reported_by_the_command(tmp_path, monkeypatch, capsys):
     from command import run_cli
 
@@ -293,6 +300,7 @@ def _losses(compile, steps=20):
     return torch.tensor(values)
 
 
+@pytest.mark.slow
 def test_compiled_training_gives_the_eager_losses_step_by_step():
     """20 steps here (compiling takes seconds); `bench/train_throughput.py --exactness` checks 100 on MNIST."""
     eager, compiled = _losses(compile=False), _losses(compile=True)

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..checkpoints import append_json_line, write_json
+from ..checkpoints import append_json_line, load_checkpoint, write_json
 from ..data import binarize
 from ..distributed import barrier, from_main, sum_over_ranks, world
 from ..errors import ElboxError, ElboxWarning, StoppedError
@@ -427,7 +427,7 @@ def _resume(path: Path, epochs: int | None, device: str | None, progress: bool |
     else:
         run = load_run(path)  # validates the folder and the checkpoint before anything changes
         config, resume_from = run.config, path / CHECKPOINTS / "last.safetensors"
-        done = max((m["epoch"] for m in run.metrics), default=0)
+        done = load_checkpoint(resume_from, with_tensors=False)[1]["epoch"]  # metrics may run one epoch ahead
         if epochs is not None and epochs < done:
             raise ElboxError(f"{path} has trained {done} epochs; --epochs {epochs} would end it before where it "
                              f"stands, and a resume only goes forward. Give --epochs above {done} to extend it, "
