@@ -50,6 +50,7 @@ def test_full_rank_recovers_the_exact_posterior_and_evidence(regression, fullran
     assert abs(estimate - log_evidence) <= 3 * se + 1e-6, (estimate, se, log_evidence)
 
 
+@pytest.mark.slow
 def test_mean_field_recovers_the_mean_and_the_mean_field_variances(regression):
     """Mean-field VI on N(m, S) finds the mean m and variances 1 / Lambda_ii (Lambda = S^-1), below S_ii
     (e.g. Bishop, PRML 10.1.2); its ELBO stays below the exact log evidence by the KL it cannot close."""
@@ -62,6 +63,7 @@ def test_mean_field_recovers_the_mean_and_the_mean_field_variances(regression):
     assert posterior.elbo < log_evidence - 0.1
 
 
+@pytest.mark.slow
 def test_normal_normal_conjugate_model_is_recovered_with_its_evidence():
     """y_i ~ N(mu, 1), mu ~ N(0, 10^2): mu | y ~ N(sum y / (n + 0.01), 1 / (n + 0.01))."""
     y = torch.tensor([1.3, 0.2, 2.1, 0.9, 1.7], dtype=torch.float64)
@@ -87,6 +89,7 @@ def test_the_start_is_the_mode_and_hessian_or_a_plain_start_where_there_is_no_mo
     assert start.method == "plain" and "mode" in start.reason and (start.shift == 0).all()
 
 
+@pytest.mark.slow
 def test_the_mode_start_survives_bad_scaling():
     """Predictors scaled by 1000: posterior sds about 1e-3. In standardised coordinates the fit is the
     same problem; from a plain start (u = 0, scale 1), the same steps leave q hundreds of sds off."""
@@ -101,6 +104,7 @@ def test_the_mode_start_survives_bad_scaling():
     assert errors["mode"] < 0.05 and errors["plain"] > 10, errors
 
 
+@pytest.mark.slow
 def test_subsampled_fits_take_n_from_the_data_and_recover_the_posterior(regression):
     model, _, _, _, _ = regression
     data = _regression_data(n=400, seed=3)
@@ -151,6 +155,7 @@ def test_the_posterior_gives_constrained_draws_a_summary_and_arviz_data():
     assert len(posterior.elbo_trace) == 300 and "eight_schools_noncentered" in repr(posterior)
 
 
+@pytest.mark.slow
 def test_auto_escalates_until_the_verdict_trusts_a_family(regression):
     model, data, *_ = regression
     posterior = fit(model, data, family="auto", seed=0, progress=False)
@@ -179,6 +184,7 @@ def test_user_errors_name_the_fix(regression):
         fit(model, data, init="zero")
 
 
+@pytest.mark.slow
 def test_a_fit_on_a_constrained_parameter_carries_the_jacobian_gamma_poisson_oracle():
     """Poisson counts with a Gamma(2, 1) prior on the rate: the posterior is Gamma(2 + sum y, 1 + N), exactly.
     The fit runs on u = log(rate); without log |det J| its target would be Gamma(1 + sum y, 1 + N), whose mean

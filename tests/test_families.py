@@ -367,6 +367,7 @@ def isotropic(monkeypatch):
         shift + scale * q.base_dist.loc, scale * q.base_dist.scale))  # a diagonal S makes it diagonal
 
 
+@pytest.mark.slow
 def test_a_new_family_is_one_class_and_one_table_line_for_a_vae(isotropic):
     assert "isotropic" in family_names() and check_family_name("isotropic") == ("isotropic", "")
     with pytest.raises(ValueError, match="'isotropic' takes no number after a colon"):
@@ -390,6 +391,7 @@ def test_a_new_family_is_one_class_and_one_table_line_for_a_vae(isotropic):
     assert ELBO()(vae(x, 16)).value.mean().item() > first + 0.5
 
 
+@pytest.mark.slow
 def test_a_new_family_fits_a_bayesian_model_through_one_place_register_line(isotropic):
     """Two independent normal means with the same data size: the posterior is N(m, s^2 I)
     itself, y_ij ~ N(mu_j, 1), mu_j ~ N(0, 10^2): mu_j | y ~ N(sum_i y_ij / (n + 0.01), 1 / (n + 0.01))."""

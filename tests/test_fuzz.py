@@ -121,6 +121,7 @@ def trained_run(tmp_path_factory):
     return elbox.train(epochs=1, hidden=(8,), out=str(tmp_path_factory.mktemp("fuzz") / "run"), progress=False).path
 
 
+@pytest.mark.slow
 @settings(FAST, max_examples=150)
 @given(st.sampled_from(["checkpoints/last.safetensors", "config.json", "run.json", "metrics.jsonl"]),
        st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6),

@@ -87,6 +87,7 @@ def test_at_the_exact_posterior_every_log_weight_is_log_px():
     assert torch.allclose(log_w, _exact_log_px(hvae, params, x).expand(50, 5), atol=1e-10)
 
 
+@pytest.mark.slow
 def test_bounds_sit_below_the_exact_log_px_and_iwae_reaches_it():
     """A q off the posterior: ELBO <= IWAE_10 <= IWAE_100 <= log p(x) (4 SE), and K = 5000 within 4 Monte Carlo SE."""
     hvae, params = _linear_gaussian_hvae()

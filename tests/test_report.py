@@ -144,6 +144,7 @@ def test_report_command_writes_the_page(vae_run, tmp_path, capsys):
     assert code == 0 and (run / "report.html").is_file() and str(run / "report.html") in out
 
 
+@pytest.mark.slow
 def test_train_without_report(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, _ = run_cli(capsys, "train", "--epochs", "1", "--hidden", "8", "--out", out, "--no-progress",
@@ -178,6 +179,7 @@ def _browser():
     return sync_playwright
 
 
+@pytest.mark.slow
 def test_report_in_a_real_browser(vae_run, tmp_path):
     sync_playwright = _browser()
     import matplotlib.image

@@ -79,6 +79,7 @@ def test_resume_continues_bitwise_as_if_never_stopped(tmp_path):
     assert json.loads((tmp_path / "part" / "config.json").read_text())["epochs"] == 4
 
 
+@pytest.mark.slow
 def test_resume_redoes_epochs_logged_after_the_last_checkpoint(tmp_path):
     elbox.train(epochs=2, out=str(tmp_path / "run"), **SMALL)
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -89,6 +90,7 @@ def test_resume_redoes_epochs_logged_after_the_last_checkpoint(tmp_path):
     assert [m["epoch"] for m in run.metrics] == [1, 2, 3] == [m["epoch"] for m in read_metrics(tmp_path / "run")]
 
 
+@pytest.mark.slow
 def test_load_run_gives_the_trained_model_back(tmp_path):
     run = elbox.train(epochs=2, out=str(tmp_path / "run"), **SMALL)
     loaded = load_run(tmp_path / "run")
@@ -99,6 +101,7 @@ def test_load_run_gives_the_trained_model_back(tmp_path):
     assert best.model.config == run.model.config
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
     elbox.train(epochs=1, out=str(tmp_path / "run"), **SMALL)
     before = _files(tmp_path / "run")
@@ -121,6 +124,7 @@ def test_bad_data_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_user_arrays_train_with_a_gaussian_or_binarized(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.random.default_rng(0).random((60, 9)).astype(np.float32))
