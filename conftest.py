@@ -1,4 +1,4 @@
-"""Doctests see torch and nn, and a fixed seed, so the examples in docstrings read naturally; the slow ones are marked."""
+"""Doctests see torch and nn and a fixed seed, so docstring examples read naturally; the slow ones are marked."""
 
 import pytest
 import torch
