@@ -25,6 +25,7 @@ def _snapshot(path):
     return {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", "--epochs", "1", "--hidden", "16", "--out", tmp_path / "r", "--no-progress")
     assert code == 0
@@ -33,6 +34,7 @@ def test_train_prints_the_elbo_split_and_writes_the_run(tmp_path, capsys):
         assert (tmp_path / "r" / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_train_warns_when_the_posterior_collapsed_and_not_otherwise(tmp_path, capsys):
     """A KL weight of 100 drives q onto the prior; the mean KL bounds I(x; z), so under 0.05 nats z says nothing."""
     code, out, _ = run_cli(capsys, "train", "--epochs", "2", "--hidden", "16", "--beta", "100", "--out", tmp_path / "c",
@@ -43,6 +45,7 @@ def test_train_warns_when_the_posterior_collapsed_and_not_otherwise(tmp_path, ca
     assert code == 0 and "collapsed" not in out
 
 
+@pytest.mark.slow
 def test_model_vamp_is_the_vae_with_the_vamp_prior(tmp_path, capsys):
     code, _, _ = run_cli(capsys, "train", "--model", "vamp", "--prior", "vamp:5", "--epochs", "1", "--hidden", "16",
                          "--out", tmp_path / "v", "--no-progress", "--no-report")  # fmt: skip
@@ -52,6 +55,7 @@ def test_model_vamp_is_the_vae_with_the_vamp_prior(tmp_path, capsys):
     assert code == 2 and "takes --prior vamp[:K] or none" in err and not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text("epochs = 2\nlatent_dim = 3\nhidden = [16]\n")
@@ -72,6 +76,7 @@ def test_config_file_options_are_used_and_flags_override_them(tmp_path, capsys):
         (["embed", "-n", "50"], "embedding.png"),
     ],
 )
+@pytest.mark.slow
 def test_figure_commands_write_a_png(run, tmp_path, capsys, command, figure):
     out = tmp_path / figure
     code, stdout, _ = run_cli(capsys, command[0], run, *command[1:], "-o", out)
@@ -132,6 +137,7 @@ def test_a_corrupt_checkpoint_gives_a_clear_error_and_stays_as_it_is(run, tmp_pa
     assert _snapshot(copy) == before
 
 
+@pytest.mark.slow
 def test_a_missing_run_folder_and_a_non_2d_manifold_are_explained(run, tmp_path, capsys):
     code, _, err = run_cli(capsys, "sample", tmp_path / "nothing")
     assert code == 2 and "does not exist" in err
@@ -152,6 +158,7 @@ def test_a_missing_run_folder_and_a_non_2d_manifold_are_explained(run, tmp_path,
     assert code == 2 and "2-D" in err
 
 
+@pytest.mark.slow
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "elbox", "train", "--data", str(tmp_path / "none.npy")], capture_output=True, text=True
@@ -159,6 +166,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr and "none.npy" in result.stderr
 
 
+@pytest.mark.slow
 def test_objective_estimator_and_schedule_flags_reach_the_run(tmp_path, capsys):
     flags = ["--objective", "iwae", "--k", "3", "--estimator", "dreg", "--kl-warmup", "1", "--beta", "0.5"]
     code, _, _ = run_cli(
@@ -173,6 +181,7 @@ def test_objective_estimator_and_schedule_flags_reach_the_run(tmp_path, capsys):
     assert "train_iwae" in metrics and max(metrics["kl_weight_per_step"]) < 0.5
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_table_and_writes_evaluation_json(run, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)

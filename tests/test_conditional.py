@@ -149,6 +149,7 @@ def test_options_are_checked():
         VAEConfig(model="cvae", network="conv")
 
 
+@pytest.mark.slow
 def test_a_cvae_trains_on_digits_loads_and_samples_through_the_cli(tmp_path, capsys):
     run = train(model="cvae", class_prior=True, hidden=(16,), epochs=1, out=tmp_path / "run", progress=False)
     assert run.model.config.classes == 10 and math.isfinite(run.summary["test"]["elbo"])

@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from elbox.runs import read_metrics
 
+pytestmark = pytest.mark.slow  # real processes, trained runs: minutes in all
+
 FIXED_NOISE = textwrap.dedent("""
     import torch.distributions.normal as normal
     normal._standard_normal = lambda shape, dtype, device: normal.torch.full(shape, 0.3, dtype=dtype, device=device)

@@ -31,6 +31,7 @@ def _agree(a, b, sigmas=4.0):
     return ((a.mean(0) - b.mean(0)).abs() <= sigmas * se + 1e-9).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg", "score"])
 def test_every_estimator_is_unbiased_for_the_elbo_gradient(estimator):
     vae = linear_gaussian_vae(x_dim=4, z_dim=2)
@@ -42,6 +43,7 @@ def test_every_estimator_is_unbiased_for_the_elbo_gradient(estimator):
     assert ((estimates.mean(0) - exact).abs() <= 4 * se + 1e-9).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["dreg", "score"])
 def test_dreg_and_score_are_unbiased_for_the_iwae_gradient(estimator):
     """The reference is the plain reparameterized IWAE gradient, itself unbiased."""
@@ -162,6 +164,7 @@ def test_estimator_options_are_validated():
         CUBO(0.5)
 
 
+@pytest.mark.slow
 def test_score_gradient_with_one_point_per_call_and_a_carried_baseline_is_unbiased():
     """As in training: one objective carries its baseline across calls, each call sees one point and one
     draw. A baseline that includes the current draw's value correlates with it and biases the gradient

@@ -104,6 +104,7 @@ def test_log_px_estimate_is_within_3_standard_errors_of_the_exact_value():
     assert ll.se == pytest.approx((ll.values.std() / math.sqrt(12)).item())  # the SE over points
 
 
+@pytest.mark.slow
 def test_the_monte_carlo_error_shrinks_as_one_over_root_k_and_is_honest():
     vae = _correlated_vae()
     _set_encoder_near_posterior(vae)
@@ -193,6 +194,7 @@ def _check_gaps(gaps, approximation, amortization, optimisation=0.01):
     assert (gaps.approximation > -4 * se_approximation).all() and (gaps.amortization > -4 * se_amortization).all()
 
 
+@pytest.mark.slow
 def test_the_gap_splits_standard_errors_are_the_spread_of_its_estimates_over_seeds():
     """Each of the gap split's three estimates states its Monte Carlo error: it must be the real one, the sd of
     the estimate over independent seeds (as for log p(x) above); the gap tests use these errors as tolerances,
@@ -210,6 +212,7 @@ def test_the_gap_splits_standard_errors_are_the_spread_of_its_estimates_over_see
         assert ((ratio > 0.65) & (ratio < 1.5)).all(), (name, ratio)
 
 
+@pytest.mark.slow
 def test_gaps_of_the_full_rank_family_no_approximation_gap_and_the_whole_kl_amortized():
     """The full-rank family holds the exact posterior: q* = p(z | x), so log p(x) - L[q*] = 0 and
     L[q*] - L[q_enc] = KL(q_enc || p(z | x))."""
@@ -223,6 +226,7 @@ def test_gaps_of_the_full_rank_family_no_approximation_gap_and_the_whole_kl_amor
     assert gaps.approximation.abs().max() < 0.02
 
 
+@pytest.mark.slow
 def test_gaps_of_the_diagonal_family_the_exact_kl_of_the_mean_field_optimum():
     """The diagonal family's best q has the posterior mean and variances 1 / Lambda_dd (Lambda the posterior
     precision), at KL(q* || p(z | x)) = (sum_d log Lambda_dd - log det Lambda) / 2 from it, for every x."""
@@ -240,6 +244,7 @@ def test_gaps_of_the_diagonal_family_the_exact_kl_of_the_mean_field_optimum():
     assert abs(err.mean()) < 3 * err.std() / math.sqrt(6) + 0.01
 
 
+@pytest.mark.slow
 def test_a_poor_encoder_proposal_is_caught_by_the_gap_points_tighter_estimate():
     """An encoder far too narrow and off-centre is a poor proposal: with K = 50 its IWAE estimate sits well
     below log p(x). The gap split's proposal holds q*, here the exact posterior (full-rank family), so its
@@ -265,6 +270,7 @@ def test_a_poor_encoder_proposal_is_caught_by_the_gap_points_tighter_estimate():
 # ----------------------------------------------------------------- collapse
 
 
+@pytest.mark.slow
 def test_a_collapsed_model_has_no_active_units_no_information_and_a_warning():
     """The decoder ignores z (W = 0): the ELBO is then best with q(z | x) = p(z) for every x, and the
     encoder, trained on it from a random start, collapses to the prior."""
@@ -368,6 +374,7 @@ def _trained_bernoulli_vae(tmp_path):
     return run.model, x
 
 
+@pytest.mark.slow
 def test_the_compiled_decoder_pass_gives_the_eager_values_to_float_rounding():
     vae = VAE(VAEConfig(data_dim=30, latent_dim=3, hidden=(16,), likelihood="bernoulli"))
     x = torch.bernoulli(torch.full((7, 30), 0.3))
@@ -378,6 +385,7 @@ def test_the_compiled_decoder_pass_gives_the_eager_values_to_float_rounding():
     assert torch.allclose(compiled.ess, eager.ess, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_bf16_changes_log_px_of_a_trained_model_by_under_0_05_nats(tmp_path):
     """The opt-in bfloat16 decoder against float32, same draws: the stated accuracy of the fast path."""
     model, x = _trained_bernoulli_vae(tmp_path)

@@ -121,6 +121,7 @@ def trained_run(tmp_path_factory):
     return elbox.train(epochs=1, hidden=(8,), out=str(tmp_path_factory.mktemp("fuzz") / "run"), progress=False).path
 
 
+@pytest.mark.slow
 @settings(FAST, max_examples=150)
 @given(st.sampled_from(["checkpoints/last.safetensors", "config.json", "run.json", "metrics.jsonl"]),
        st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6),
@@ -180,6 +181,7 @@ def playground(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(range(len(COMMANDS))), st.sampled_from(PATHS))
 def test_any_path_option_given_a_bad_path_is_one_paragraph_never_a_traceback(playground, monkeypatch, capsys,

@@ -39,6 +39,7 @@ def test_the_guide_names_the_five_failure_modes():
         assert any(mode.lower() in h for h in headings), mode
 
 
+@pytest.mark.slow
 def test_every_command_of_the_guide_runs(tmp_path, monkeypatch, capsys):
     commands = _commands()
     assert len(commands) >= 8

@@ -307,6 +307,7 @@ def test_a_vae_sizes_its_decoder_for_the_likelihood_and_every_parameter_gets_a_g
     assert vae.sample(3).shape == (3, 6) and vae.reconstruct(x).shape == (5, 6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_a_vae_with_the_likelihood_trains_on_digits_saves_loads_and_samples(tmp_path, name):
     live = {}

@@ -70,6 +70,7 @@ def test_a_realnvp_in_one_dimension_is_one_paragraph(capsys, tmp_path):
     assert code == 2 and "2 dimensions" in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_a_warm_up_longer_than_the_run_warns(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", *TINY, "--kl-warmup", "500", "--out", tmp_path / "r")
     assert code in (None, 0) and "elbox: warning: the KL warm-up lasts 500 epochs but the run 1" in err, err

@@ -83,6 +83,7 @@ def test_conv_on_rows_without_an_image_shape_is_refused_unless_given_one(tmp_pat
     assert run.model.config.image_shape == (3, 4)
 
 
+@pytest.mark.slow
 def test_a_conv_vae_trains_on_digits_and_its_run_loads_with_the_image_shape(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--network", "conv", "--channels", "4,8", "--hidden", "16",
                              "--epochs", "2", "--out", tmp_path / "run", "--no-report", "--no-progress")  # fmt: skip

@@ -1,6 +1,7 @@
 """plots: every figure renders to a PNG; helpers pick and arrange images as stated."""
 
 import numpy as np
+import pytest
 import torch
 from figures import saves_as_png
 
@@ -54,6 +55,7 @@ def _evaluation(latent_dim, gap_points=4):
     return vae, x, evaluate(vae, x, k=50, gap_points=gap_points, gap_steps=10, mi_points=30)
 
 
+@pytest.mark.slow
 def test_traversals_and_embedding_render_for_2d_and_higher_latents(tmp_path):
     for latent_dim in (2, 5):
         for data_dim, shape in ((16, (4, 4)), (5, None)):
@@ -91,6 +93,7 @@ def test_pca_of_points_on_a_line_puts_all_variance_on_the_first_axis():
     assert share[0] > 0.999
 
 
+@pytest.mark.slow
 def test_evaluation_figures_render_for_2d_and_higher_latents(tmp_path):
     for latent_dim in (2, 4):
         _, _, e = _evaluation(latent_dim)

@@ -85,6 +85,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 # ----------------------------------------------------------------- the page
 
 
+@pytest.mark.slow
 def test_train_writes_one_self_contained_report_with_every_section(vae_run):
     html = (vae_run / "report.html").read_text(encoding="utf-8")
     assert [p.name for p in vae_run.glob("*.html")] == ["report.html"]
@@ -160,6 +161,7 @@ def test_report_command_writes_the_page(vae_run, tmp_path, capsys):
     assert code == 0 and (run / "report.html").is_file() and str(run / "report.html") in out
 
 
+@pytest.mark.slow
 def test_train_without_report(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, _ = run_cli(capsys, "train", "--epochs", "1", "--hidden", "8", "--out", out, "--no-progress",
@@ -194,6 +196,7 @@ def _browser():
     return sync_playwright
 
 
+@pytest.mark.slow
 def test_report_in_a_real_browser(vae_run, tmp_path):
     sync_playwright = _browser()
     import matplotlib.image

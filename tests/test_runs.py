@@ -60,6 +60,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid_and_nothing_changes(hol
     assert _files(folder) == before
 
 
+@pytest.mark.slow
 def test_the_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path, capsys):
     folder = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
@@ -73,6 +74,7 @@ def test_the_lock_is_freed_by_the_kernel_when_its_holder_is_killed(tmp_path, cap
     assert (folder / "checkpoints" / "last.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path):
     out = tmp_path / "run"
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
@@ -107,6 +109,7 @@ def test_an_out_that_cannot_be_written_is_one_paragraph_and_the_file_survives(tm
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_a_run_diverged_before_any_checkpoint_says_so_and_resume_refuses(tmp_path, capsys):
     data = tmp_path / "huge.npy"
     np.save(data, (np.full((200, 4), 1e30) * np.random.default_rng(0).random((200, 4))).astype(np.float32))
@@ -119,6 +122,7 @@ def test_a_run_diverged_before_any_checkpoint_says_so_and_resume_refuses(tmp_pat
     assert code == 2 and "nothing to resume" in err, err
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_warns_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli(capsys, "train", "--epochs", "2", "--latent-dim", "2", "--hidden", "8", "--no-report",

@@ -17,6 +17,7 @@ def test_cyclical_annealing_restarts_every_period():
     assert weights[:6] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and weights[10] == 0.0 and weights[9] == 1.0
 
 
+@pytest.mark.slow
 def test_training_logs_every_steps_weight_and_reports_the_true_bound(tmp_path):
     run = elbox.train(epochs=2, kl_warmup=2, hidden=(16,), out=tmp_path / "r", progress=False)
     steps = [w for m in run.metrics for w in m["kl_weight_per_step"]]

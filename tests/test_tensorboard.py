@@ -18,6 +18,7 @@ def test_scalars_are_grouped_by_split_with_the_schedule_beside_them():
     assert _scalars(metrics) == {"train/elbo": -1.5, "valid/kl": 2.0, "schedule/beta": 0.2}
 
 
+@pytest.mark.slow
 def test_a_run_logs_each_epoch_and_its_numbers_do_not_change(tmp_path):
     options = dict(epochs=3, hidden=(16,), out=None, progress=False)
     logged = elbox.train(**options | {"out": tmp_path / "tb"}, tensorboard=True, kl_warmup=2)

@@ -28,6 +28,7 @@ def _files(path):
     return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_training_on_digits_raises_the_validation_elbo(tmp_path):
     run = elbox.train(epochs=8, out=str(tmp_path / "run"), **SMALL)
     valid = [m["valid_elbo"] for m in run.metrics]
@@ -64,6 +65,7 @@ def test_figures_reach_a_run_as_a_hook_which_the_package_installs_by_default(tmp
     assert run.summary["epochs"] == 1 and not (tmp_path / "run" / "figures").exists()  # the caller's hooks only
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path):
     a = elbox.train(epochs=2, out=str(tmp_path / "a"), **SMALL)
     b = elbox.train(epochs=2, out=str(tmp_path / "b"), **SMALL)
@@ -74,6 +76,7 @@ def test_the_same_seed_gives_the_same_numbers_and_another_seed_does_not(tmp_path
         assert torch.equal(p, q), name
 
 
+@pytest.mark.slow
 def test_resume_continues_bitwise_as_if_never_stopped(tmp_path):
     whole = elbox.train(epochs=4, out=str(tmp_path / "whole"), **SMALL)
     elbox.train(epochs=2, out=str(tmp_path / "part"), **SMALL)
@@ -85,6 +88,7 @@ def test_resume_continues_bitwise_as_if_never_stopped(tmp_path):
     assert json.loads((tmp_path / "part" / "config.json").read_text())["epochs"] == 4
 
 
+@pytest.mark.slow
 def test_resume_redoes_epochs_logged_after_the_last_checkpoint(tmp_path):
     elbox.train(epochs=2, out=str(tmp_path / "run"), **SMALL)
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -95,6 +99,7 @@ def test_resume_redoes_epochs_logged_after_the_last_checkpoint(tmp_path):
     assert [m["epoch"] for m in run.metrics] == [1, 2, 3] == [m["epoch"] for m in read_metrics(tmp_path / "run")]
 
 
+@pytest.mark.slow
 def test_load_run_gives_the_trained_model_back(tmp_path):
     run = elbox.train(epochs=2, out=str(tmp_path / "run"), **SMALL)
     loaded = load_run(tmp_path / "run")
@@ -105,6 +110,7 @@ def test_load_run_gives_the_trained_model_back(tmp_path):
     assert best.model.config == run.model.config
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
     elbox.train(epochs=1, out=str(tmp_path / "run"), **SMALL)
     before = _files(tmp_path / "run")
@@ -127,6 +133,7 @@ def test_bad_data_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_user_arrays_train_with_a_gaussian_or_binarized(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.random.default_rng(0).random((60, 9)).astype(np.float32))
@@ -163,6 +170,7 @@ def test_config_reads_flat_or_nested_toml_and_round_trips(tmp_path):
         read_config_file(tmp_path / "missing.toml")
 
 
+@pytest.mark.slow
 def test_on_epoch_sees_every_epoch_and_its_draws_leave_the_run_unchanged(tmp_path):
     seen = []
 
@@ -176,6 +184,7 @@ def test_on_epoch_sees_every_epoch_and_its_draws_leave_the_run_unchanged(tmp_pat
     assert [m["valid_elbo"] for m in plain.metrics] == [m["valid_elbo"] for m in watched.metrics]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["iaf:2", "mixture:3"])
 def test_a_run_with_a_flow_or_mixture_family_saves_and_loads(tmp_path, family):
     run = elbox.train(epochs=1, out=str(tmp_path / "run"), family=family, **SMALL)
@@ -226,6 +235,7 @@ def test_a_step_with_a_nan_is_skipped_counted_and_changes_nothing():
     assert all(torch.isfinite(p).all() for p in poisoned.parameters())  # the NaN never reached the weights
 
 
+@pytest.mark.slow
 def test_nan_at_every_step_stops_the_run_naming_the_tensor_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "r"
     elbox.train(epochs=2, hidden=(16,), out=out, progress=False, max_nonfinite=3)
@@ -258,6 +268,7 @@ def test_the_nan_guard_names_the_first_non_finite_gradient():
     assert loop._first_nonfinite(bound, loss).startswith("the gradient of decoder.")
 
 
+@pytest.mark.slow
 def test_a_nan_in_one_batch_is_skipped_and_reported_by_the_command(tmp_path, monkeypatch, capsys):
     from command import run_cli
 
@@ -302,6 +313,7 @@ def _losses(compile, steps=20):
     return torch.tensor(values)
 
 
+@pytest.mark.slow
 def test_compiled_training_gives_the_eager_losses_step_by_step():
     """20 steps here (compiling takes seconds); `bench/train_throughput.py --exactness` checks 100 on MNIST."""
     eager, compiled = _losses(compile=False), _losses(compile=True)

@@ -21,6 +21,8 @@ import torch
 import elbox
 from elbox.runs import load_run, read_metrics
 
+pytestmark = pytest.mark.slow  # real processes, trained runs: minutes in all
+
 # digits: 1,437 training images in batches of 100 = 15 steps an epoch, 45 in the run
 OPTIONS = {"hidden": [16], "latent_dim": 2, "epochs": 3, "checkpoint_every": 4, "binarize": "dynamic",
            "kl_warmup": 1}  # fmt: skip

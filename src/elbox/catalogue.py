@@ -36,11 +36,12 @@ def parse(name: str, table: dict[str, Any], what: str) -> tuple[str, int | None]
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ValueError(f"unknown {what} {name!r}: {hint}choose {describe(table)}")
     if colon and option is None:
-        raise ValueError(f"the {what} {kind!r} takes no number after a colon, got {name!r}: give {kind}")
+        raise ValueError(f"the {what} {kind!r} takes no number after a colon, got {name!r}: give {kind} (the "
+                         f"choices: {describe(table)})")  # fmt: skip
     if colon and (not number.isdigit() or int(number) < option.least):
         raise ValueError(f"in the {what} {name!r}, {option.letter} ({option.doc}) must be a whole number of at least "
                          f"{option.least}, got {number!r}: give {kind}:{max(option.least, option.default or 0)} "
-                         f"or {kind}")  # fmt: skip
+                         f"or {kind} (the choices: {describe(table)})")  # fmt: skip
     return kind, int(number) if colon else None
 
 

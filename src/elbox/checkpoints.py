@@ -97,8 +97,11 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], state: dict[st
     write_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata))
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a checkpoint written by ``save_checkpoint``; never unpickles anything."""
+def load_checkpoint(path: str | Path, *, with_tensors: bool = True) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a checkpoint written by ``save_checkpoint``; never unpickles anything.
+
+    ``with_tensors=False`` reads only the JSON state from the file's header (the tensors come back empty).
+    """
     path = Path(path)
     if not path.is_file():
         other = _other_checkpoint(path)
@@ -107,7 +110,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}  # noqa: SIM118 (no iterator)
         if "elbox" in metadata:  # else the two keys of checkpoints written before
             metadata = json.loads(metadata["elbox"])
             metadata["state"] = json.dumps(metadata.get("state"))

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..checkpoints import append_json_line, write_json
+from ..checkpoints import append_json_line, load_checkpoint, write_json
 from ..data import binarize
 from ..distributed import barrier, from_main, sum_over_ranks, world
 from ..errors import ElboxError, ElboxWarning, StoppedError
@@ -436,8 +436,7 @@ def _resume(path: Path, epochs: int | None, device: str | None, progress: bool |
     else:
         run = load_run(path)  # validates the folder and the checkpoint before anything changes
         config, resume_from = run.config, path / CHECKPOINTS / "last.safetensors"
-        # the checkpoint's epochs: metrics may hold an epoch logged after it (a crash between the two writes)
-        done = run.summary.get("epochs") if status == "finished" else max((m["epoch"] for m in run.metrics), default=0)
+        done = load_checkpoint(resume_from, with_tensors=False)[1]["epoch"]  # metrics may run one epoch ahead
         if epochs is not None and epochs < done:
             raise ElboxError(f"{path} has trained {done} epochs; --epochs {epochs} would end it before where it "
                              f"stands, and a resume only goes forward. Give --epochs above {done} to extend it, "
