@@ -171,7 +171,7 @@ COMMANDS = [
 @pytest.fixture(scope="module")
 def playground(tmp_path_factory):
     """A folder with a trained run, a file and a folder, for paths to point at wrongly."""
-    from elbox.train import train
+    from elbox.training import train
 
     root = tmp_path_factory.mktemp("paths")
     train(epochs=1, latent_dim=2, hidden=(8,), out=str(root / "run"), progress=False)
