@@ -18,12 +18,11 @@ import torch
 from command import run_cli
 from torch.distributions import MultivariateNormal
 
-from elbox import VAE, VAEConfig
+from elbox import VAE, TrainConfig, VAEConfig, train  # the package face: with the default hooks (the figures)
 from elbox.bounds import ELBO, iwae
 from elbox.errors import ElboxError
 from elbox.families import _inverse_positive
 from elbox.runs import load_run
-from elbox.training import TrainConfig, train
 
 X_DIM, Z_DIM, C, S = 5, 2, 3, 0.5
 

@@ -169,4 +169,4 @@ def _resolve_classes(model: VAEConfig, dataset: Dataset, data: str) -> VAEConfig
 
 def labels_for(setup: Setup, split: str) -> Tensor | None:
     """The labels of a split ``[N]`` when the model needs them (cvae, vib), else None."""
-    return setup.dataset.labels[split] if getattr(setup.model, "needs_labels", False) else None
+    return setup.dataset.labels[split] if setup.model.needs_labels else None
