@@ -11,7 +11,7 @@ from torch.distributions import MultivariateNormal, Normal
 
 from elbox.bayes import Convergence, Model, Param, eight_schools, find_start, fit, linear_regression
 from elbox.bayes.affine import AffineFlowNormal
-from elbox.bayes.laplace import mean_field_kl, mean_field_sd_ratio
+from elbox.bayes.laplace import Start, mean_field_kl, mean_field_sd_ratio
 from elbox.bayes.references import EIGHT_SCHOOLS, linear_regression_posterior
 from elbox.bayes.saa import DRAWS, Stopping, fitting_draws
 from elbox.errors import ElboxError
@@ -323,3 +323,23 @@ def test_auto_trains_its_flow_on_the_short_schedule_from_the_full_rank_fit():
     assert posterior.family_name == AUTO_FLOW and posterior.attempts[-1]["verdict"] == "trust"
     assert posterior.options["particles"] == WARM_PARTICLES and len(posterior.elbo_trace) <= 400
     assert sum(p["phase"] == f"fit {AUTO_FLOW} (adam)" for p in posterior.phases) == 1
+
+
+def test_auto_without_a_mode_skips_low_rank_in_few_dimensions_and_starts_full_rank_at_mean_field():
+    """The centered eight schools has no mode (the funnel): auto starts plainly, fits mean-field, skips the
+    low-rank family (10 dimensions: full-rank costs as much), places the full-rank fit by the mean-field one, and
+    after a refused short flow schedule runs one more with twice the draws per step, not the long default one.
+    Every family is refused (k-hat above 0.7 at the funnel's neck): auto says so rather than trust one."""
+    from elbox.bayes.fitting import AUTO_FLOW, CONTINUE_PARTICLES, WARM_PARTICLES, _ruled_out
+
+    posterior = fit(eight_schools(centered=True), EIGHT_SCHOOLS, family="auto", seed=0, progress=False)
+    attempts = {(a["family"], a.get("note", "")): a for a in posterior.attempts}
+    assert [a["family"] for a in posterior.attempts] == ["diagonal", "lowrank", "fullrank", "sinharcsinh",
+                                                         AUTO_FLOW, AUTO_FLOW]  # fmt: skip
+    assert attempts[("lowrank", "")]["verdict"] == "skipped"
+    assert ("fullrank", "placed by the mean-field fit") in attempts
+    flows = [p for p in posterior.phases if p["phase"] == f"fit {AUTO_FLOW} (adam)"]
+    assert [p["note"].split(" of ")[1] for p in flows] == [f"{WARM_PARTICLES} draws", f"{CONTINUE_PARTICLES} draws"]
+    assert posterior.attempts[-1]["verdict"] == "do not trust" and "no family could be trusted" in posterior.choice
+    assert "full-rank family costs about as much" in _ruled_out("lowrank:4", posterior.start)
+    assert _ruled_out("lowrank", Start(torch.zeros(101, dtype=torch.float64), None, "plain")) == ""

@@ -56,3 +56,20 @@ def test_all_finite_sees_a_nan_in_the_loss_or_any_gradient_and_first_nonfinite_n
     layer.bias.grad[1], layer.weight.grad[0, 0], layer.bias.grad[0] = 3e38, 3e38, 3e38  # each finite, the sum not
     assert not all_finite(loss, layer.parameters())
     assert first_nonfinite([("the loss", loss)], layer.named_parameters()).startswith("no single tensor")
+
+
+def test_adam_is_torch_fused_adam_to_the_last_bit_learning_rate_decays_included():
+    from elbox.optim import Adam
+
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64,
+                                                                                   requires_grad=True)]  # fmt: skip
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    for params, optimizer in ((ours, Adam(ours, 0.01)), (theirs, torch.optim.Adam(theirs, lr=0.01, fused=True))):
+        for step in range(30):
+            optimizer.zero_grad(set_to_none=True)
+            sum((p**3).sum() for p in params[: 1 if step % 3 == 0 else 2]).backward()  # a tensor without a grad
+            optimizer.step()
+            if step == 10:
+                optimizer.param_groups[0]["lr"] *= 0.2
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))

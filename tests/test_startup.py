@@ -1,5 +1,7 @@
 """Start-up: the package faces are lazy, and the Bayesian path and the command line import no heavy
-module they do not use (arviz, matplotlib, scipy.stats, scikit-learn, pandas, jinja2)."""
+module they do not use (arviz, matplotlib, scipy.stats, scikit-learn, pandas, jinja2), and a fit builds
+no torch optimiser (constructing one imports torch._dynamo: 0.6-0.8 s) and calls no torch.broadcast_shapes
+(its first call imports sympy: 0.5-0.9 s)."""
 
 import json
 import subprocess
@@ -7,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ("arviz", "matplotlib", "scipy.stats", "sklearn", "pandas", "jinja2")
+HEAVY = ("arviz", "matplotlib", "scipy.stats", "sklearn", "pandas", "jinja2", "sympy", "torch._dynamo")
 
 
 def _imported(code: str) -> dict[str, bool]:
@@ -23,7 +25,9 @@ def _imported(code: str) -> dict[str, bool]:
         "import elbox.bayes",
         # what `elbox fit NAME` imports before its first step: the model, the data, the fit and the summary
         "from elbox import bayes\nfrom elbox.bayes.report import describe\n"
-        "r = bayes.load('eight_schools_noncentered')\nbayes.compare({'mu': [0.0, 1.0]}, {'mu': [0.5, 1.5, 2.0]})",
+        "r = bayes.load('eight_schools_noncentered')\nbayes.compare({'mu': [0.0, 1.0]}, {'mu': [0.5, 1.5, 2.0]})\n"
+        "bayes.fit(r.model, r.data, family='fullrank', steps=20).diagnostics()\n"
+        "bayes.fit(r.model, r.data, family='realnvp:2', steps=5)",
         "import elbox.cli",
     ],
     ids=["import elbox.bayes", "the fit path", "import elbox.cli"],

@@ -37,6 +37,7 @@ from .distributed import sum_over_ranks, world
 from .errors import ElboxError
 
 __all__ = [
+    "Adam",
     "NonFiniteCounts",
     "NonFiniteError",
     "all_finite",
@@ -58,6 +59,41 @@ def make_optimizer(parameters: nn.Module | Iterable[Tensor], lr: float) -> torch
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
         return torch.optim.Adam(params, lr=lr)
+
+
+class Adam:
+    """Adam over a list of tensors, torch.optim.Adam(params, lr, fused=True)'s update through torch's
+    functional kernel (``torch.optim.adam.adam``), without ``torch.optim.Optimizer``.
+
+    Why: constructing any torch optimiser imports ``torch._dynamo`` (0.6-0.8 s; see ``elbox.lbfgs``),
+    which is most of a small Bayesian fit. ``param_groups`` and ``zero_grad`` behave as torch's, so a loop
+    written for a torch optimiser (learning-rate decays included) runs with this one; the update is the
+    same to the last bit (``tests/test_optim.py``).
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [{"params": self.params, "lr": lr}]
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        from torch.optim.adam import adam
+
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        adam([self.params[i] for i in live], [self.params[i].grad for i in live],
+             [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live], [],
+             [self.steps[i] for i in live], fused=True, amsgrad=False, beta1=0.9, beta2=0.999,
+             lr=self.param_groups[0]["lr"], weight_decay=0.0, eps=1e-8, maximize=False)  # fmt: skip
 
 
 class NonFiniteError(ElboxError):

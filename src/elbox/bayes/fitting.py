@@ -23,33 +23,30 @@ cannot pass the sd check (``laplace.mean_field_sd_ratio``); the full-rank fit st
 Laplace approximation; the sinh-arcsinh family (L-BFGS: skew and tails per coordinate) and the
 flow (``AUTO_FLOW``) are placed by the full-rank fit's mean and Cholesky factor. The flow first
 runs a short schedule (``WARM_LR``, ``WARM_WINDOW``, ``WARM_PARTICLES``: about 200 steps from that
-start) and continues with the default one only when the verdict does not trust it.
+start) and, when the verdict does not trust it, one more with twice the draws per step. Without a mode the
+full-rank fit is placed by the mean-field one, and the low-rank family is tried only above ``LOWRANK_ABOVE``
+dimensions.
 Every phase's seconds and log-density evaluations are kept in ``Posterior.phases``.
 """
 
-import math
-import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, constraints
-from tqdm.auto import tqdm
 
-from ..bounds import ELBO, Bound, Objective, Particles
+from ..bounds import Objective
 from ..errors import ElboxError
 from ..families import FLOWS, check_family_name, make_family, start_at
-from ..families import stop_gradient as stopped
-from .affine import place
+from ..optim import Adam
 from .diagnostics import SD_TOL, agreement
 from .laplace import Start, find_start, mean_field_sd_ratio, plain
 from .model import Model
 from .posterior import THREADS, Posterior
 from .posterior import threads as use_threads
 from .saa import Stopping, draws_for, fit_fixed
+from .stochastic import Convergence, Stepper, default_objective, run_adam
 
 __all__ = ["AUTO", "AUTO_FLOW", "FLOW", "LAPLACE", "OPTIMIZERS", "Convergence", "fit"]
 
@@ -62,113 +59,15 @@ WARM = ("sinharcsinh", AUTO_FLOW)  # the families of auto placed by the full-ran
 # Adam's first schedule for auto's flow when placed by the full-rank fit and not set by the caller: it starts near
 # the optimum, so larger steps, a 25-step convergence window, and 64 draws a step (a step costs about what one of 16
 # costs: Python and autograd overhead, not arithmetic, at this size). Measured on the non-centered eight schools:
-# ~200 steps (1.3 s) where 1,600 of 16 took 20 s. When the verdict does not trust that fit, the flow continues
-# from it with the default schedule (``_escalate``).
-WARM_LR, WARM_WINDOW, WARM_PARTICLES = 0.01, 25, 64
+# ~200 steps (1.3 s) where 1,600 of 16 took 20 s. When the verdict does not trust that fit, one more short schedule
+# continues from it with twice the draws per step (``CONTINUE_PARTICLES``), not the default schedule: on the centered
+# eight schools (a funnel) 1,800 steps of the default schedule took k-hat from 0.81 to 0.77 in 11.5 s, still refused.
+WARM_LR, WARM_WINDOW, WARM_PARTICLES, CONTINUE_PARTICLES = 0.01, 25, 64, 128
+# auto's low-rank family is a cheaper full-rank one; at LOWRANK_ABOVE dimensions or fewer the full-rank fit costs
+# about as much (its d (d + 1) / 2 scale entries are few), and auto goes straight to it
+LOWRANK_ABOVE = 100
 OPTIMIZERS = ("lbfgs", "adam")
 LR, FLOW_LR = 0.02, 0.005  # Adam's default learning rates, in posterior sds per step
-MAX_FAILURES = 10  # steps in a row with a non-finite objective before a fit gives up
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """When to stop: a running-window test on the noisy objective trace, with learning-rate decay.
-
-    Every ``window`` steps the mean objective of the last ``window`` steps is compared with
-    that of the ``window`` steps before: the rise r = m_new - m_old and its standard error
-    se = sqrt(s_old^2 / w + s_new^2 / w) (steps are independent draws). The trace has
-    *stalled* when r < max(``tol``, 2 se): the rise is either negligible or cannot be told
-    from the noise. A single relative change (PyMC's rule) compares two noisy numbers and,
-    on a noisy ELBO, fires at random or never; the window test averages the noise away and
-    fires once the trend is flat at the noise's own resolution. At each stall the learning
-    rate is multiplied by ``factor`` (smaller steps: the iterates settle closer to the
-    optimum) until ``decays`` decays are spent; a stall at the last rate ends the fit. The
-    ``steps`` given to ``fit`` cap it all.
-    """
-
-    window: int = 200
-    tol: float = 0.01
-    decays: int = 2
-    factor: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.window < 2 or self.tol < 0 or self.decays < 0 or not 0 < self.factor <= 1:
-            raise ElboxError(f"Convergence needs window >= 2, tol >= 0, decays >= 0 and 0 < factor <= 1; got {self}")
-
-    def stalled(self, trace: np.ndarray) -> bool:
-        """Whether the last two windows of ``trace`` show no rise beyond max(tol, 2 se)."""
-        w = self.window
-        if len(trace) < 2 * w:
-            return False
-        old, new = trace[-2 * w : -w], trace[-w:]
-        rise = new.mean() - old.mean()
-        se = math.sqrt((old.var(ddof=1) + new.var(ddof=1)) / w)
-        return bool(rise < max(self.tol, 2 * se))
-
-
-class UnconstrainedPrior(Distribution):
-    """p(u) = p(theta(u)) |det d theta / d u|: the model's prior carried to R^d."""
-
-    arg_constraints: dict = {}  # noqa: RUF012 -- torch's attribute
-    support = constraints.real_vector
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        super().__init__(torch.Size(), torch.Size([model.dim]), validate_args=False)
-
-    def log_prob(self, u: Tensor) -> Tensor:
-        flat = u.reshape(-1, u.shape[-1])
-        params, ladj = self.model.constrain(flat)
-        return (self.model.prior(params) + ladj).reshape(u.shape[:-1])
-
-
-@dataclass(eq=False)
-class ModelParticles(Particles):
-    """Particles whose log p(u) was computed in the same pass through the transforms as the likelihood."""
-
-    log_prior_value: Tensor | None = None
-
-    @property
-    def log_prior(self) -> Tensor:  # type: ignore[override]
-        return self.log_prior_value
-
-
-def default_objective(family: str) -> Objective:
-    """The ELBO with sticking-the-landing gradients (Roeder et al. 2017: zero variance at the exact
-    posterior) where log q at a drawn point costs one pass: the Gaussians, mixtures and the
-    coupling and masked flows (``realnvp``, ``maf``). An ``iaf`` or ``nsf`` would run backward in D
-    passes for it: they get the plain reparameterization gradient with their fused log q."""
-    return ELBO(estimator="reparam" if check_family_name(family)[0] in ("iaf", "nsf") else "stl")
-
-
-class _Stepper:
-    """One step's objective for a family placed by (shift, scale) on a model's unconstrained space."""
-
-    def __init__(
-        self, model: Model, family: torch.nn.Module, shift: Tensor, scale: Tensor, objective: Objective
-    ) -> None:
-        self.model, self.family, self.shift, self.scale, self.objective = model, family, shift, scale, objective
-        self.prior = UnconstrainedPrior(model)
-
-    def q(self) -> Distribution:
-        return place(self.family(), self.shift, self.scale)
-
-    def __call__(self, k: int, data: dict, n_scale: float) -> Bound:
-        q, objective, log_q = self.q(), self.objective, None
-        if objective.stop_q or not objective.reparameterize:
-            u = q.rsample((k,)) if objective.reparameterize else q.sample((k,))
-        elif hasattr(q, "rsample_and_log_prob"):
-            u, log_q = q.rsample_and_log_prob((k,))
-            log_q = log_q[:, None]
-        else:
-            u = q.rsample((k,))
-        params, ladj = self.model.constrain(u)
-        log_prior, log_lik = self.model.log_parts(params, data, scale=n_scale)
-        particles = ModelParticles(
-            u[:, None], log_lik[:, None], q, self.prior, stopped(q) if objective.stop_q else None, log_q,
-            log_prior_value=(log_prior + ladj)[:, None],
-        )  # fmt: skip
-        return objective(particles)
 
 
 def _check(family: str, particles: int | None, steps: int, lr: float | None, batch_size: int | None,
@@ -315,10 +214,10 @@ def _fit_one(
                        stopped=result.reason, threads=threads)  # fmt: skip
     else:
         k = particles or 16
-        stepper = _Stepper(model, q_family, shift, scale, objective or default_objective(family))
+        stepper = Stepper(model, q_family, shift, scale, objective or default_objective(family))
         lr = lr or (FLOW_LR if kind in FLOWS else LR)
-        adam = torch.optim.Adam(q_family.parameters(), lr=lr, fused=True)  # one kernel over all of q's tensors
-        trace, converged = _run(stepper, adam, data, n, k, steps, batch_size, convergence, progress)
+        adam = Adam(q_family.parameters(), lr=lr)  # torch's fused kernel, without torch.optim's import of dynamo
+        trace, converged = run_adam(stepper, adam, data, n, k, steps, batch_size, convergence, progress)
         evaluations, note = len(trace) * k, f"{len(trace)} steps of {k} draws"
         options = dict(optimizer=how, objective=repr(stepper.objective), particles=k, steps=steps, lr=lr,
                        batch_size=batch_size, convergence=repr(convergence), threads=threads)  # fmt: skip
@@ -331,92 +230,6 @@ def _fit_one(
         start=start, elbo_trace=trace, converged=converged, seconds=seconds, seed=seed, options=options,
         phases=phases,
     )  # fmt: skip
-
-
-def _run(
-    stepper: _Stepper, optimizer: torch.optim.Optimizer, data: dict, n: int | None, k: int, steps: int,
-    batch_size: int | None, convergence: Convergence, progress: bool | None,
-) -> tuple[np.ndarray, bool]:  # fmt: skip
-    """Adam steps until the convergence rule fires at the last learning rate, or ``steps`` run out."""
-    trace, phase_start, decays, failures = np.empty(steps), 0, 0, 0
-    average = _IterateAverage(optimizer) if batch_size is not None and batch_size < (n or 0) else None
-    bar = tqdm(total=steps, disable=not (sys.stderr.isatty() if progress is None else progress), unit="step")
-    step = 0
-    for step in range(steps):
-        batch, n_scale = _minibatch(stepper.model, data, n, batch_size)
-        bound = stepper(k, batch, n_scale)
-        loss = bound.loss
-        if not torch.isfinite(loss):  # a draw far in a tail where the density over- or underflows: skip it
-            failures += 1
-            if failures < MAX_FAILURES:
-                trace[step] = trace[step - 1] if step else math.nan
-                continue
-            bar.close()
-            raise ElboxError(
-                f"the objective was not finite at {MAX_FAILURES} steps in a row, up to step {step} (draws where the "
-                "model's log density is -inf or NaN, or a too large learning rate): check the log density at the "
-                "supports' edges, or lower lr"
-            )
-        failures = 0
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if average is not None and decays == convergence.decays:
-            average.add()
-        trace[step] = bound.value.item()
-        bar.update()
-        if (step + 1 - phase_start) % convergence.window == 0:
-            bar.set_postfix(elbo=f"{trace[step + 1 - convergence.window : step + 1].mean():.3f}", refresh=False)
-            if convergence.stalled(trace[phase_start : step + 1]):
-                if decays == convergence.decays:
-                    bar.close()
-                    if average is not None:
-                        average.apply()
-                    return trace[: step + 1].copy(), True
-                decays, phase_start = decays + 1, step + 1
-                for group in optimizer.param_groups:
-                    group["lr"] *= convergence.factor
-    bar.close()
-    if average is not None:
-        average.apply()
-    return trace[: step + 1].copy(), False
-
-
-class _IterateAverage:
-    """The mean of q's parameters over the steps at the last learning rate (Polyak & Juditsky 1992), for
-    minibatched fits: there the iterates keep jittering with the minibatch noise around the optimum (measured,
-    N = 10^5 rows by 500: means 0.25 sd off, sds 14%), and their average is the optimum up to that noise / sqrt
-    of the steps averaged."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.mean: list[Tensor] | None = None
-        self.count = 0
-
-    def add(self) -> None:
-        self.count += 1
-        if self.mean is None:
-            self.mean = [p.detach().clone() for p in self.params]
-            return
-        for m, p in zip(self.mean, self.params, strict=True):
-            m.add_(p.detach() - m, alpha=1 / self.count)
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        if self.mean is None:  # the steps ran out before the last learning rate: nothing averaged
-            return
-        for m, p in zip(self.mean, self.params, strict=True):
-            p.copy_(m)
-
-
-def _minibatch(model: Model, data: dict, n: int | None, batch_size: int | None) -> tuple[dict, float]:
-    if batch_size is None or batch_size == n:
-        return data, 1.0
-    # rows drawn with replacement: the scaled sum is as unbiased, a step costs O(B) rather than a permutation of
-    # all N rows (1.3 s at N = 10^7), and the draw takes as many random numbers whatever N is, so that processes
-    # holding shards of different sizes keep their generators (and particles) in step (``shard``)
-    index = torch.randint(n, (batch_size,))
-    return data | {key: data[key][index] for key in model.observed}, n / batch_size
 
 
 def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "") -> Any:
@@ -443,7 +256,7 @@ def _escalate(
             posterior.attempts, posterior.choice = attempts, "chose laplace: N(mode, H^-1) passes the verdict"
             return posterior
     order = AUTO[1:] if start.hessian is not None else AUTO_PLAIN
-    gaussian, last, skipped = None, None, []
+    gaussian, diagonal, last, skipped = None, None, None, []
     for family in order:
         why_not = _ruled_out(family, start)
         if why_not:
@@ -451,19 +264,22 @@ def _escalate(
             attempts.append({"family": family, "verdict": "skipped", "reasons": [why_not], "khat": [], "seconds": 0.0})
             continue
         torch.manual_seed(seed)  # each family's fit is the one ``fit(..., family=family)`` makes, but for its start
-        placement, these = None, options
+        placement, these, note = None, options, ""
         if family in WARM and gaussian is not None:  # placed by the full-rank fit
             q = gaussian.q()
-            placement = (q.loc.detach(), q.scale_tril.detach())
+            placement, note = (q.loc.detach(), q.scale_tril.detach()), "placed by the full-rank fit"
             these = options | (warm or {}) if family == AUTO_FLOW else options
+        elif family == "fullrank" and start.hessian is None and diagonal is not None:  # no mode: from mean-field
+            q = diagonal.q()
+            placement, note = (q.mean.detach(), torch.diag(q.stddev.detach())), "placed by the mean-field fit"
         posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **these)
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
-        d = _judge(posterior, attempts, "placed by the full-rank fit" if placement is not None else "")
-        if these is not options and not d.trusted:  # the short schedule was not enough: the default one, from there
+        d = _judge(posterior, attempts, note)
+        if these is not options and not d.trusted:  # one more short schedule from there, twice the draws a step
             torch.manual_seed(seed + 1)
             posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement,
-                                 resume=posterior.family, **options)  # fmt: skip
-            d = _judge(posterior, attempts, "continued from the short schedule's fit with the default one")
+                                 resume=posterior.family, **these | {"particles": CONTINUE_PARTICLES})  # fmt: skip
+            d = _judge(posterior, attempts, f"continued from the first fit with {CONTINUE_PARTICLES} draws a step")
         if d.trusted:
             why = f"chose {family}: the first family of {' -> '.join(order)} whose verdict is 'trust'"
             break
@@ -475,6 +291,7 @@ def _escalate(
                 why = f"chose {family}: {how}"
                 break
         gaussian = posterior if family == "fullrank" else gaussian
+        diagonal = posterior if family == "diagonal" else diagonal
         last = posterior
     else:
         posterior = last
@@ -485,7 +302,11 @@ def _escalate(
 
 
 def _ruled_out(family: str, start: Start) -> str:
-    """Why the Laplace approximation says ``family`` cannot pass the verdict ("" when it may)."""
+    """Why ``family`` need not be tried ("" when it may): the Laplace approximation says mean-field cannot pass
+    the verdict, or the dimension is small enough that the low-rank family saves nothing over the full-rank one."""
+    d = start.shift.shape[0]
+    if family.startswith("lowrank") and d <= LOWRANK_ABOVE:
+        return f"{d} dimensions: the full-rank family costs about as much (low-rank pays above {LOWRANK_ABOVE})"
     if family != "diagonal" or start.hessian is None:
         return ""
     ratio = mean_field_sd_ratio(start.hessian)

@@ -1,6 +1,6 @@
 """Where a fit starts: the mode of log p(u, x) on R^d and the Hessian there (a Laplace approximation).
 
-L-BFGS (``torch.optim.LBFGS`` with a strong-Wolfe line search) climbs to the mode of the
+L-BFGS (``elbox.lbfgs``, with a strong-Wolfe line search) climbs to the mode of the
 unconstrained log density; the negative Hessian H there gives the starting scale: H^-1 is
 the Laplace covariance. A few Newton steps polish the mode, and the Newton decrement
 sqrt(g^T H^-1 g), the distance to the mode in posterior standard deviations, says whether
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..lbfgs import minimize
 from .model import Model
 
 __all__ = ["Start", "find_start", "mean_field_kl", "mean_field_sd_ratio"]
@@ -94,22 +95,15 @@ def find_start(model: Model, data: dict, *, dtype: torch.dtype = torch.float64, 
 
 
 def _lbfgs(f: Any, u: Tensor, max_iter: int) -> Tensor:
-    u = u.clone().requires_grad_()
-    optimizer = torch.optim.LBFGS(
-        [u], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14, history_size=50,
-        line_search_fn="strong_wolfe",
-    )  # fmt: skip
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = f(u)
+    def value_and_grad(x: Tensor) -> tuple[float, Tensor]:
+        x = x.detach().requires_grad_()
+        loss = f(x)
         if not torch.isfinite(loss):
             raise ValueError("log p(u, x) is not finite on the way to the mode")
-        loss.backward()
-        return loss
+        return loss.item(), torch.autograd.grad(loss, x)[0]
 
-    optimizer.step(closure)
-    return u.detach()
+    return minimize(value_and_grad, u, max_iter=max_iter, history=50, tolerance_grad=1e-10,
+                    tolerance_change=1e-14).x  # fmt: skip
 
 
 def _gradient(f: Any, u: Tensor) -> Tensor:

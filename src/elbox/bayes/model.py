@@ -128,7 +128,10 @@ class Param:
             raise ElboxError(f"a parameter's shape is positive integers, got {shape}")
         self.shape, self.support = tuple(shape), support
         self.transform = _bijection(support)
-        self.free_shape = tuple(self.transform.inverse_shape(torch.Size(self.shape)))
+        # through the lean map: an AffineTransform's shape map calls torch.broadcast_shapes, whose first call
+        # imports sympy (0.5-0.9 s of every ``elbox fit`` with a positive parameter)
+        lean = _lean(self.transform)
+        self.free_shape = self.shape if lean is None else tuple(lean.inverse_shape(torch.Size(self.shape)))
         self.free_dim = math.prod(self.free_shape)
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ approximation, SAA; Giordano, Ingram & Broderick 2023, "DADVI"):
 
     L_M(phi) = (1/M) sum_m [log p(u_m, x) - log q_phi(u_m)],   u_m = T_phi(eps_m)        # [M] -> scalar
 
-L-BFGS with a strong-Wolfe line search (``torch.optim.LBFGS``) climbs it in tens to hundreds
+L-BFGS with a strong-Wolfe line search (``elbox.lbfgs``) climbs it in tens to hundreds
 of iterations where Adam on the noisy objective takes thousands of steps, and the same seed
 gives bitwise the same fit. The gradient is the exact gradient of L_M (reparameterization,
 score term included): sticking-the-landing would not be the gradient of any function, and a
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from ..errors import ElboxError
 from ..families import FLOWS, check_family_name
+from ..lbfgs import minimize
 from .affine import draw, place
 from .model import Model
 
@@ -116,18 +117,14 @@ def fit_fixed(
     model: Model, data: dict, family: nn.Module, shift: Tensor, scale: Tensor, *, draws: int, max_iter: int,
     seed: int, stopping: Stopping | None = None,
 ) -> Result:  # fmt: skip
-    """Maximise L_M over ``family``'s parameters (q placed by u = shift + scale v) with L-BFGS,
-    a new set of M draws (and a new L-BFGS history) every ``stopping.chunk`` iterations."""
+    """Maximise L_M over ``family``'s parameters (q placed by u = shift + scale v) with L-BFGS
+    (``elbox.lbfgs``), a new set of M draws (and a new L-BFGS history) every ``stopping.chunk`` iterations."""
     stopping = stopping or Stopping()
     params = [p for p in family.parameters() if p.requires_grad]
     calls, values, iterations, last = [0], [], 0, []
     converged, reason = False, "the iteration cap (steps) was reached"
     for rounds in range(max_iter):
-        stream = draw_seed(seed) + rounds
-        optimizer = torch.optim.LBFGS(params, lr=1, max_iter=min(stopping.chunk, max_iter - iterations),
-                                      history_size=stopping.history, tolerance_grad=stopping.grad_tol,
-                                      tolerance_change=1e-12, line_search_fn="strong_wolfe")  # fmt: skip
-        closure = _Closure(model, data, family, shift, scale, draws, stream, optimizer, calls)
+        closure = _Closure(model, data, family, params, shift, scale, draws, draw_seed(seed) + rounds, calls)
         with torch.no_grad():
             log_w = closure.log_weights()
             values.append(float(log_w.mean()))  # fresh draws: an unbiased ELBO at the current q
@@ -140,13 +137,27 @@ def fit_fixed(
             last = [p.detach().clone() for p in params]
         if iterations >= max_iter:
             break
-        before = calls[0]
-        optimizer.step(closure)
-        iterations += optimizer.state[params[0]].get("n_iter", 0)
-        if calls[0] - before <= 1:  # returned at once: every gradient entry below grad_tol
+        cap = min(stopping.chunk, max_iter - iterations)
+        found = minimize(closure, _flat(params), max_iter=cap, history=stopping.history,
+                         tolerance_grad=stopping.grad_tol, tolerance_change=1e-12)  # fmt: skip
+        _assign(params, found.x)
+        iterations += found.iterations
+        if found.at_once:  # every gradient entry below grad_tol at the start of the chunk
             converged, reason = True, f"every gradient entry is below {stopping.grad_tol}"
             break
     return Result(np.asarray(values), iterations, converged, calls[0] * draws, reason)
+
+
+def _flat(params: list[Tensor]) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+@torch.no_grad()
+def _assign(params: list[Tensor], x: Tensor) -> None:
+    offset = 0
+    for p in params:
+        p.copy_(x[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
 
 
 def _paired_rise(closure: "_Closure", params: list[Tensor], last: list[Tensor], log_w: Tensor) -> tuple[float, float]:
@@ -162,27 +173,29 @@ def _paired_rise(closure: "_Closure", params: list[Tensor], last: list[Tensor], 
 
 
 class _Closure:
-    """-L_M and its gradient for L-BFGS, on the fixed draws of ``stream``."""
+    """x ``[P]`` (q's parameters, flat) -> (-L_M, its gradient ``[P]``) on the fixed draws of ``stream``."""
 
-    def __init__(self, model: Model, data: dict, family: nn.Module, shift: Tensor, scale: Tensor, draws: int,
-                 stream: int, optimizer: torch.optim.Optimizer, calls: list[int]) -> None:  # fmt: skip
-        self.model, self.data, self.family, self.shift, self.scale = model, data, family, shift, scale
-        self.draws, self.stream, self.optimizer, self.calls, self.worst = draws, stream, optimizer, calls, -math.inf
+    def __init__(self, model: Model, data: dict, family: nn.Module, params: list[Tensor], shift: Tensor,
+                 scale: Tensor, draws: int, stream: int, calls: list[int]) -> None:  # fmt: skip
+        self.model, self.data, self.family, self.params = model, data, family, params
+        self.shift, self.scale = shift, scale
+        self.draws, self.stream, self.calls, self.worst = draws, stream, calls, -math.inf
 
     def log_weights(self) -> Tensor:
         self.calls[0] += 1
         u, log_q = _fixed(lambda: place(self.family(), self.shift, self.scale), self.draws, self.stream)
         return self.model.log_density(u, self.data) - log_q
 
-    def __call__(self) -> Tensor:
-        self.optimizer.zero_grad(set_to_none=False)
+    def __call__(self, x: Tensor) -> tuple[float, Tensor]:
+        _assign(self.params, x)
         loss = -self.log_weights().mean()
         if not torch.isfinite(loss):  # log p under- or overflows at a draw: a high value makes the line search back off
             if not math.isfinite(self.worst):
                 raise ElboxError("the deterministic objective is not finite at q's start (log p(u, x) is -inf or NaN "
                                  "at some of its draws): check the log density at the supports' edges, or use "
                                  "optimizer='adam'")  # fmt: skip
-            return torch.as_tensor(self.worst + 1e3, dtype=loss.dtype)
-        loss.backward()
+            return self.worst + 1e3, torch.zeros_like(x)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         self.worst = max(self.worst, loss.item())
-        return loss.detach()
+        return loss.item(), torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                       for g, p in zip(grads, self.params, strict=True)])  # fmt: skip
