@@ -2,8 +2,8 @@
 
 ``torch.distributions`` builds an object per call (broadcasting its parameters to tensors,
 validating them and the value): tens of microseconds each, more than the arithmetic at K = 16
-particles. These functions are the same formulas as torch's ``log_prob`` (same operations in the
-same order on the value, so the same gradients), with constant parameters kept as Python floats:
+particles. These functions are the formulas of torch's ``log_prob`` (the same numbers to rounding; ``normal``
+in fewer operations), with constant parameters kept as Python floats:
 they then enter in the value's dtype (float64 in a fit) rather than as float32 tensors. No
 validation: the model's transforms already keep every value in its support.
 
@@ -26,9 +26,13 @@ _LOG_2, _LOG_PI = math.log(2), math.log(math.pi)
 
 
 def normal(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
-    """log N(x; loc, scale^2) = -(x - loc)^2 / (2 scale^2) - log scale - log sqrt(2 pi), elementwise (broadcast)."""
+    """log N(x; loc, scale^2) = -z^2 / 2 - log scale - log sqrt(2 pi), z = (x - loc) / scale, elementwise (broadcast).
+
+    Six tensor operations where torch's ``Normal.log_prob`` takes nine: at K = 16 particles each costs its
+    dispatch (a few microseconds, forward and backward), not its arithmetic."""
     log_scale = math.log(scale) if isinstance(scale, float | int) else scale.log()
-    return -((x - loc) ** 2) / (2 * scale**2) - log_scale - _LOG_SQRT_2PI
+    z = (x - loc) / scale
+    return -0.5 * z.square() - log_scale - _LOG_SQRT_2PI
 
 
 def half_normal(x: Tensor, scale: float) -> Tensor:

@@ -149,14 +149,32 @@ def _diamonds() -> Model:
     params = {"b": Param(24), "Intercept": Param(), "sigma": Param(support=constraints.positive)}
     prior = lambda p: (log_pdf.normal(p["b"], 0.0, 1.0).sum(-1) + log_pdf.student_t(p["Intercept"], 3.0, 8.0, 10.0)  # noqa: E731
                        + log_pdf.half_student_t(p["sigma"], 3.0, 10.0))  # fmt: skip
-    mean = lambda p, d: p["Intercept"][:, None] + p["b"] @ d["Xc"].T  # noqa: E731
-    likelihood = lambda p, d: log_pdf.normal(d["Y"], mean(p, d), p["sigma"][:, None])  # noqa: E731
-    return Model(params, prior, likelihood, observed=("Xc", "Y"), name="diamonds")
+    return Model(params, prior, _gaussian_glm, name="diamonds")
+
+
+def _gaussian_glm(p: dict[str, Tensor], d: dict[str, Any]) -> Tensor:
+    """sum_n log N(Y_n; Intercept + x_n b, sigma) from the sufficient statistics of ``_diamonds_data``: ``[K]``.
+
+    With y_n = Y_n - mean(Y) and c = Intercept - mean(Y), the sum of squares is
+    S = sum_n (y_n - c - x_n b)^2 = yy - 2 c sy - 2 b.xy + N c^2 + 2 c b.sx + b^T G b  (G = X^T X [24, 24]),
+    so a draw costs O(24^2) instead of O(5,000 x 24): the verdict's 20,000 draws took 3.5 s row by row.
+    Centering Y keeps yy near N var(Y), not N mean(Y)^2, so the cancellation costs no digits that matter."""
+    b, c, sigma = p["b"], p["Intercept"] - d["ybar"], p["sigma"]
+    squares = (d["yy"] - 2 * c * d["sy"] - 2 * b @ d["xy"] + d["n"] * c**2 + 2 * c * (b @ d["sx"])
+               + ((b @ d["xx"]) * b).sum(-1))  # fmt: skip
+    return -d["n"] * (sigma.log() + log_pdf._LOG_SQRT_2PI) - squares / (2 * sigma**2)
 
 
 def _diamonds_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The centered predictors Xc and Y (as the Stan program's transformed data), and the sufficient statistics
+    of ``_gaussian_glm``."""
     x = np.asarray(data["X"], dtype=np.float64)[:, 1:]
-    return {"Y": np.asarray(data["Y"], dtype=np.float64), "Xc": x - x.mean(0)}
+    x = x - x.mean(0)
+    y = np.asarray(data["Y"], dtype=np.float64)
+    ybar = float(y.mean())
+    yc = y - ybar
+    return {"Y": y, "Xc": x, "ybar": ybar, "n": float(len(y)), "yy": float(yc @ yc), "sy": float(yc.sum()),
+            "xy": x.T @ yc, "sx": x.sum(0), "xx": x.T @ x}  # fmt: skip
 
 
 def _low_dim_gauss_mix() -> Model:
