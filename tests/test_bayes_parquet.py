@@ -85,6 +85,16 @@ def test_the_cache_is_reused_while_the_file_is_unchanged_and_rebuilt_when_it_cha
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet", "data.parquet.npy"]  # no temporary left
 
 
+def test_a_cache_another_process_finished_first_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv(STREAM_VARIABLE, "always")
+    path = _write(tmp_path / "data.parquet", _table(n=50))
+    folder = stream_parquet(path)
+    inode = (folder / "y.npy").stat().st_ino
+    ours = shutil.copytree(folder, tmp_path / ".ours")  # this process's conversion, finished second
+    parquet._replace(folder, ours, parquet._stamp(path))
+    assert (folder / "y.npy").stat().st_ino == inode and not ours.exists()
+
+
 def test_auto_streams_above_the_threshold_of_decoded_bytes(tmp_path, monkeypatch):
     path = _write(tmp_path / "data.parquet", _table(n=200))
     monkeypatch.delenv(STREAM_VARIABLE, raising=False)

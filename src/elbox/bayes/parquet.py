@@ -182,9 +182,12 @@ def _write(path: Path, source: Any, layout: dict[str, tuple[str, tuple[int, ...]
 
 
 def _replace(folder: Path, temporary: Path, stamp: dict[str, Any]) -> None:
-    """Rename ``temporary`` to ``folder``, moving a stale cache out of the way first (rename is atomic: a reader
-    sees the old cache or the new one). Another process may have written the same cache meanwhile (torchrun
+    """Rename ``temporary`` to ``folder``, moving a stale cache out of the way first (each rename is atomic: a
+    reader never sees part of a cache). Another process may have written the same cache meanwhile (torchrun
     starts several): then its cache is kept and this one dropped."""
+    if _reusable(folder, stamp):  # another process finished first: readers may already map its files
+        shutil.rmtree(temporary, ignore_errors=True)
+        return
     stale = None
     if folder.exists():
         stale = folder.with_name(f".{folder.name}.stale.{os.getpid()}")
