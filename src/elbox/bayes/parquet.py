@@ -8,13 +8,14 @@ read peaks near 3 GiB (the frame, the float64 arrays and one pass's temporaries)
 costs one sequential write of that 1 GiB to disk and nothing the next time. The environment
 variable ``ELBOX_STREAM_PARQUET`` = ``always`` / ``never`` / ``auto`` (the default) overrides.
 
-Streaming reads the file with ``pyarrow.parquet.ParquetFile.iter_batches`` (at most 65,536 rows at a
-time, never more than a row group), turns each batch into arrays by the in-memory reader's own rules
+Streaming reads the file a row group at a time with ``pyarrow.parquet.ParquetFile.iter_batches`` (at
+most 65,536 rows a batch), turns each batch into arrays by the in-memory reader's own rules
 (``X[0]``, ``X[1]``, ... -> ``X`` ``[N, D]``; integers and booleans -> int64, floats -> float64; NaN
 refused), so that both paths give the same arrays bit for bit, and appends them to ``NAME.npy``
-files. Memory stays bounded by one batch. The files are written sequentially, not through a
-memory map: a write to a mapped sparse file on a full disk kills the process (SIGBUS) where
-``write`` raises, and written mapped pages count in the process's resident memory.
+files. Memory stays bounded by one row group (as read from disk) and one batch. The files are
+written sequentially, not through a memory map: a write to a mapped sparse file on a full disk
+kills the process (SIGBUS) where ``write`` raises, and written mapped pages count in the
+process's resident memory.
 
 The cache is the folder ``big.parquet.npy/`` beside the file (``--data big.parquet.npy`` then works
 too), with ``stamp.json`` holding the Parquet file's size and modification time: it is reused while
@@ -27,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +171,7 @@ def _write(path: Path, source: Any, layout: dict[str, tuple[str, tuple[int, ...]
             header = {"descr": dtype, "fortran_order": False, "shape": (n, *shape)}
             np.lib.format.write_array_header_1_0(files[name], header)
         rows = 0
-        for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=columns, use_pandas_metadata=False):
+        for batch in _batches(source, columns):
             for name, a in _arrays(path, pa.Table.from_batches([batch]), columns).items():
                 files[name].write(np.ascontiguousarray(a, dtype=layout[name][0]).data)
             rows += batch.num_rows
@@ -179,6 +181,14 @@ def _write(path: Path, source: Any, layout: dict[str, tuple[str, tuple[int, ...]
     if rows != n:  # a truncated file whose footer promises more rows
         raise ElboxError(f"the data file {path} gave {rows} rows where its metadata says {n}: it is damaged; "
                          "write it again")  # fmt: skip
+
+
+def _batches(source: Any, columns: list[str]) -> Iterator[Any]:
+    """The file's rows, at most ``BATCH_ROWS`` at a time, one row group after another: asked for all row groups
+    at once, ``iter_batches`` buffers the whole file first (pyarrow 26: a 400 MB peak for a 400 MB file)."""
+    for group in range(source.num_row_groups):
+        yield from source.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns,
+                                       use_pandas_metadata=False)  # fmt: skip
 
 
 def _replace(folder: Path, temporary: Path, stamp: dict[str, Any]) -> None:
