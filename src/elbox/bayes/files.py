@@ -14,7 +14,9 @@ A data file is never executed nor unpickled. It holds named numeric arrays:
   ``{"N": 8, "y": [28, 8, ...]}``; integers stay integers;
 - ``.npz``: ``np.savez(path, y=y, X=X)``, read with ``allow_pickle=False``;
 - ``.csv`` and ``.parquet``: a table whose columns become arrays ``[N]``; the columns
-  ``X[0]``, ``X[1]``, ... become one matrix ``X`` ``[N, D]`` (the names ``Model.names`` gives);
+  ``X[0]``, ``X[1]``, ... become one matrix ``X`` ``[N, D]`` (the names ``Model.names`` gives).
+  A Parquet file whose arrays exceed 1 GiB is streamed a row group at a time into the folder
+  ``NAME.parquet.npy/`` beside it, then memory-mapped (``parquet``; ``ELBOX_STREAM_PARQUET``);
 - a folder of ``NAME.npy`` files (float64 or int64): memory-mapped, for data larger than memory;
   a minibatch step reads only its rows (see docs/guide.md, "Large data").
 
@@ -34,7 +36,6 @@ refused before any fit, with the names involved.
 import importlib.util
 import inspect
 import json
-import re
 import sys
 import zipfile
 import zlib
@@ -47,14 +48,15 @@ import numpy as np
 import torch
 
 from ..errors import ElboxError
+from .columns import gather_columns, numeric_array
 from .model import Model
+from .parquet import stream_parquet, streams
 from .references import Reference
 
 __all__ = ["DATA_SUFFIXES", "check_data", "is_model_file", "load_data_file", "load_files", "load_model_file",
            "write_data_file"]  # fmt: skip
 
 DATA_SUFFIXES = (".json", ".npz", ".csv", ".parquet")
-_COLUMN = re.compile(r"^(?P<name>.+)\[(?P<index>\d+)\]$")  # X[3]: column 3 of the matrix X
 
 
 # ----------------------------------------------------------------------------- the model file
@@ -153,12 +155,15 @@ def _no_model_message(path: Path, module: ModuleType, found: Any) -> str:
 
 
 def load_data_file(path: str | Path) -> dict[str, np.ndarray]:
-    """The named arrays of a ``.json``, ``.npz``, ``.csv`` or ``.parquet`` file (see the module's
-    docstring); never executes nor unpickles anything. Integer arrays stay integer, the rest float64."""
+    """The named arrays of a ``.json``, ``.npz``, ``.csv`` or ``.parquet`` file, or of a folder of ``NAME.npy``
+    files (see the module's docstring); never executes nor unpickles anything. Integer arrays stay integer
+    (int64), the rest float64. A large Parquet file comes back memory-mapped, from its cache (``parquet``)."""
     if Path(path).is_dir() and any(Path(path).glob("*.npy")):
         return _read_npy_folder(Path(path))
     path = _existing_file(Path(path), "data", f"a data file ending in {', '.join(DATA_SUFFIXES)}")
     suffix = path.suffix.lower()
+    if suffix == ".parquet" and streams(path):  # large: streamed into a cached folder of .npy files, then mapped
+        return _read_npy_folder(stream_parquet(path))
     readers = {".json": _read_json, ".npz": _read_npz, ".csv": _read_table, ".parquet": _read_table}
     if suffix not in readers:
         raise ElboxError(f"the data file {path} ends in {suffix or 'no suffix'}: give a .json file (posteriordb's "
@@ -166,7 +171,7 @@ def load_data_file(path: str | Path) -> dict[str, np.ndarray]:
     arrays = readers[suffix](path)
     if not arrays:
         raise ElboxError(f"the data file {path} holds no arrays: it needs one named array (or column) per data item")
-    return {name: _numeric(path, name, a) for name, a in arrays.items()}
+    return {name: numeric_array(path, name, a) for name, a in arrays.items()}
 
 
 def _existing_file(path: Path, what: str, expected: str) -> Path:
@@ -239,26 +244,7 @@ def _read_table(path: Path) -> dict[str, np.ndarray]:
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ElboxError(f"the data file {path} could not be read as a table ({err}): write one named column per "
                          "array, one row per observation") from None  # fmt: skip
-    return _gather_columns(path, {str(c): frame[c].to_numpy() for c in frame.columns})
-
-
-def _gather_columns(path: Path, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Columns ``X[0]``, ``X[1]``, ... -> one matrix ``X`` ``[N, D]``; other columns stay as they are."""
-    arrays: dict[str, np.ndarray] = {}
-    groups: dict[str, dict[int, np.ndarray]] = {}
-    for name, column in columns.items():
-        match = _COLUMN.match(name)
-        if match:
-            groups.setdefault(match["name"], {})[int(match["index"])] = column
-        else:
-            arrays[name] = column
-    for name, parts in groups.items():
-        if name in arrays or sorted(parts) != list(range(len(parts))):
-            raise ElboxError(f"the table {path} has the columns {[f'{name}[{i}]' for i in sorted(parts)]}"
-                             f"{f' and {name!r}' if name in arrays else ''}: the columns of a matrix {name!r} "
-                             f"are {name}[0], {name}[1], ... with no gap, and none is named {name!r} itself")
-        arrays[name] = np.stack([parts[i] for i in range(len(parts))], axis=1)
-    return arrays
+    return gather_columns(path, {str(c): frame[c].to_numpy() for c in frame.columns})
 
 
 def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
@@ -279,19 +265,6 @@ def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
                                  "drop those rows or fill them in before fitting")  # fmt: skip
         arrays[file.stem] = array
     return arrays
-
-
-def _numeric(path: Path, name: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind == "b":
-        return array.astype(np.int64)
-    if array.dtype.kind not in "iuf":
-        raise ElboxError(f"the data item {name!r} of {path} is of type {array.dtype}, not numbers: code categories "
-                         "as integers 0..C-1 and give numbers only")  # fmt: skip
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ElboxError(f"the data item {name!r} of {path} has {int((~np.isfinite(array)).sum())} missing or "
-                         "infinite values (NaN, inf, an empty cell): the likelihood would be NaN; drop those rows "
-                         "or fill them in before fitting")  # fmt: skip
-    return array.astype(np.int64) if array.dtype.kind in "iu" else array.astype(np.float64)
 
 
 def write_data_file(path: str | Path, arrays: Mapping[str, Any]) -> Path:
