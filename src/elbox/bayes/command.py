@@ -14,8 +14,9 @@ __all__ = ["DATA_HELP", "MODEL_HELP", "SHARDS_HELP", "FitOptions", "run_fit"]
 MODEL_HELP = ("A model file (model.py defining `model`, a bayes.Model or a function of the data returning one; it is "
          "executed) or a built-in model: eight_schools_noncentered, eight_schools_centered, kilpisjarvi, blr, "
          "diamonds, low_dim_gauss_mix, hmm_example (posteriordb names such as sblrc-blr work too).")  # fmt: skip
-DATA_HELP = ("The model file's data: .json (posteriordb's layout), .npz, or a table (.csv, .parquet) whose columns are "
-        "arrays; never executed.")  # fmt: skip
+DATA_HELP = ("The model file's data: .json (posteriordb's layout), .npz, a table (.csv, .parquet) whose columns are "
+        "arrays, or a folder of NAME.npy files (memory-mapped); never executed. A Parquet file over 1 GiB decoded "
+        "is streamed by row groups into a cached NAME.parquet.npy/ folder (ELBOX_STREAM_PARQUET).")  # fmt: skip
 SHARDS_HELP = ("Shard the observations over N processes (torchrun; gloo on CPU): each sums its rows' log-likelihood, "
           "gradients are all-reduced, rank 0 prints and writes. Several machines: README.")  # fmt: skip
 
