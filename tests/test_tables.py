@@ -202,3 +202,13 @@ def test_a_parquet_table_loads_like_its_csv(tmp_path):
     frame.to_parquet(tmp_path / "t.parquet", index=False)
     csv, parquet = load_dataset(str(tmp_path / "t.csv")), load_dataset(str(tmp_path / "t.parquet"))
     assert csv.schema == parquet.schema and torch.equal(csv.train, parquet.train)
+
+
+def test_a_table_run_evaluates_through_the_command_line(table_run, capsys):
+    """The evaluation sizes its chunks by the decoder's outputs, which a table's likelihood states itself
+    (``Likelihood.widths``); it used to ask every likelihood for outputs per pixel and crashed on a table."""
+    run, _, _ = table_run
+    code, out, err = run_cli(capsys, "evaluate", run.path, "--k", "64", "--gap-points", "8", "--gap-steps", "5",
+                             "--mi-points", "8", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert "log p(x)" in out

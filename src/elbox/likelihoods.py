@@ -69,11 +69,21 @@ class Likelihood(nn.Module):
     k / levels (``grid``: it needs ``levels``) and how ``make_likelihood``'s settings build it."""
 
     grid: ClassVar[bool] = False
+    outputs_per_dim: int = 1  # decoder outputs per data dimension (a location and a scale: 2)
 
     @classmethod
     def from_settings(cls, *, levels: int | None, scale: float | None, dim: int | None) -> "Likelihood":
         """The likelihood that ``make_likelihood``'s settings give: ``levels`` for a grid pmf, else none."""
         return cls(levels) if cls.grid else cls()
+
+    def widths(self, dim: int) -> tuple[int, int]:
+        """What the encoder reads and what the decoder outputs, for data of ``dim`` dimensions: the data
+        themselves, and ``outputs_per_dim`` values per dimension (a table says its own, ``Table``)."""
+        return dim, dim * self.outputs_per_dim
+
+    def features(self, x: Tensor) -> Tensor:
+        """What the encoder reads of data ``x`` ``[..., dim]``: the data themselves (a table: ``Table``)."""
+        return x
 
 
 class IndependentBernoulli(Independent):
@@ -705,7 +715,7 @@ class TableDistribution(Distribution):
                                     if kind == "categorical" else d.sample(sample_shape).float())  # fmt: skip
 
 
-class Table(nn.Module):
+class Table(Likelihood):
     """p(x | z) for a table: one likelihood per column, ``columns`` its specs in column order.
 
     ``gaussian`` (a learned scale per column, on standardised values), ``bernoulli`` (0/1 codes),
@@ -735,6 +745,10 @@ class Table(nn.Module):
         self.raw_theta = nn.Parameter(
             torch.full((sum(k in ("negative-binomial", "zinb") for k in self.kinds),), 0.5413)
         )
+
+    def widths(self, dim: int) -> tuple[int, int]:
+        """``input_width`` (each column as a number or one-hot, then the mask) and ``outputs`` (its columns' sizes)."""
+        return self.input_width, self.outputs
 
     def _groups(self) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {}
@@ -834,14 +848,14 @@ def make_likelihood(
     scale: float | None = None,
     dim: int | None = None,
     columns: tuple[str, ...] | None = None,
-) -> nn.Module:
+) -> Likelihood:
     """Build a likelihood by name (``LIKELIHOODS``): ``bernoulli``, ``binomial``, ``logistic`` or
     ``categorical`` (these three with ``levels``), ``gaussian`` (one scale: fixed, or learned),
     ``gaussian-pixel`` (a scale per pixel from the decoder) or ``continuous-bernoulli``; for counts
     ``poisson``, ``negative-binomial`` and ``zinb`` (these two with ``dim``, X, for a dispersion per
     dimension, else one shared); ``table`` (with ``columns``, one likelihood spec per column: ``Table``).
 
-    Each has ``outputs_per_dim``, the decoder outputs it reads per data dimension.
+    Each says what the encoder reads and the decoder outputs (``Likelihood.widths``, ``Likelihood.features``).
     """
     if name == TABLE:
         if not columns:

@@ -217,7 +217,7 @@ def gap_split(model: LatentVariableModel, x: Tensor, config: EvaluationConfig) -
     for i, start in enumerate(range(0, x.shape[0], config.batch_size)):
         xb = x[start : start + config.batch_size]
         with torch.no_grad():
-            raw = family.encoder(xb)
+            raw = family.encoder(model.encoder_input(xb))  # a table's rows: its features and mask
         reseed(x.device, stream_seeds(config.seed, STREAM_GAP_FIT, i, 1)[0])
         local, batch_trace = _fit_locally(model, family, xb, raw, config)
         trace = trace + batch_trace * xb.shape[0] / x.shape[0]

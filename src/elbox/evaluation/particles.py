@@ -196,7 +196,7 @@ def _bytes_per_particle(model: LatentVariableModel) -> int:
     """
     c = model.config
     itemsize = next(model.parameters()).element_size()
-    width = c.data_dim * model.likelihood.outputs_per_dim
+    width = model.likelihood.widths(c.data_dim)[1]  # the decoder's outputs per data point
     maps = 2 * c.data_dim * max(c.channels) if c.network == "conv" else 0
     return itemsize * (3 * width + maps + 2 * sum(c.hidden) + 4 * c.latent_dim + latent_floats(c))
 

@@ -100,6 +100,11 @@ class LatentVariableModel(Protocol):
         raise ElboxError(f"{type(self).__name__} ({self.config.model}) is a generative model of x: it predicts no "
                          "class labels. Train --model vib for a classifier.")  # fmt: skip
 
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """What the encoder of ``amortized_family()`` reads of data ``x`` ``[B, X]``: x itself, unless the
+        likelihood says otherwise (a table's rows: ``Likelihood.features``)."""
+        return x
+
     def amortized_family(self) -> Family | None:
         """The one amortized family q(z | x) = family(encoder(x)), or None where q is not one (hvae: two encoders).
 

@@ -83,11 +83,9 @@ class VAE(nn.Module, LatentVariableModel):
         x, h, act = config.data_dim, list(config.hidden), config.activation
         likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale, dim=x,
                                      columns=config.columns)  # fmt: skip
-        # a table's likelihood says its own widths: what the encoder reads, what the decoder outputs
-        self._features = getattr(likelihood, "features", None)
-        outputs = getattr(likelihood, "outputs", None) or x * likelihood.outputs_per_dim
-        m = getattr(likelihood, "outputs_per_dim", 1)  # decoder outputs per data dimension
-        self.encoder = encoder_for(config, getattr(likelihood, "input_width", x) + c)
+        reads, outputs = likelihood.widths(x)  # what the encoder reads, what the decoder outputs
+        m = likelihood.outputs_per_dim  # decoder outputs per data dimension (a conv decoder's channels)
+        self.encoder = encoder_for(config, reads + c)
         self.prior = prior_for(config, self.encoder)
         w = self.encoder.width + c  # the decoder takes z and the one-hot label
         if config.network == "conv":
@@ -115,9 +113,11 @@ class VAE(nn.Module, LatentVariableModel):
 
         A table's rows are read through its likelihood's ``features`` (missing values zero-filled, with
         the mask of observed entries)."""
-        if self._features is not None:
-            x = self._features(x)
-        return self.encoder(self._given(x, y))
+        return self.encoder(self._given(self.encoder_input(x), y))
+
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """The likelihood's ``features`` of x: x itself, or a table's rows zero-filled with their mask."""
+        return self.likelihood.features(x)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         """p(x | z) (or p(x | z, y)): batch shape ``z.shape[:-1]``, event shape ``[X]``."""
