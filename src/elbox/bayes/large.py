@@ -28,19 +28,22 @@ every process takes m rows of its own rows (N/m its shard's) and the sums are ov
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..distributed import world
+from ..families import DiagonalGaussian, FullRankGaussian, LowRankGaussian
 from .control import with_control_variate
 from .laplace import Start, _lbfgs, plain
 from .model import Model
 from .posterior import Posterior
 from .shard import ShardedModel
 
-__all__ = ["HESSIAN_ROWS", "find_start_at_scale", "fit_at_scale"]
+__all__ = ["HESSIAN_ROWS", "REANCHOR", "REANCHOR_SDS", "find_start_at_scale", "fit_at_scale"]
 
 HESSIAN_ROWS = 20_000  # rows for the subsample's mode and Hessian: seconds for d ~ 1,000
+REANCHOR, REANCHOR_SDS = 5, 1.0  # fit_at_scale: the most new anchors, and the distance from the last that calls one
 
 
 def find_start_at_scale(
@@ -105,10 +108,22 @@ def _positive(h: Tensor) -> Tensor:
     return (vectors * values) @ vectors.T
 
 
-def fit_at_scale(model: Model, data: dict, *, batch_size: int, seed: int = 0, rows: int = HESSIAN_ROWS,
-                 dtype: torch.dtype = torch.float64, **options: Any) -> Posterior:  # fmt: skip
+def fit_at_scale(
+    model: Model, data: dict, *, batch_size: int, seed: int = 0, rows: int = HESSIAN_ROWS,
+    dtype: torch.dtype = torch.float64, reanchor: int = REANCHOR, **options: Any,
+) -> Posterior:  # fmt: skip
     """``bayes.fit(model, data, batch_size=..., **options)`` from ``find_start_at_scale``, with the control
-    variate anchored at its mode (when it found one); the posterior's model and data are the plain ones."""
+    variate anchored at its mode (when it found one); the posterior's model and data are the plain ones.
+
+    A Gaussian q whose mean ends more than ``REANCHOR_SDS`` of its sds from the anchor (in some coordinate)
+    is fitted again, at most ``reanchor`` times, from itself, with the control variate anchored at its mean:
+    the variate's noise grows with the distance from its anchor (second order in theta - theta*), and with
+    it the standard error of ``Convergence``'s window test, which then calls a fit still climbing a stall.
+    Measured on ``bench/bayes_scale.py`` at N = 10^4 (10 rows per group): the joint mode has sigma = 6.7
+    where the posterior has 0.79 +- 0.04 (the non-centered mode lets the 1,000 intercepts go unshrunk, and
+    the fixed effects there are 1.12 times NUTS's, the incidental-parameter bias); anchored only there, the
+    per-step ELBO's sd grew from 28 to 157 nats, the rule stopped at sigma = 1.97, 240 nats below the
+    optimum, and the fixed effects stayed 1.11 times NUTS's (1.24 NUTS sds rms)."""
     from .fitting import fit
 
     data, _ = model.prepare(data, dtype)
@@ -116,10 +131,37 @@ def fit_at_scale(model: Model, data: dict, *, batch_size: int, seed: int = 0, ro
     if start.method != "mode":
         return fit(model, data, batch_size=batch_size, init=start, seed=seed, dtype=dtype, **options)
     base = model.base if isinstance(model, ShardedModel) else model
-    quiet, quiet_data = with_control_variate(base, data, start.shift)
-    if isinstance(model, ShardedModel):
-        quiet = ShardedModel(quiet)
-    posterior = fit(quiet, quiet_data, batch_size=batch_size, init=start, seed=seed, dtype=dtype, **options)
-    posterior.model, posterior.data = model, data
-    posterior.options["control_variate"] = "anchored at the mode (bayes.control)"
+    anchor, init, fits = start.shift, start, []
+    for round_ in range(reanchor + 1):
+        quiet, quiet_data = with_control_variate(base, data, anchor)
+        if isinstance(model, ShardedModel):
+            quiet = ShardedModel(quiet)
+        fits.append(fit(quiet, quiet_data, batch_size=batch_size, init=init, seed=seed + round_, dtype=dtype,
+                        **options))  # fmt: skip
+        moment = _moments(fits[-1])
+        if moment is None or round_ == reanchor:
+            break
+        mean, cov = moment
+        moved = float(((mean - anchor).abs() / cov.diagonal().sqrt()).max())
+        if not moved > REANCHOR_SDS:
+            break
+        anchor = mean
+        init = Start(mean, torch.cholesky_inverse(torch.linalg.cholesky(cov)), "mode",
+                     f"q's mean and covariance after fit {round_ + 1} ({moved:.1f} of its sds from the anchor)")
+    posterior = fits[-1]
+    posterior.model, posterior.data, posterior.start = model, data, start
+    posterior.elbo_trace = np.concatenate([f.elbo_trace for f in fits])
+    posterior.seconds = sum(f.seconds for f in fits)
+    posterior.phases = [phase for f in fits for phase in f.phases]
+    posterior.options["control_variate"] = (f"anchored at the mode (bayes.control), then re-anchored at q's mean "
+                                            f"{len(fits) - 1} times")  # fmt: skip
     return posterior
+
+
+def _moments(posterior: Posterior) -> tuple[Tensor, Tensor] | None:
+    """q's mean ``[d]`` and covariance ``[d, d]`` over u for the Gaussian families, else ``None``."""
+    q = posterior.q()
+    if not isinstance(posterior.family, (DiagonalGaussian, LowRankGaussian, FullRankGaussian)):
+        return None
+    cov = q.covariance_matrix if hasattr(q, "covariance_matrix") else torch.diag(q.variance)
+    return q.mean.detach(), cov.detach()
