@@ -77,9 +77,11 @@ def minimize(
             y, s = grad - prev_grad, d * t
             ys = y.dot(s)
             if ys > 1e-10:  # curvature condition: the pair keeps H positive definite
-                if len(old_y) == history:
-                    old_y.pop(0), old_s.pop(0), rho.pop(0)
-                old_y.append(y), old_s.append(s), rho.append(1.0 / ys)
+                if len(old_y) == history:  # forget the oldest pair
+                    del old_y[0], old_s[0], rho[0]
+                old_y.append(y)
+                old_s.append(s)
+                rho.append(1.0 / ys)
                 h_diag = ys / y.dot(y)
             q, alpha = -grad, [None] * len(old_y)
             for i in range(len(old_y) - 1, -1, -1):
