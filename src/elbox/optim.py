@@ -32,6 +32,7 @@ from typing import Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam  # imported by torch itself: free here, unlike building an optimiser
 
 from .distributed import sum_over_ranks, world
 from .errors import ElboxError
@@ -87,8 +88,6 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
-        from torch.optim.adam import adam
-
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         adam([self.params[i] for i in live], [self.params[i].grad for i in live],
              [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live], [],
