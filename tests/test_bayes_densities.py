@@ -42,3 +42,20 @@ def test_tensor_scale_broadcasts() -> None:
     """A tensor location and scale (eight schools' sigma per school) broadcast against the value ``[K, N]``."""
     y, loc, scale = torch.randn(8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64), torch.rand(8) + 0.5
     torch.testing.assert_close(densities.normal(y, loc, scale.double()), Normal(loc, scale.double()).log_prob(y))
+
+
+@pytest.mark.parametrize("loc_is_tensor", [False, True])
+@pytest.mark.parametrize("scale_is_tensor", [False, True])
+@pytest.mark.parametrize("loc", [0.0, -1.3])
+def test_normal_every_path(loc_is_tensor: bool, scale_is_tensor: bool, loc: float) -> None:
+    """Each mix of number and tensor parameters (the folded constants of a prior's numbers, the fused
+    ``addcmul`` of a tensor scale) is the same log density and gradient as torch's."""
+    x = torch.linspace(-3.0, 4.0, 9, dtype=torch.float64, requires_grad=True)
+    loc_ = torch.full((9,), loc, dtype=torch.float64) if loc_is_tensor else loc
+    scale_ = torch.linspace(0.5, 3.0, 9, dtype=torch.float64) if scale_is_tensor else 1.7
+    ours = densities.normal(x, loc_, scale_)
+    theirs = Normal(*(torch.as_tensor(v, dtype=torch.float64) for v in (loc_, scale_))).log_prob(x)
+    (ga,) = torch.autograd.grad(ours.sum(), x)
+    (gb,) = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)

@@ -17,6 +17,7 @@ True
 
 import math
 
+import torch
 from torch import Tensor
 
 __all__ = ["beta", "half_cauchy", "half_normal", "half_student_t", "normal", "student_t"]
@@ -28,11 +29,17 @@ _LOG_2, _LOG_PI = math.log(2), math.log(math.pi)
 def normal(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
     """log N(x; loc, scale^2) = -z^2 / 2 - log scale - log sqrt(2 pi), z = (x - loc) / scale, elementwise (broadcast).
 
-    Six tensor operations where torch's ``Normal.log_prob`` takes nine: at K = 16 particles each costs its
-    dispatch (a few microseconds, forward and backward), not its arithmetic."""
-    log_scale = math.log(scale) if isinstance(scale, float | int) else scale.log()
+    Five tensor operations where torch's ``Normal.log_prob`` takes nine (``addcmul`` fuses the square and
+    the constant), three or four when loc and scale are numbers (a prior's): -(x - loc)^2 / (2 scale^2) - c
+    with the constants folded, the subtraction skipped at loc = 0. At K = 16 particles each operation costs
+    its dispatch (a few microseconds, forward and backward), not its arithmetic."""
+    if isinstance(scale, float | int) and isinstance(loc, float | int):
+        d = x if loc == 0 else x - loc
+        return d.square() * (-0.5 / scale**2) - (math.log(scale) + _LOG_SQRT_2PI)
     z = (x - loc) / scale
-    return -0.5 * z.square() - log_scale - _LOG_SQRT_2PI
+    if isinstance(scale, float | int):
+        return z.square() * -0.5 - (math.log(scale) + _LOG_SQRT_2PI)
+    return torch.addcmul(-_LOG_SQRT_2PI - scale.log(), z, z, value=-0.5)  # -z^2 / 2 - c in one operation
 
 
 def half_normal(x: Tensor, scale: float) -> Tensor:
@@ -41,8 +48,8 @@ def half_normal(x: Tensor, scale: float) -> Tensor:
 
 
 def half_cauchy(x: Tensor, scale: float) -> Tensor:
-    """log of the half-Cauchy on x >= 0: log 2 - log pi - log scale - log(1 + (x / scale)^2)."""
-    return -_LOG_PI - math.log(scale) - ((x / scale) ** 2).log1p() + _LOG_2
+    """log of the half-Cauchy on x >= 0: log 2 - log pi - log scale - log(1 + (x / scale)^2), in four operations."""
+    return (_LOG_2 - _LOG_PI - math.log(scale)) - (x.square() * scale**-2).log1p()
 
 
 def student_t(x: Tensor, df: float, loc: Tensor | float, scale: float) -> Tensor:
