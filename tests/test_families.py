@@ -72,6 +72,26 @@ def test_stop_gradient_keeps_the_density_and_passes_gradients_to_the_point_only(
     assert z.grad is not None and all(p.grad is None for p in family.parameters())
 
 
+def test_a_stopped_flow_follows_every_change_of_the_live_one():
+    """The STL gradient's log q runs through a frozen copy of the flow: it must equal the live flow after
+    each optimiser step and a change of dtype, and stay out of the family's parameters and state."""
+    family = make_family("realnvp:2", 3)
+    keys = set(family.state_dict())
+    for _ in range(2):
+        q = family()
+        z = q.rsample((5,)).detach()
+        torch.testing.assert_close(stop_gradient(q).log_prob(z), q.log_prob(z), rtol=0, atol=0)
+        with torch.no_grad():
+            for p in family.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    family = family.double()
+    q = family()
+    z = q.rsample((5,)).detach()
+    torch.testing.assert_close(stop_gradient(q).log_prob(z), q.log_prob(z), rtol=0, atol=0)
+    assert set(family.state_dict()) == keys and len(list(family.parameters())) == len(list(make_family(
+        "realnvp:2", 3).parameters()))
+
+
 @pytest.mark.parametrize("name", ["fullrank", "lowrank:2"])
 def test_the_registered_kl_to_the_prior_equals_torchs_gaussian_formula(name):
     q = make_family(name, 4, [3, 8])(torch.randn(5, 3))
