@@ -361,7 +361,7 @@ def test_count_likelihoods_refuse_non_counts():
             like.check(torch.tensor([[0.0, 1.5]]))
 
 
-TABLE_SPECS = ("gaussian", "bernoulli", "categorical:3", "poisson", "negative-binomial", "zinb")
+TABLE_SPECS = ("gaussian", "bernoulli", "categorical:3", "poisson", "negative-binomial", "zinb", "binomial:9")
 
 
 def _table_out(lik: Table, batch: tuple[int, ...] = (4,)) -> torch.Tensor:
@@ -369,8 +369,8 @@ def _table_out(lik: Table, batch: tuple[int, ...] = (4,)) -> torch.Tensor:
 
 
 def _rows() -> torch.Tensor:
-    rows = [[0.3, 1.0, 2.0, 4.0, 0.0, 7.0], [-1.2, 0.0, 0.0, 0.0, 3.0, 0.0],
-            [2.0, 1.0, 1.0, 1.0, 1.0, 2.0], [0.0, 0.0, 2.0, 9.0, 5.0, 0.0]]  # fmt: skip
+    rows = [[0.3, 1.0, 2.0, 4.0, 0.0, 7.0, 9.0], [-1.2, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0],
+            [2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0], [0.0, 0.0, 2.0, 9.0, 5.0, 0.0, 1.0]]  # fmt: skip
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -378,7 +378,7 @@ def test_a_mixed_table_log_likelihood_is_the_sum_of_its_columns():
     lik = Table(TABLE_SPECS).double()
     out, x = _table_out(lik), _rows()
     total = lik(out).log_prob(x)
-    # each column by hand, from the decoder outputs laid out column by column: 1, 1, 3, 1, 1, 2
+    # each column by hand, from the decoder outputs laid out column by column: 1, 1, 3, 1, 1, 2, 1
     scale = torch.nn.functional.softplus(lik.raw_scale) + 1e-3
     theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
     parts = [
@@ -388,9 +388,28 @@ def test_a_mixed_table_log_likelihood_is_the_sum_of_its_columns():
         torch.distributions.Poisson(out[:, 5].exp()).log_prob(x[:, 3]),
         NegativeBinomialMean(out[:, 6], theta[0]).log_prob(x[:, 4]),
         NegativeBinomialMean(out[:, 7], theta[1], out[:, 8]).log_prob(x[:, 5]),
+        torch.distributions.Binomial(9, logits=out[:, 9]).log_prob(x[:, 6]),
     ]
     assert torch.allclose(total, sum(parts))
     assert torch.allclose(lik(out).log_prob_columns(x), torch.stack(parts, -1))
+
+
+def test_a_binomial_column_is_scipys_pmf_sums_to_one_over_0_to_n_and_refuses_more_than_n():
+    """Bounded counts: binomial:N is Binomial(N, sigmoid(logit)), a pmf on 0..N; its mean is N p."""
+    lik = Table(("binomial:16",)).double()
+    logits = torch.tensor([[-3.0], [0.4], [2.5]], dtype=torch.float64)
+    k = torch.arange(17, dtype=torch.float64)
+    p = lik(logits[:, None].expand(3, 17, 1))
+    log_p = p.log_prob(k[None, :, None])  # [3, 17]
+    expected = scipy.stats.binom.logpmf(k.numpy()[None], 16, torch.sigmoid(logits).numpy())
+    np.testing.assert_allclose(log_p.numpy(), expected, rtol=1e-10)
+    torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(lik(logits).mean, 16 * torch.sigmoid(logits))
+    lik.check(torch.tensor([[0.0], [16.0]]))
+    with pytest.raises(ElboxError, match="outside its support"):
+        lik.check(torch.tensor([[17.0]]))
+    with pytest.raises(ElboxError, match="binomial:N"):
+        Table(("binomial",))
 
 
 def test_a_table_likelihood_ignores_exactly_the_missing_entries():
@@ -407,7 +426,8 @@ def test_a_table_likelihood_ignores_exactly_the_missing_entries():
 
 
 def test_a_table_likelihood_broadcasts_particles_and_gets_gradients_through_missing_rows():
-    vae = VAE(VAEConfig(data_dim=6, latent_dim=2, hidden=(8,), likelihood="table", columns=TABLE_SPECS))
+    config = VAEConfig(data_dim=len(TABLE_SPECS), latent_dim=2, hidden=(8,), likelihood="table", columns=TABLE_SPECS)
+    vae = VAE(config)
     x = _rows().float()
     x[0, 0] = x[1, 2] = x[3, 5] = float("nan")
     log_w = vae.log_weights(x, 5)

@@ -642,19 +642,23 @@ class NegativeBinomial(Likelihood):
         _check_counts(x, name, "zero-inflated negative binomial" if self.zero_inflated else "negative binomial")
 
 
-_TABLE_KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negative-binomial", "zinb")
+_TABLE_KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negative-binomial", "zinb", "binomial")
+_NUMBERED = ("categorical", "binomial")  # the kinds written with a number: categorical:K levels, binomial:N trials
 # the column kind (data.tables.KINDS) each column likelihood models
 COLUMN_KINDS = {"gaussian": "continuous", "bernoulli": "binary", "categorical": "categorical", "poisson": "count",
-                "negative-binomial": "count", "zinb": "count"}  # fmt: skip
+                "negative-binomial": "count", "zinb": "count", "binomial": "count"}  # fmt: skip
 
 
-def _column_spec(spec: str) -> tuple[str, int]:
-    """A column's likelihood and its number of decoder outputs: ``categorical:K`` -> (categorical, K)."""
+def _column_spec(spec: str) -> tuple[str, int, int]:
+    """A column's likelihood, its number of decoder outputs and its number (levels K or trials N, else 0):
+    ``categorical:K`` -> (categorical, K, K), ``binomial:N`` -> (binomial, 1, N), ``zinb`` -> (zinb, 2, 0)."""
     kind, _, k = spec.partition(":")
-    if kind not in _TABLE_KINDS or (kind == "categorical") != bool(k) or (k and not k.isdigit()) or k == "1":
+    if (kind not in _TABLE_KINDS or (kind in _NUMBERED) != bool(k) or (k and not k.isdigit())
+            or (kind == "categorical" and k == "1") or (kind == "binomial" and k == "0")):  # fmt: skip
         raise ElboxError(f"unknown column likelihood {spec!r}: one of gaussian, bernoulli, categorical:K (K >= 2), "
-                         "poisson, negative-binomial, zinb.")  # fmt: skip
-    return kind, int(k) if k else 2 if kind == "zinb" else 1
+                         "poisson, negative-binomial, zinb, binomial:N (N >= 1 trials).")  # fmt: skip
+    number = int(k) if k else 0
+    return kind, number if kind == "categorical" else 2 if kind == "zinb" else 1, number
 
 
 class TableDistribution(Distribution):
@@ -720,11 +724,13 @@ class Table(Likelihood):
 
     ``gaussian`` (a learned scale per column, on standardised values), ``bernoulli`` (0/1 codes),
     ``categorical:K`` (codes 0..K-1, softmax over K logits), ``poisson``, ``negative-binomial``
-    and ``zinb`` (counts; a learned inverse dispersion per column). The decoder outputs
-    ``outputs`` values, column by column (K for a categorical, 2 for a zinb, else 1). Missing
-    values are NaN and drop out of log p (``TableDistribution``). The encoder reads
+    and ``zinb`` (counts; a learned inverse dispersion per column), ``binomial:N`` (counts of at
+    most N: the successes of N trials, a logit from the decoder; bounded counts such as a score
+    out of N or pixels on in a block, which no unbounded count likelihood fits near the bound).
+    The decoder outputs ``outputs`` values, column by column (K for a categorical, 2 for a zinb,
+    else 1). Missing values are NaN and drop out of log p (``TableDistribution``). The encoder reads
     ``features(x)`` (``input_width`` wide): each column as a number (one-hot for a categorical,
-    log1p for a count), 0 where missing, followed by the mask of observed entries.
+    log1p for an unbounded count, x / N for a binomial), 0 where missing, then the mask of observed entries.
 
     >>> lik = Table(("gaussian", "bernoulli", "categorical:3", "poisson"))
     >>> x = torch.tensor([[0.5, 1.0, 2.0, 4.0], [float("nan"), 0.0, 0.0, 1.0]])
@@ -737,10 +743,11 @@ class Table(Likelihood):
         super().__init__()
         specs = [_column_spec(s) for s in columns]
         self.columns = tuple(columns)
-        self.kinds = [kind for kind, _ in specs]
-        self.sizes = [size for _, size in specs]
+        self.kinds = [kind for kind, _, _ in specs]
+        self.sizes = [size for _, size, _ in specs]
+        self.trials = [number if kind == "binomial" else 0 for kind, _, number in specs]
         self.outputs = sum(self.sizes)
-        self.input_width = sum(k if kind == "categorical" else 1 for kind, k in specs) + len(specs)
+        self.input_width = sum(k if kind == "categorical" else 1 for kind, k, _ in specs) + len(specs)
         self.raw_scale = nn.Parameter(torch.full((self.kinds.count("gaussian"),), 0.5413))
         self.raw_theta = nn.Parameter(
             torch.full((sum(k in ("negative-binomial", "zinb") for k in self.kinds),), 0.5413)
@@ -771,6 +778,10 @@ class Table(Likelihood):
         if "poisson" in g:
             parts.append(("poisson", g["poisson"], torch.distributions.Poisson(pick(g["poisson"]).exp(),
                                                                                validate_args=False)))  # fmt: skip
+        if "binomial" in g:
+            n = out.new_tensor([self.trials[j] for j in g["binomial"]])
+            parts.append(("binomial", g["binomial"], torch.distributions.Binomial(n, logits=pick(g["binomial"]),
+                                                                                  validate_args=False)))  # fmt: skip
         for kind in ("negative-binomial", "zinb"):
             if kind in g:
                 t = theta[[nb.index(j) for j in g[kind]]]
@@ -790,6 +801,8 @@ class Table(Likelihood):
             v = filled[..., j : j + 1]
             if kind == "categorical":
                 parts.append(F.one_hot(v.squeeze(-1).long(), self.sizes[j]).to(x.dtype) * observed[..., j : j + 1])
+            elif kind == "binomial":
+                parts.append(v / self.trials[j])
             else:
                 parts.append(torch.log1p(v) if kind in ("poisson", "negative-binomial", "zinb") else v)
         return torch.cat([*parts, observed.to(x.dtype)], -1)
@@ -808,6 +821,8 @@ class Table(Likelihood):
                 bad |= v > 1
             elif kind == "categorical":
                 bad |= v >= self.sizes[j]
+            elif kind == "binomial":
+                bad |= v > self.trials[j]
             if bad.any():
                 raise ElboxError(f"column {j} of the {name} data ({self.columns[j]}) holds {v[bad][0].item():g}, "
                                  "outside its support; load tables with elbox.data.load_table, which codes "

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 KINDS = ("continuous", "binary", "categorical", "count")
-COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb")
+COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb", "binomial")  # binomial[:N]: at most N, N read if not given
 TABLE_SUFFIXES = (".csv", ".parquet")
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
 _CODES = 10  # whole numbers >= 1 with at most this many distinct values read as category codes
@@ -53,7 +53,8 @@ class Column:
     """One column of a table: its name, kind, levels (binary, categorical) and transform (continuous).
 
     ``levels`` are the column's values in code order, as JSON values (str, int, float, bool).
-    ``likelihood`` is a count column's: ``negative-binomial`` (default), ``poisson`` or ``zinb``.
+    ``likelihood`` is a count column's: ``negative-binomial`` (default), ``poisson``, ``zinb`` or
+    ``binomial:N`` (bounded counts, at most N).
     """
 
     name: str
@@ -241,7 +242,8 @@ def write_table(frame: Any, path: str | Path) -> Path:
 def read_schema_file(path: str | Path) -> dict[str, Any]:
     """Read a schema file (JSON or TOML): ``header`` (optional) and ``columns``, a table from a column's
     name to its kind: ``continuous``, ``binary``, ``categorical``, ``count`` (or ``count:poisson``,
-    ``count:zinb``) or ``drop``. Columns it does not name are inferred. A run's stored schema
+    ``count:zinb``, ``count:binomial`` for counts bounded by the column's largest value, ``count:binomial:N``
+    for counts of at most N) or ``drop``. Columns it does not name are inferred. A run's stored schema
     (``Schema.to_dict``) is accepted as well."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -263,7 +265,7 @@ def _declared(d: dict[str, Any], where: str) -> dict[str, str]:
     if isinstance(columns, list):  # a stored schema: its kinds and count likelihoods
         return {c["name"]: c["kind"] + (f":{c['likelihood']}" if c.get("likelihood") else "") for c in columns}
     allowed = (*KINDS, "drop", *(f"count:{lik}" for lik in COUNT_LIKELIHOODS))
-    bad = {name: kind for name, kind in columns.items() if kind not in allowed}
+    bad = {name: kind for name, kind in columns.items() if kind not in allowed and not _binomial_n(kind)}
     if bad:
         raise ElboxError(f"{where} declares unknown column kinds {bad}; a kind is one of {', '.join(allowed)}.")
     return dict(columns)
@@ -315,6 +317,12 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
         if v is None or (v < 0).any() or (v != np.round(v)).any():
             raise ElboxError(f"the column {name!r} is a count, but holds values that are not whole numbers >= 0 "
                              f"(e.g. {distinct[0]!r}); declare it continuous or categorical.")  # fmt: skip
+        if likelihood.startswith("binomial"):  # the bound: declared (binomial:N), else the largest value seen
+            n = int(likelihood.partition(":")[2] or v.max())
+            if v.max() > n:
+                raise ElboxError(f"the column {name!r} is declared a count of at most {n} (binomial:{n}) but holds "
+                                 f"{v.max():g}; raise the bound, or declare it count.")  # fmt: skip
+            likelihood = f"binomial:{max(n, 1)}"
         return Column(name, "count", likelihood=likelihood or "negative-binomial")
     if kind == "binary" and len(distinct) != 2:
         raise ElboxError(f"the column {name!r} is declared binary but has {len(distinct)} distinct values; declare "
@@ -322,6 +330,12 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
     if kind in ("binary", "categorical"):
         return Column(name, kind, levels=tuple(_json_value(v) for v in distinct))
     return Column(name, "continuous")
+
+
+def _binomial_n(spec: str) -> bool:
+    """Whether ``spec`` is ``count:binomial:N`` with N a whole number >= 1."""
+    head, _, n = spec.rpartition(":")
+    return head == "count:binomial" and n.isdigit() and int(n) >= 1
 
 
 def _infer_kind(name: str, present: Any, distinct: list[Any]) -> str:
@@ -376,6 +390,11 @@ def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
         bad = ~np.isnan(v) & ((v < 0) | (v != np.round(v)))
         if bad.any():
             raise ElboxError(f"the count column {c.name!r} of {where} holds {v[bad][0]!r}, not a whole number >= 0.")
+        n = int(c.likelihood.partition(":")[2]) if (c.likelihood or "").startswith("binomial") else None
+        if n is not None and (v[~np.isnan(v)] > n).any():
+            raise ElboxError(f"the count column {c.name!r} of {where} holds {np.nanmax(v):g}, above its bound {n} "
+                             f"(binomial:{n}, the run's schema): a run trained on counts of at most {n} cannot "
+                             "read it.")  # fmt: skip
         return v
     index = {_level_key(level): i for i, level in enumerate(c.levels)}
     out = np.full(len(values), np.nan)
