@@ -1,4 +1,4 @@
-"""Count tables: the likelihood ``auto`` picks, and log p(x) of Poisson, negative-binomial, binomial and Gaussian
+"""Count tables: the likelihood ``auto`` picks, and log p(x) of Poisson, negative-binomial, beta-binomial and Gaussian
 decoders.
 
 Two tables of counts:
@@ -10,7 +10,7 @@ Two tables of counts:
              in a 4x4 block of the original bitmap, 0..16 (a real count table, bounded and
              under-dispersed at the extremes; its constant columns dropped).
 
-For each the columns are declared ``count:poisson``, ``count:negative-binomial``, ``count:binomial:N``
+For each the columns are declared ``count:poisson``, ``count:negative-binomial``, ``count:beta-binomial:N``
 (bounded counts: N = 16 on digits, the column's largest value on the simulated table) or ``continuous``
 (the Gaussian), the same VAE is trained, and log p(x) is estimated on the test
 split by importance sampling with K draws of q (the IWAE bound, ``--k``), in nats per row. The
@@ -38,7 +38,7 @@ from common import set_threads, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tables_counts.json"
 DECODERS = {"poisson": "count:poisson", "negative-binomial": "count:negative-binomial", "gaussian": "continuous",
-            "binomial": "count:binomial"}  # binomial:N, N = 16 for digits (a 4x4 block), else the column's largest
+            "beta-binomial": "count:beta-binomial"}  # :N, N = 16 for digits (a 4x4 block), else the column's largest
 
 
 def parse() -> argparse.Namespace:
@@ -120,7 +120,7 @@ def main() -> None:
             for decoder in args.decoders:
                 spec = DECODERS[decoder]
                 declared = dict.fromkeys(frame.columns, spec)
-                if decoder == "binomial":  # the bound of the whole table, so that no test row exceeds it
+                if decoder == "beta-binomial":  # the bound of the whole table, so that no test row exceeds it
                     declared = {c: f"{spec}:{16 if name == 'digits' else int(frame[c].max())}" for c in frame.columns}
                 start = time.perf_counter()
                 run = fit(frame, declared, args, Path(tmp))

@@ -16,6 +16,7 @@ from elbox.errors import ElboxError
 from elbox.likelihoods import (
     LIKELIHOODS,
     Bernoulli,
+    BetaBinomialMean,
     Binomial,
     Categorical,
     ContinuousBernoulli,
@@ -361,7 +362,7 @@ def test_count_likelihoods_refuse_non_counts():
             like.check(torch.tensor([[0.0, 1.5]]))
 
 
-TABLE_SPECS = ("gaussian", "bernoulli", "categorical:3", "poisson", "negative-binomial", "zinb", "binomial:9")
+TABLE_SPECS = ("gaussian", "bernoulli", "categorical:3", "poisson", "negative-binomial", "zinb", "beta-binomial:9")
 
 
 def _table_out(lik: Table, batch: tuple[int, ...] = (4,)) -> torch.Tensor:
@@ -388,28 +389,38 @@ def test_a_mixed_table_log_likelihood_is_the_sum_of_its_columns():
         torch.distributions.Poisson(out[:, 5].exp()).log_prob(x[:, 3]),
         NegativeBinomialMean(out[:, 6], theta[0]).log_prob(x[:, 4]),
         NegativeBinomialMean(out[:, 7], theta[1], out[:, 8]).log_prob(x[:, 5]),
-        torch.distributions.Binomial(9, logits=out[:, 9]).log_prob(x[:, 6]),
+        BetaBinomialMean(torch.tensor(9.0), out[:, 9], theta[2]).log_prob(x[:, 6]),
     ]
     assert torch.allclose(total, sum(parts))
     assert torch.allclose(lik(out).log_prob_columns(x), torch.stack(parts, -1))
 
 
-def test_a_binomial_column_is_scipys_pmf_sums_to_one_over_0_to_n_and_refuses_more_than_n():
-    """Bounded counts: binomial:N is Binomial(N, sigmoid(logit)), a pmf on 0..N; its mean is N p."""
-    lik = Table(("binomial:16",)).double()
+def test_a_beta_binomial_column_is_scipys_pmf_sums_to_one_over_0_to_n_and_refuses_more_than_n():
+    """Bounded counts: beta-binomial:N is scipy's betabinom(N, p theta, (1 - p) theta), a pmf on 0..N with mean N p;
+    with a large concentration it is the binomial; its draws follow its pmf."""
+    lik = Table(("beta-binomial:16",)).double()
     logits = torch.tensor([[-3.0], [0.4], [2.5]], dtype=torch.float64)
+    theta = torch.nn.functional.softplus(lik.raw_theta.detach()) + 1e-4
     k = torch.arange(17, dtype=torch.float64)
-    p = lik(logits[:, None].expand(3, 17, 1))
-    log_p = p.log_prob(k[None, :, None])  # [3, 17]
-    expected = scipy.stats.binom.logpmf(k.numpy()[None], 16, torch.sigmoid(logits).numpy())
+    p, prob = lik(logits[:, None].expand(3, 17, 1)), torch.sigmoid(logits).numpy()
+    log_p = p.log_prob(k[None, :, None]).detach()  # [3, 17]
+    expected = scipy.stats.betabinom.logpmf(k.numpy()[None], 16, prob * theta.numpy(), (1 - prob) * theta.numpy())
     np.testing.assert_allclose(log_p.numpy(), expected, rtol=1e-10)
     torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(lik(logits).mean, 16 * torch.sigmoid(logits))
+    big = torch.tensor(1e8, dtype=torch.float64)  # concentration: the binomial's limit
+    near_binomial = BetaBinomialMean(torch.tensor(16.0, dtype=torch.float64), logits[:, 0], big).log_prob(k[:, None])
+    np.testing.assert_allclose(near_binomial.numpy(), scipy.stats.binom.logpmf(k.numpy()[:, None], 16, prob[:, 0]),
+                               atol=1e-4)  # fmt: skip
+    draws = BetaBinomialMean(torch.tensor(16.0), torch.tensor(0.4), torch.tensor(3.0)).sample((20_000,))
+    freq = torch.bincount(draws.long(), minlength=17).double() / 20_000
+    pmf = torch.from_numpy(scipy.stats.betabinom.pmf(k.numpy(), 16, 0.5987 * 3.0, 0.4013 * 3.0))
+    assert (freq - pmf).abs().max() < 5 * (pmf * (1 - pmf) / 20_000).sqrt().max()
     lik.check(torch.tensor([[0.0], [16.0]]))
     with pytest.raises(ElboxError, match="outside its support"):
         lik.check(torch.tensor([[17.0]]))
-    with pytest.raises(ElboxError, match="binomial:N"):
-        Table(("binomial",))
+    with pytest.raises(ElboxError, match="beta-binomial:N"):
+        Table(("beta-binomial",))
 
 
 def test_a_table_likelihood_ignores_exactly_the_missing_entries():

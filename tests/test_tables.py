@@ -75,19 +75,20 @@ def test_a_schema_file_declares_kinds_and_the_rest_is_inferred(tmp_path):
         load_dataset(str(tmp_path / "t.csv"), schema=tmp_path / "bad.json")
 
 
-def test_a_bounded_count_is_declared_binomial_with_its_bound_read_or_given_and_kept_by_the_run(tmp_path):
+def test_a_bounded_count_is_declared_beta_binomial_with_its_bound_read_or_given_and_kept_by_the_run(tmp_path):
     frame = pd.DataFrame({"score": [0, 3, 12, 7, 5], "x": [0.1, 0.5, -1.0, 2.0, 0.3]})
-    assert infer_schema(frame, {"score": "count:binomial"}).specs == ("binomial:12", "gaussian")  # the largest seen
-    schema = infer_schema(frame, {"score": "count:binomial:20"})
-    assert schema.specs == ("binomial:20", "gaussian")
+    bound_read = infer_schema(frame, {"score": "count:beta-binomial"})  # N: the largest value seen
+    assert bound_read.specs == ("beta-binomial:12", "gaussian")
+    schema = infer_schema(frame, {"score": "count:beta-binomial:20"})
+    assert schema.specs == ("beta-binomial:20", "gaussian")
     frame.to_csv(tmp_path / "t.csv", index=False)
     (tmp_path / "stored.json").write_text(json.dumps(schema.to_dict()))  # a run's stored schema reads back the same
     assert load_dataset(str(tmp_path / "t.csv"), schema=tmp_path / "stored.json").schema.specs == schema.specs
     with pytest.raises(ElboxError, match=r"at most 10 .* holds 12"):
-        infer_schema(frame, {"score": "count:binomial:10"})
+        infer_schema(frame, {"score": "count:beta-binomial:10"})
     with pytest.raises(ElboxError, match="above its bound 20"):
         schema.encode(pd.DataFrame({"score": [21], "x": [0.0]}))
-    (tmp_path / "zero.json").write_text('{"columns": {"score": "count:binomial:0"}}')
+    (tmp_path / "zero.json").write_text('{"columns": {"score": "count:beta-binomial:0"}}')
     with pytest.raises(ElboxError, match="unknown column kinds"):
         load_dataset(str(tmp_path / "t.csv"), schema=tmp_path / "zero.json")
 

@@ -581,6 +581,48 @@ class NegativeBinomialMean(Distribution):
             return x
 
 
+class BetaBinomialMean(Distribution):
+    """The beta-binomial by its number of trials n, mean probability p = sigmoid(logit) and concentration
+    theta: a pmf on 0..n, the Beta(p theta, (1 - p) theta)-mixture of Binomial(n, .),
+
+        BB(x; n, a, b) = C(n, x) B(x + a, n - x + b) / B(a, b),   a = p theta, b = (1 - p) theta,
+        mean n p, variance n p (1 - p) (n + theta) / (1 + theta);
+
+    the binomial as theta -> infinity. Bounded counts with over-dispersion (a score out of n,
+    pixels on in a block): what the negative binomial is to the Poisson. Batch shape that of ``logits``.
+    """
+
+    arg_constraints = {"logits": constraints.real, "theta": constraints.positive}  # noqa: RUF012 (torch's)
+
+    def __init__(self, total: Tensor, logits: Tensor, theta: Tensor) -> None:
+        self.total, self.logits = total.expand_as(logits), logits
+        self.theta = theta.expand_as(logits)
+        super().__init__(logits.shape, validate_args=False)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self) -> constraints.Constraint:
+        return constraints.integer_interval(0, self.total)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        n, theta = self.total, self.theta
+        a, b = torch.sigmoid(self.logits) * theta, torch.sigmoid(-self.logits) * theta
+        return (torch.lgamma(n + 1) - torch.lgamma(value + 1) - torch.lgamma(n - value + 1)
+                + torch.lgamma(value + a) + torch.lgamma(n - value + b) - torch.lgamma(n + theta)
+                + torch.lgamma(theta) - torch.lgamma(a) - torch.lgamma(b))  # fmt: skip
+
+    @property
+    def mean(self) -> Tensor:
+        return self.total * torch.sigmoid(self.logits)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        with torch.no_grad():
+            shape = self._extended_shape(sample_shape)
+            a = (torch.sigmoid(self.logits) * self.theta).expand(shape)
+            b = (torch.sigmoid(-self.logits) * self.theta).expand(shape)
+            p = torch.distributions.Beta(a, b).sample()
+            return torch.distributions.Binomial(self.total.expand(shape), p).sample()
+
+
 def _check_counts(x: Tensor, name: str, what: str) -> None:
     bad = ~torch.isnan(x) & ((x < 0) | (x != x.round()) | torch.isinf(x))
     if bad.any():
@@ -642,21 +684,22 @@ class NegativeBinomial(Likelihood):
         _check_counts(x, name, "zero-inflated negative binomial" if self.zero_inflated else "negative binomial")
 
 
-_TABLE_KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negative-binomial", "zinb", "binomial")
-_NUMBERED = ("categorical", "binomial")  # the kinds written with a number: categorical:K levels, binomial:N trials
+_TABLE_KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negative-binomial", "zinb", "beta-binomial")
+_DISPERSED = ("negative-binomial", "zinb", "beta-binomial")  # a learned inverse dispersion (concentration) each
+_NUMBERED = ("categorical", "beta-binomial")  # the kinds written with a number: categorical:K levels, beta-binomial:N
 # the column kind (data.tables.KINDS) each column likelihood models
 COLUMN_KINDS = {"gaussian": "continuous", "bernoulli": "binary", "categorical": "categorical", "poisson": "count",
-                "negative-binomial": "count", "zinb": "count", "binomial": "count"}  # fmt: skip
+                "negative-binomial": "count", "zinb": "count", "beta-binomial": "count"}  # fmt: skip
 
 
 def _column_spec(spec: str) -> tuple[str, int, int]:
     """A column's likelihood, its number of decoder outputs and its number (levels K or trials N, else 0):
-    ``categorical:K`` -> (categorical, K, K), ``binomial:N`` -> (binomial, 1, N), ``zinb`` -> (zinb, 2, 0)."""
+    ``categorical:K`` -> (categorical, K, K), ``beta-binomial:N`` -> (beta-binomial, 1, N), ``zinb`` -> (zinb, 2, 0)."""
     kind, _, k = spec.partition(":")
     if (kind not in _TABLE_KINDS or (kind in _NUMBERED) != bool(k) or (k and not k.isdigit())
-            or (kind == "categorical" and k == "1") or (kind == "binomial" and k == "0")):  # fmt: skip
+            or (kind == "categorical" and k == "1") or (kind == "beta-binomial" and k == "0")):  # fmt: skip
         raise ElboxError(f"unknown column likelihood {spec!r}: one of gaussian, bernoulli, categorical:K (K >= 2), "
-                         "poisson, negative-binomial, zinb, binomial:N (N >= 1 trials).")  # fmt: skip
+                         "poisson, negative-binomial, zinb, beta-binomial:N (N >= 1 trials).")  # fmt: skip
     number = int(k) if k else 0
     return kind, number if kind == "categorical" else 2 if kind == "zinb" else 1, number
 
@@ -724,13 +767,13 @@ class Table(Likelihood):
 
     ``gaussian`` (a learned scale per column, on standardised values), ``bernoulli`` (0/1 codes),
     ``categorical:K`` (codes 0..K-1, softmax over K logits), ``poisson``, ``negative-binomial``
-    and ``zinb`` (counts; a learned inverse dispersion per column), ``binomial:N`` (counts of at
-    most N: the successes of N trials, a logit from the decoder; bounded counts such as a score
-    out of N or pixels on in a block, which no unbounded count likelihood fits near the bound).
+    and ``zinb`` (counts; a learned inverse dispersion per column), ``beta-binomial:N`` (counts of
+    at most N, ``BetaBinomialMean``: a logit from the decoder, a learned concentration per column;
+    a score out of N, pixels on in a block, which no unbounded count likelihood fits near the bound).
     The decoder outputs ``outputs`` values, column by column (K for a categorical, 2 for a zinb,
     else 1). Missing values are NaN and drop out of log p (``TableDistribution``). The encoder reads
     ``features(x)`` (``input_width`` wide): each column as a number (one-hot for a categorical,
-    log1p for an unbounded count, x / N for a binomial), 0 where missing, then the mask of observed entries.
+    log1p for an unbounded count, x / N for a bounded one), 0 where missing, then the mask of observed entries.
 
     >>> lik = Table(("gaussian", "bernoulli", "categorical:3", "poisson"))
     >>> x = torch.tensor([[0.5, 1.0, 2.0, 4.0], [float("nan"), 0.0, 0.0, 1.0]])
@@ -745,12 +788,12 @@ class Table(Likelihood):
         self.columns = tuple(columns)
         self.kinds = [kind for kind, _, _ in specs]
         self.sizes = [size for _, size, _ in specs]
-        self.trials = [number if kind == "binomial" else 0 for kind, _, number in specs]
+        self.trials = [number if kind == "beta-binomial" else 0 for kind, _, number in specs]
         self.outputs = sum(self.sizes)
         self.input_width = sum(k if kind == "categorical" else 1 for kind, k, _ in specs) + len(specs)
         self.raw_scale = nn.Parameter(torch.full((self.kinds.count("gaussian"),), 0.5413))
         self.raw_theta = nn.Parameter(
-            torch.full((sum(k in ("negative-binomial", "zinb") for k in self.kinds),), 0.5413)
+            torch.full((sum(k in _DISPERSED for k in self.kinds),), 0.5413)
         )
 
     def widths(self, dim: int) -> tuple[int, int]:
@@ -768,7 +811,7 @@ class Table(Likelihood):
         g, parts = self._groups(), []
         first = {j: starts[j] for j in range(len(starts))}
         pick = lambda idx: out[..., [first[j] for j in idx]]  # noqa: E731  one output per column
-        nb = [j for j, kind in enumerate(self.kinds) if kind in ("negative-binomial", "zinb")]
+        nb = [j for j, kind in enumerate(self.kinds) if kind in _DISPERSED]
         theta = F.softplus(self.raw_theta) + 1e-4
         if "gaussian" in g:
             parts.append(("gaussian", g["gaussian"], Normal(pick(g["gaussian"]), F.softplus(self.raw_scale) + 1e-3,
@@ -778,10 +821,10 @@ class Table(Likelihood):
         if "poisson" in g:
             parts.append(("poisson", g["poisson"], torch.distributions.Poisson(pick(g["poisson"]).exp(),
                                                                                validate_args=False)))  # fmt: skip
-        if "binomial" in g:
-            n = out.new_tensor([self.trials[j] for j in g["binomial"]])
-            parts.append(("binomial", g["binomial"], torch.distributions.Binomial(n, logits=pick(g["binomial"]),
-                                                                                  validate_args=False)))  # fmt: skip
+        if "beta-binomial" in g:
+            j = g["beta-binomial"]
+            n, t = out.new_tensor([self.trials[i] for i in j]), theta[[nb.index(i) for i in j]]
+            parts.append(("beta-binomial", j, BetaBinomialMean(n, pick(j), t)))
         for kind in ("negative-binomial", "zinb"):
             if kind in g:
                 t = theta[[nb.index(j) for j in g[kind]]]
@@ -801,7 +844,7 @@ class Table(Likelihood):
             v = filled[..., j : j + 1]
             if kind == "categorical":
                 parts.append(F.one_hot(v.squeeze(-1).long(), self.sizes[j]).to(x.dtype) * observed[..., j : j + 1])
-            elif kind == "binomial":
+            elif kind == "beta-binomial":
                 parts.append(v / self.trials[j])
             else:
                 parts.append(torch.log1p(v) if kind in ("poisson", "negative-binomial", "zinb") else v)
@@ -821,7 +864,7 @@ class Table(Likelihood):
                 bad |= v > 1
             elif kind == "categorical":
                 bad |= v >= self.sizes[j]
-            elif kind == "binomial":
+            elif kind == "beta-binomial":
                 bad |= v > self.trials[j]
             if bad.any():
                 raise ElboxError(f"column {j} of the {name} data ({self.columns[j]}) holds {v[bad][0].item():g}, "

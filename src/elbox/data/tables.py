@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 KINDS = ("continuous", "binary", "categorical", "count")
-COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb", "binomial")  # binomial[:N]: at most N, N read if not given
+COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb", "beta-binomial")  # beta-binomial[:N]: at most N
 TABLE_SUFFIXES = (".csv", ".parquet")
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
 _CODES = 10  # whole numbers >= 1 with at most this many distinct values read as category codes
@@ -54,7 +54,7 @@ class Column:
 
     ``levels`` are the column's values in code order, as JSON values (str, int, float, bool).
     ``likelihood`` is a count column's: ``negative-binomial`` (default), ``poisson``, ``zinb`` or
-    ``binomial:N`` (bounded counts, at most N).
+    ``beta-binomial:N`` (bounded counts, at most N).
     """
 
     name: str
@@ -242,9 +242,9 @@ def write_table(frame: Any, path: str | Path) -> Path:
 def read_schema_file(path: str | Path) -> dict[str, Any]:
     """Read a schema file (JSON or TOML): ``header`` (optional) and ``columns``, a table from a column's
     name to its kind: ``continuous``, ``binary``, ``categorical``, ``count`` (or ``count:poisson``,
-    ``count:zinb``, ``count:binomial`` for counts bounded by the column's largest value, ``count:binomial:N``
-    for counts of at most N) or ``drop``. Columns it does not name are inferred. A run's stored schema
-    (``Schema.to_dict``) is accepted as well."""
+    ``count:zinb``, ``count:beta-binomial`` for counts bounded by the column's largest value,
+    ``count:beta-binomial:N`` for counts of at most N) or ``drop``. Columns it does not name are inferred.
+    A run's stored schema (``Schema.to_dict``) is accepted as well."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ElboxError(f"The schema file {path} does not exist; give a JSON or TOML file of column kinds.")
@@ -317,12 +317,12 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
         if v is None or (v < 0).any() or (v != np.round(v)).any():
             raise ElboxError(f"the column {name!r} is a count, but holds values that are not whole numbers >= 0 "
                              f"(e.g. {distinct[0]!r}); declare it continuous or categorical.")  # fmt: skip
-        if likelihood.startswith("binomial"):  # the bound: declared (binomial:N), else the largest value seen
+        if likelihood.startswith("beta-binomial"):  # the bound: declared (beta-binomial:N), else the largest seen
             n = int(likelihood.partition(":")[2] or v.max())
             if v.max() > n:
-                raise ElboxError(f"the column {name!r} is declared a count of at most {n} (binomial:{n}) but holds "
-                                 f"{v.max():g}; raise the bound, or declare it count.")  # fmt: skip
-            likelihood = f"binomial:{max(n, 1)}"
+                raise ElboxError(f"the column {name!r} is declared a count of at most {n} (beta-binomial:{n}) but "
+                                 f"holds {v.max():g}; raise the bound, or declare it count.")  # fmt: skip
+            likelihood = f"beta-binomial:{max(n, 1)}"
         return Column(name, "count", likelihood=likelihood or "negative-binomial")
     if kind == "binary" and len(distinct) != 2:
         raise ElboxError(f"the column {name!r} is declared binary but has {len(distinct)} distinct values; declare "
@@ -333,9 +333,9 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
 
 
 def _binomial_n(spec: str) -> bool:
-    """Whether ``spec`` is ``count:binomial:N`` with N a whole number >= 1."""
+    """Whether ``spec`` is ``count:beta-binomial:N`` with N a whole number >= 1."""
     head, _, n = spec.rpartition(":")
-    return head == "count:binomial" and n.isdigit() and int(n) >= 1
+    return head == "count:beta-binomial" and n.isdigit() and int(n) >= 1
 
 
 def _infer_kind(name: str, present: Any, distinct: list[Any]) -> str:
@@ -390,10 +390,10 @@ def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
         bad = ~np.isnan(v) & ((v < 0) | (v != np.round(v)))
         if bad.any():
             raise ElboxError(f"the count column {c.name!r} of {where} holds {v[bad][0]!r}, not a whole number >= 0.")
-        n = int(c.likelihood.partition(":")[2]) if (c.likelihood or "").startswith("binomial") else None
+        n = int(c.likelihood.partition(":")[2]) if (c.likelihood or "").startswith("beta-binomial") else None
         if n is not None and (v[~np.isnan(v)] > n).any():
             raise ElboxError(f"the count column {c.name!r} of {where} holds {np.nanmax(v):g}, above its bound {n} "
-                             f"(binomial:{n}, the run's schema): a run trained on counts of at most {n} cannot "
+                             f"(beta-binomial:{n}, the run's schema): a run trained on counts of at most {n} cannot "
                              "read it.")  # fmt: skip
         return v
     index = {_level_key(level): i for i, level in enumerate(c.levels)}
