@@ -6,12 +6,13 @@ Each method fills the removed entries; the score is their RMSE in standardised u
 (Mattei & Frellsen 2019, "MIWAE", section 4.3, use this table and this protocol).
 
 elbox trains a VAE on the incomplete table with the IWAE bound on the observed entries
-(``elbox.training.train(data=FILE.csv, objective="iwae", k=K)``: the MIWAE objective, the
-encoder reading the zero-filled row and its mask), on its 80% training rows, and fills every
-row with the importance-weighted conditional mean over ``--impute-k`` draws of q
-(``elbox.impute.impute_table``). The baselines see all 569 rows.
+(``elbox.training.train(data=FILE.csv, objective="iwae", k=K, estimator="dreg", all_rows=True)``:
+the MIWAE objective, the encoder reading the zero-filled row and its mask), on every row of the
+table (``--held-out``: its 80% training rows only), and fills every row with the
+importance-weighted conditional mean over ``--impute-k`` draws of q (``elbox.impute.impute_table``).
+The baselines see all 569 rows too.
 
-    python bench/tables_impute.py                                  # about 10 minutes on 2 busy cores
+    python bench/tables_impute.py --rates 0.2                      # about 25 minutes on 2 busy cores
     python bench/tables_impute.py --seeds 1 --rates 0.2 --epochs 100   # a quick look
 """
 
