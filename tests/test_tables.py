@@ -139,6 +139,34 @@ def test_a_run_on_an_incomplete_table_trains_and_stores_its_schema_as_json(table
                                              "categorical:3")  # fmt: skip
 
 
+def test_all_rows_trains_on_every_row_of_the_table_and_keeps_the_splits_for_evaluation(table_run):
+    from elbox.training.config import TrainConfig
+    from elbox.training.setup import prepare
+
+    _, folder, frame = table_run
+    data = str(folder / "t.csv")
+    held_out = prepare(TrainConfig(data=data)).splits
+    every = prepare(TrainConfig(data=data, all_rows=True)).splits
+    assert held_out["train"].shape[0] < len(frame) == every["train"].shape[0]
+    # the training split is the rows of the three splits, each once; valid and test are still scored
+    whole = torch.cat([held_out["train"], held_out["valid"], held_out["test"]])
+    assert torch.equal(every["train"].nan_to_num(-99.0), whole.nan_to_num(-99.0))
+    for split in ("valid", "test"):
+        assert torch.equal(every[split].nan_to_num(-99.0), held_out[split].nan_to_num(-99.0))
+
+
+def test_an_all_rows_run_records_the_data_sets_splits_and_says_it_trained_on_every_row(table_run, tmp_path):
+    from elbox.impute import embedding_rows
+
+    _, folder, frame = table_run
+    run = train(data=str(folder / "t.csv"), epochs=1, latent_dim=2, hidden=(16,), out=str(tmp_path / "run"),
+                progress=False, all_rows=True)  # fmt: skip
+    sizes = run.info["dataset"]["sizes"]
+    assert sum(sizes.values()) == len(frame) and sizes["train"] == len(frame) - 2 * round(len(frame) / 10)
+    assert "all rows trained on" in run.describe()
+    assert len(embedding_rows(run, "test")) == sizes["test"]
+
+
 def test_samples_csv_keeps_the_names_order_kinds_and_units(table_run, capsys):
     run, folder, frame = table_run
     code, _, err = run_cli(capsys, "sample", run.path, "-n", "1000", "--out", folder / "samples.csv")

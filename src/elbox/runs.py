@@ -184,7 +184,8 @@ class Run:
         kind = {"cvae": "conditional VAE", "vib": "VIB classifier"}.get(self.model.config.model, "VAE")
         lines = [
             f"Trained a {kind} on {d['name']} ({sizes['train']} train / {sizes['valid']} valid / "
-            f"{sizes['test']} test) for {s['epochs']} epochs in {s['seconds']:.1f} s "
+            f"{sizes['test']} test{'; all rows trained on' if self.config.all_rows else ''}) for {s['epochs']} "
+            f"epochs in {s['seconds']:.1f} s "
             f"(latent dim {self.model.config.latent_dim}, {self.model.config.likelihood} likelihood).",
             "",
             f"{'nats per data point':<22}{'ELBO':>10}  = {'reconstruction':>14} - {'KL':>8}",

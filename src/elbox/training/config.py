@@ -40,6 +40,9 @@ class TrainConfig:
             ``dynamic`` (drawn anew every epoch, Burda et al. 2016).
         epochs, batch_size, lr: Adam's budget, minibatch size and learning rate.
         seed: seeds the weights, the data order and every draw; equal configs give equal runs.
+        all_rows: train on every row, the valid and test splits included (they are then no longer
+            held out, and their numbers are not held-out numbers): MIWAE's transductive fit of an
+            incomplete table that ``elbox impute`` is to fill (Mattei & Frellsen 2019).
         k: particles per data point in the training objective.
         analytic_kl: closed-form KL(q || p) where torch.distributions has one (ELBO, reparam).
         objective: the bound trained: ``elbo``, ``iwae`` (with k particles) or ``renyi`` (order
@@ -80,6 +83,10 @@ class TrainConfig:
     batch_size: int = option(100, "Minibatch size.")
     lr: float = option(1e-3, "Adam's learning rate.")
     seed: int = option(0, "Seeds weights, data order and draws.")
+    all_rows: bool = option(
+        False,
+        "Train on every row, valid and test included (no longer held out): to impute the table itself.",
+    )
     k: int = option(1, "Particles per data point in the ELBO.")
     analytic_kl: bool = option(
         True,

@@ -93,7 +93,9 @@ def _diverged(fit: "Fit", what: str) -> ElboxError:
 
 def _dataset_info(setup: Setup) -> dict[str, Any]:
     d = setup.dataset
-    sizes = {name: int(x.shape[0]) for name, x in setup.splits.items()}
+    # the data set's own splits: with all_rows the training split holds every row, but the rows of a split
+    # (``data.tables.split_rows``, which ``impute.embedding_rows`` cuts from their total) stay the data set's
+    sizes = {name: int(getattr(d, name).shape[0]) for name in setup.splits}
     table = {} if d.schema is None else {"schema": d.schema.to_dict()}  # the user's units, for a reloaded run
     return {"name": d.name, "image_shape": d.image_shape, "levels": d.levels, "sizes": sizes} | table
 

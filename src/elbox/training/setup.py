@@ -95,10 +95,20 @@ def prepare(config: TrainConfig) -> Setup:
     for prior in (m for m in model.modules() if isinstance(m, VampPrior)):  # a resumed run loads its own after
         prior.start_at(splits["train"], torch.Generator().manual_seed(config.seed))
     _check_data(model, dataset, splits, config)
+    if config.all_rows:
+        splits = _all_rows(splits, model)
     w = init(device)  # under torchrun: join the other processes; every rank built the same weights
     if w.rank:  # each rank draws its own particles; rank 0 draws what a single process would
         torch.manual_seed(config.seed + 1_000_003 * w.rank)
     return Setup(replace(config, model=model_config), dataset, splits, model.to(device_of(device, w)))
+
+
+def _all_rows(splits: dict[str, Tensor], model: LatentVariableModel) -> dict[str, Tensor]:
+    """``all_rows``: the training split is every row ``[N_train + N_valid + N_test, X]``; valid and test stay."""
+    if model.needs_labels:
+        raise ElboxError("--all-rows trains on the rows of every split, which a conditional model cannot (its labels "
+                         "are per split); train without --all-rows.")  # fmt: skip
+    return {**splits, "train": torch.cat([splits["train"], splits["valid"], splits["test"]])}
 
 
 def _check_data(model: LatentVariableModel, dataset: Dataset, splits: dict[str, Tensor], config: TrainConfig) -> None:
