@@ -38,7 +38,8 @@ from common import set_threads, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tables_counts.json"
 DECODERS = {"poisson": "count:poisson", "negative-binomial": "count:negative-binomial", "gaussian": "continuous",
-            "beta-binomial": "count:beta-binomial"}  # :N, N = 16 for digits (a 4x4 block), else the column's largest
+            "beta-binomial": "count:beta-binomial", "auto": None}  # beta-binomial:N, N = 16 for digits (a 4x4 block),
+# else the column's largest; auto: every column's likelihood inferred (what a user gets without a schema)
 
 
 def parse() -> argparse.Namespace:
@@ -119,7 +120,7 @@ def main() -> None:
             print(name, table, flush=True)
             for decoder in args.decoders:
                 spec = DECODERS[decoder]
-                declared = dict.fromkeys(frame.columns, spec)
+                declared = dict.fromkeys(frame.columns, spec) if spec else {}
                 if decoder == "beta-binomial":  # the bound of the whole table, so that no test row exceeds it
                     declared = {c: f"{spec}:{16 if name == 'digits' else int(frame[c].max())}" for c in frame.columns}
                 start = time.perf_counter()

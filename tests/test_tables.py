@@ -42,6 +42,17 @@ def test_column_kinds_are_inferred_from_crafted_columns():
     assert "visits" in schema.describe() and "negative-binomial" in schema.describe()
 
 
+def test_a_count_column_with_a_ceiling_is_read_as_bounded_and_one_without_as_unbounded():
+    """Counts whose largest value holds 5% or more of the values (days a week, pixels on of 16) are bounded:
+    beta-binomial up to that value; a largest value reached by a few rows is a tail: negative binomial."""
+    rng = np.random.default_rng(0)
+    days = np.minimum(rng.poisson(4.0, 300), 7)  # capped at 7: about 13% of the rows at the cap
+    tail = rng.poisson(4.0, 300)
+    frame = pd.DataFrame({"days": days, "tail": tail})
+    assert (days == 7).mean() > 0.05 > (tail == tail.max()).mean()
+    assert infer_schema(frame).specs == ("beta-binomial:7", "negative-binomial")
+
+
 @pytest.mark.parametrize(
     ("column", "phrase"),
     [

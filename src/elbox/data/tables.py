@@ -46,6 +46,10 @@ COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb", "beta-binomial")  #
 TABLE_SUFFIXES = (".csv", ".parquet")
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
 _CODES = 10  # whole numbers >= 1 with at most this many distinct values read as category codes
+# a count column whose largest value holds at least this share of the values has a ceiling (days a week, a score
+# out of N, pixels on in a block): bounded counts, the beta-binomial up to that value; unbounded counts reach
+# their largest value once or a few times
+CEILING = 0.05
 
 
 @dataclass(frozen=True)
@@ -276,8 +280,9 @@ def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: 
 
     Inference, on the non-missing values: bool or two distinct values -> binary; text with at
     most ``MAX_LEVELS`` levels -> categorical; whole numbers >= 1 with at most 10 distinct
-    values -> categorical (codes such as 1..5 of a survey); other whole numbers >= 0 -> count;
-    any other number -> continuous. A column with no value, or a single value, is refused
+    values -> categorical (codes such as 1..5 of a survey); other whole numbers >= 0 -> count,
+    bounded by its largest value (beta-binomial) when that value holds at least ``CEILING`` of
+    the values, else negative binomial; any other number -> continuous. A column with no value, or a single value, is refused
     with its name (declare it ``drop`` to leave it out). Transforms are left at identity:
     ``fit_transforms`` sets them from the training rows.
     """
@@ -349,7 +354,9 @@ def _infer_kind(name: str, present: Any, distinct: list[Any]) -> str:
         return "categorical"
     v = present.to_numpy(dtype=np.float64)
     if (v == np.round(v)).all() and v.min() >= 0:
-        return "categorical" if v.min() >= 1 and len(distinct) <= _CODES else "count"
+        if v.min() >= 1 and len(distinct) <= _CODES:
+            return "categorical"
+        return "count:beta-binomial" if (v == v.max()).mean() >= CEILING else "count"
     return "continuous"
 
 
