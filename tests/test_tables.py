@@ -15,10 +15,12 @@ from elbox import (
     VAEConfig,
     train,  # the package face: with the default hooks (the figures)
 )
+from elbox.aggregate import aggregate_posterior
 from elbox.data import Schema, infer_schema, load_dataset, read_table
 from elbox.data.tables import fit_transforms
 from elbox.errors import ElboxError
-from elbox.impute import impute, impute_table
+from elbox.impute import impute, impute_table, sample_table
+from elbox.likelihoods import Table
 from elbox.runs import load_run
 
 
@@ -196,6 +198,19 @@ def test_samples_csv_keeps_the_names_order_kinds_and_units(table_run, capsys):
     assert list(embedded.columns) == ["row", "z0", "z1"] and embedded["row"].max() < len(frame)
 
 
+def test_samples_from_the_aggregate_posterior_through_the_command_line(table_run, capsys):
+    run, folder, frame = table_run
+    code, _, err = run_cli(capsys, "sample", run.path, "-n", "500", "--latent", "aggregate", "--out",
+                           folder / "aggregate.csv")  # fmt: skip
+    assert code == 0, err
+    samples = pd.read_csv(folder / "aggregate.csv")
+    assert list(samples.columns) == list(frame.columns) and len(samples) == 500
+    assert sample_table(run, 500, 0, "aggregate").equals(sample_table(load_run(run.path), 500, 0, "aggregate"))
+    assert not sample_table(run, 500, 0, "aggregate").equals(sample_table(run, 500, 0, "prior"))
+    code, _, err = run_cli(capsys, "sample", run.path, "--latent", "posterior", "--out", folder / "bad.csv")
+    assert code != 0 and "--latent must be one of prior, aggregate" in err
+
+
 def test_impute_fills_every_gap_and_never_changes_an_observed_value(table_run, capsys):
     run, folder, frame = table_run
     code, _, err = run_cli(capsys, "impute", run.path, "--data", folder / "t.csv", "--out", folder / "f.csv",
@@ -270,3 +285,67 @@ def test_a_table_run_evaluates_through_the_command_line(table_run, capsys):
                              "--mi-points", "8", "--no-progress")  # fmt: skip
     assert code == 0, err
     assert "log p(x)" in out
+
+
+# ----------------------------------------------------------------------------- sampling quality
+
+
+def test_count_columns_start_at_their_marginal_mean_and_dispersion():
+    """log mean into the decoder's bias, theta = m^2 / (v - m) by the moments (Poisson-like: 1000)."""
+    rng = np.random.default_rng(0)
+    x = torch.tensor(np.stack([rng.normal(size=4000),                       # gaussian: left as built
+                               rng.negative_binomial(5, 5 / (5 + 700), 4000),  # NB(mean 700, theta 5)
+                               rng.poisson(90, 4000)], 1), dtype=torch.float32)  # fmt: skip
+    x[::7, 1] = float("nan")  # missing values are left out of the moments
+    lik, bias = Table(("gaussian", "negative-binomial", "negative-binomial")), torch.zeros(3)
+    lik.start_at(x, bias)
+    assert bias[0] == 0
+    assert bias[1].exp().item() == pytest.approx(700, rel=0.03)  # the sd of the mean is 700 / sqrt(5 * 3428), 0.8%
+    assert bias[2].exp().item() == pytest.approx(90, rel=0.01)
+    theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
+    assert theta[0].item() == pytest.approx(5.0, rel=0.15)  # the moment estimate's sd is about 5% at N = 3428
+    assert theta[1].item() == pytest.approx(1000, rel=0.01)  # under-dispersed against a Poisson: the Poisson
+
+
+def test_a_bounded_count_column_starts_at_its_marginal_probability_and_concentration():
+    """beta-binomial:16 of Beta(2, 3)-mixed binomials: logit p = logit 0.4 into the bias, theta = a + b = 5 by
+    the moments, var = N p (1 - p) (N + theta) / (1 + theta)."""
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.binomial(16, rng.beta(2.0, 3.0, 4000)), dtype=torch.float32)[:, None]
+    lik, bias = Table(("negative-binomial", "beta-binomial:16")), torch.zeros(2)
+    lik.start_at(torch.cat([x + 3, x], 1), bias)
+    assert torch.sigmoid(bias[1]).item() == pytest.approx(0.4, abs=0.01)  # the sd of the mean / 16 is 0.004
+    theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
+    assert theta[1].item() == pytest.approx(5.0, rel=0.15)  # the concentration, not the NB column's theta
+
+
+def test_a_count_column_in_the_hundreds_samples_with_its_spread(tmp_path):
+    """Counts in the hundreds (wine's magnesium: 70-162) train 300 steps and sample with the data's sd.
+    From theta = 1 and a mean of 1 the negative binomial stayed ~10 times too dispersed."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200)
+    frame = pd.DataFrame({"a": z + 0.3 * rng.normal(size=200), "mg": np.round(100 + 14 * z).astype(int)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run = train(data=str(tmp_path / "t.csv"), epochs=60, latent_dim=2, hidden=(32,), out=str(tmp_path / "run"),
+                progress=False, batch_size=32)  # fmt: skip
+    assert run.schema.columns[1].kind == "count"
+    mg = sample_table(run, 2000, 0)["mg"]
+    assert 80 < mg.mean() < 120 and 7 < mg.std() < 28  # within a factor 2 of the data's 14
+
+
+def test_the_aggregate_posterior_finds_the_clusters_of_the_latents():
+    """Latents in two clusters (30% at -3, 70% at +3, sd 0.1): the BIC picks two components with those
+    weights and means; the mixture is the same for the same seed."""
+
+    class TwoClusters(torch.nn.Module):
+        def encode(self, x):
+            return torch.distributions.Independent(torch.distributions.Normal(x, 0.1), 1)
+
+    x = torch.cat([torch.full((300, 2), -3.0), torch.full((700, 2), 3.0)])
+    q = aggregate_posterior(TwoClusters(), x, seed=0)
+    order = q.component_distribution.loc[:, 0].argsort()
+    assert q.mixture_distribution.probs[order].tolist() == pytest.approx([0.3, 0.7], abs=1e-3)
+    assert q.component_distribution.loc[order].flatten().tolist() == pytest.approx([-3, -3, 3, 3], abs=0.01)
+    sd = q.component_distribution.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+    assert sd.flatten().tolist() == pytest.approx([0.1] * 4, rel=0.1)
+    assert torch.equal(q.mean, aggregate_posterior(TwoClusters(), x, seed=0).mean)

@@ -44,6 +44,8 @@ Split = Annotated[str, typer.Option(help="Which inputs: train, valid or test.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to write. \\[default: in RUN/figures/]")]
 Progress = Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a tty).")]
 TableOut = Annotated[Path | None, typer.Option("--out", help="A table's numbers in its units: .csv, .parquet, .npy.")]
+Latent = Annotated[str, typer.Option(help="A table's z: prior (z ~ p(z)) or aggregate (a Gaussian mixture fit to "
+                                     "q(z | x) of the training rows, closer to the data).")]  # fmt: skip
 Report = Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html at the end (no evaluation).")]
 
 
@@ -118,14 +120,17 @@ def sample(
     checkpoint: Checkpoint = "last",
     condition: Annotated[int | None, typer.Option(help="A cvae draws given this class label.")] = None,
     out: TableOut = None,
+    latent: Latent = "prior",
 ) -> None:
     """Decode draws z ~ p(z) (or p(z | y)) into images; a table's marginals, or with --out its rows x ~ p(x | z)."""
     from .plots.run import samples_of
 
     r = _load(run, checkpoint)
+    if latent != "prior" and r.schema is None:
+        raise ElboxError(f"--latent {latent} is for runs trained on a table; {run} was not: leave --latent out.")
     if out is not None:
-        return _numbers(out, "sample_table", r, n, seed)
-    _save(r, *samples_of(r, n, seed, condition), output)
+        return _numbers(out, "sample_table", r, n, seed, latent)
+    _save(r, *samples_of(r, n, seed, condition, latent), output)
 
 
 @_command

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .aggregate import LATENTS, aggregate_posterior
 from .data import Schema
 from .data.tables import read_table
 from .errors import ElboxError
@@ -30,6 +31,7 @@ __all__ = [
     "reconstruct_table",
     "reconstruction_by_kind",
     "sample_table",
+    "table_draws",
 ]
 
 
@@ -118,13 +120,31 @@ def _merge(frame: Any, schema: Schema, filled: np.ndarray) -> Any:
 
 
 @torch.no_grad()
-def sample_table(run: Any, n: int, seed: int = 0) -> Any:
-    """n rows drawn from the model, x ~ p(x | z) with z ~ p(z), in the user's units and column names."""
-    schema = _table_model(run)
-    with torch.random.fork_rng(devices=[]):  # seeded draws that leave the caller's random state as it was
+def sample_table(run: Any, n: int, seed: int = 0, latent: str = "prior") -> Any:
+    """n rows drawn from the model, x ~ p(x | z), in the user's units and column names (``table_draws``)."""
+    return _table_model(run).decode(table_draws(run, n, seed, latent).numpy())
+
+
+@torch.no_grad()
+def table_draws(run: Any, n: int, seed: int = 0, latent: str = "prior") -> Tensor:
+    """n rows x ~ p(x | z) ``[n, C]`` in encoded units, from a generator seeded ``seed`` (torch's global
+    state is left as it was).
+
+    ``latent`` says where z comes from: ``prior``, z ~ p(z); ``aggregate``, z from a Gaussian
+    mixture fit to q(z | x) of the run's training rows (``aggregate.aggregate_posterior``: the
+    latents the decoder was trained on), which reads the run's data file again. Each column is
+    then drawn from its own likelihood given z: a Gaussian's learned noise, a count's negative
+    binomial, a level's softmax.
+    """
+    _table_model(run)
+    if latent not in LATENTS:
+        raise ElboxError(f"--latent must be one of {', '.join(LATENTS)}, got {latent!r}: prior draws z ~ p(z), "
+                         "aggregate from a mixture fit to the training rows' posteriors.")  # fmt: skip
+    q = aggregate_posterior(run.model, run.split("train")[0], seed=seed) if latent == "aggregate" else None
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        z = run.model.prior_given().sample((n,))
-        return schema.decode(run.model.decode(z).sample().numpy())
+        z = run.model.prior_given().sample((n,)) if q is None else q.sample((n,))  # [n, D]
+        return run.model.decode(z).sample()
 
 
 @torch.no_grad()

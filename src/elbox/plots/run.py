@@ -17,13 +17,15 @@ from .model import embedding, reconstructions, samples
 __all__ = ["check_color", "embedding_of", "reconstructions_of", "samples_of"]
 
 
-def samples_of(run: Run, n: int, seed: int, condition: int | None = None) -> tuple[Figure, str]:
-    """Decoded draws z ~ p(z) (given a class for a cvae); for a table, each column's marginal against the data's."""
+def samples_of(run: Run, n: int, seed: int, condition: int | None = None, latent: str = "prior") -> tuple[Figure, str]:
+    """Decoded draws z ~ p(z) (given a class for a cvae); for a table, each column's marginal against the data's,
+    z drawn from ``latent`` (``impute.table_draws``)."""
     if run.schema is None:
         return samples(run.model, n, run.image_shape, seed, condition=condition), "samples.png"
-    from .table import marginals, model_samples
+    from ..impute import table_draws
+    from .table import marginals
 
-    return marginals(run.schema, run.split("test")[0], model_samples(run.model, n, seed)), "marginals.png"
+    return marginals(run.schema, run.split("test")[0], table_draws(run, n, seed, latent)), "marginals.png"
 
 
 def reconstructions_of(run: Run, x: Tensor, labels: Tensor | None, n: int) -> tuple[Figure, str]:

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..data import Dataset, binarize
 from ..distributed import device_of, init
 from ..errors import ElboxError
-from ..likelihoods import GRID_LIKELIHOODS
+from ..likelihoods import GRID_LIKELIHOODS, Table
 from ..models import LatentVariableModel, VAEConfig, build_model
 from ..priors import VampPrior
 from ..runs import load_splits
@@ -97,6 +97,8 @@ def prepare(config: TrainConfig) -> Setup:
     _check_data(model, dataset, splits, config)
     if config.all_rows:
         splits = _all_rows(splits, model)
+    if isinstance(model.likelihood, Table):  # count columns start at their marginal (a resumed run loads its own)
+        model.likelihood.start_at(splits["train"], model.decoder[-1].bias)
     w = init(device)  # under torchrun: join the other processes; every rank built the same weights
     if w.rank:  # each rank draws its own particles; rank 0 draws what a single process would
         torch.manual_seed(config.seed + 1_000_003 * w.rank)
