@@ -866,7 +866,8 @@ class Table(Likelihood):
                 bias[starts[j]] = mean.log()
                 theta = (mean**2 / (var - mean)).clamp(1e-2, 1e3) if var > mean else torch.tensor(1e3)
             if j in dispersed:
-                self.raw_theta[dispersed.index(j)] = (theta - 1e-4).expm1().log() if theta < 20 else theta  # softplus^-1
+                raw = (theta - 1e-4).expm1().log() if theta < 20 else theta  # softplus^-1
+                self.raw_theta[dispersed.index(j)] = raw
 
     def features(self, x: Tensor) -> Tensor:
         """What the encoder reads of rows ``[..., C]``: ``[..., input_width]``, zero where missing, then the mask."""

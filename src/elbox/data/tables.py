@@ -282,8 +282,8 @@ def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: 
     most ``MAX_LEVELS`` levels -> categorical; whole numbers >= 1 with at most 10 distinct
     values -> categorical (codes such as 1..5 of a survey); other whole numbers >= 0 -> count,
     bounded by its largest value (beta-binomial) when that value holds at least ``CEILING`` of
-    the values, else negative binomial; any other number -> continuous. A column with no value, or a single value, is refused
-    with its name (declare it ``drop`` to leave it out). Transforms are left at identity:
+    the values, else negative binomial; any other number -> continuous. A column with no value, or a
+    single value, is refused with its name (declare it ``drop`` to leave it out). Transforms are left at identity:
     ``fit_transforms`` sets them from the training rows.
     """
     declared = dict(declared or {})
