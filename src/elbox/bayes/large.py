@@ -196,7 +196,8 @@ def _fit_natural(
 ) -> Posterior:  # fmt: skip
     """The diagonal family by ``natural.run_natural`` from the start, one schedule, the control variate
     re-anchored at q's mean at the end of any window where the mean has moved more than ``REANCHOR_SDS`` of
-    q's sds from the anchor (one pass over the rows each; the fit's steps go on with their step size)."""
+    q's sds from the anchor (one pass over the rows each; the fit's steps go on with their step size). ``lr`` is
+    the first step size rho (default ``natural.RHO``), ``particles`` the draws a step (16)."""
     base = model.base if isinstance(model, ShardedModel) else model
     convergence, k, rho = convergence or Convergence(), particles or 16, lr or RHO
     anchor = [start.shift]
