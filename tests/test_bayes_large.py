@@ -45,6 +45,18 @@ def test_a_minibatched_fit_recovers_the_conjugate_posterior(problem):
     np.testing.assert_array_less(np.abs(q.stddev.numpy() / sd - 1), 0.05)
 
 
+def test_the_natural_gradient_fit_checks_its_arguments_as_fit_does(problem):
+    """The diagonal family's path does not go through ``fit``: a batch of no rows (a division by zero in the
+    minibatch's N / B) and a single draw (no spread to estimate curvature from) are refused by name."""
+    from elbox.errors import ElboxError
+
+    model, data, _, _ = problem
+    with pytest.raises(ElboxError, match="batch_size"):
+        fit_at_scale(model, data, batch_size=0, family="diagonal", rows=2000, progress=False)
+    with pytest.raises(ElboxError, match="particles"):
+        fit_at_scale(model, data, batch_size=B, family="diagonal", rows=2000, particles=1, progress=False)
+
+
 def test_the_start_finds_the_full_data_mode_from_a_subsample(problem):
     model, data, mean, sd = problem
     start = find_start_at_scale(model, data, rows=2000)

@@ -41,7 +41,7 @@ from torch import Tensor
 from ..distributed import world
 from ..families import DiagonalGaussian, FullRankGaussian, LowRankGaussian, make_family, start_at
 from .control import with_control_variate
-from .fitting import _phase
+from .fitting import _check, _phase
 from .laplace import Start, _lbfgs, plain
 from .model import Model
 from .natural import RHO, run_natural
@@ -125,10 +125,13 @@ def fit_at_scale(
     """``bayes.fit(model, data, batch_size=..., **options)`` from ``find_start_at_scale``, with the control
     variate anchored at its mode (when it found one); the posterior's model and data are the plain ones.
 
-    A Gaussian q whose mean ends more than ``REANCHOR_SDS`` of its sds from the anchor (in some coordinate)
-    is fitted again, at most ``reanchor`` times, from itself, with the control variate anchored at its mean:
-    the variate's noise grows with the distance from its anchor (second order in theta - theta*), and with
-    it the standard error of ``Convergence``'s window test, which then calls a fit still climbing a stall.
+    The diagonal family with the ELBO (the default) is fitted by ``_fit_natural``: natural-gradient steps in
+    one schedule, re-anchored inside it (``reanchor`` does not cap those anchors: each costs one pass over the
+    rows). Otherwise (Adam) a Gaussian q whose mean ends more than ``REANCHOR_SDS`` of its sds from the anchor
+    (in some coordinate) is fitted again, at most ``reanchor`` times, from itself, with the control variate
+    anchored at its mean: the variate's noise grows with the distance from its anchor (second order in
+    theta - theta*), and with it the standard error of ``Convergence``'s window test, which then calls a fit
+    still climbing a stall.
     Measured on ``bench/bayes_scale.py`` at N = 10^4 (10 rows per group): the joint mode has sigma = 6.7
     where the posterior has 0.79 +- 0.04 (the non-centered mode lets the 1,000 intercepts go unshrunk, and
     the fixed effects there are 1.12 times NUTS's, the incidental-parameter bias); anchored only there, the
@@ -198,6 +201,7 @@ def _fit_natural(
     re-anchored at q's mean at the end of any window where the mean has moved more than ``REANCHOR_SDS`` of
     q's sds from the anchor (one pass over the rows each; the fit's steps go on with their step size). ``lr`` is
     the first step size rho (default ``natural.RHO``), ``particles`` the draws a step (16)."""
+    _check(family, particles, steps, lr, batch_size, n)
     base = model.base if isinstance(model, ShardedModel) else model
     convergence, k, rho = convergence or Convergence(), particles or 16, lr or RHO
     anchor = [start.shift]

@@ -34,6 +34,7 @@ depend on the anchor, so the window test reads one trace across anchors.
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -65,12 +66,16 @@ def natural_step(m: Tensor, lam: Tensor, g: Tensor, h: Tensor, rho: float) -> tu
     return m + torch.maximum(torch.minimum(rho * g / lam, bound), -bound), lam
 
 
+@dataclass
 class NaturalResult:
     """What ``run_natural`` did: the mean and precision of q over v ``[d]``, the ELBO trace ``[T]``, whether the
     rule stopped it, and the anchors used (the first included)."""
 
-    def __init__(self, m: Tensor, lam: Tensor, trace: np.ndarray, converged: bool, anchors: int) -> None:
-        self.m, self.lam, self.trace, self.converged, self.anchors = m, lam, trace, converged, anchors
+    m: Tensor
+    lam: Tensor
+    trace: np.ndarray
+    converged: bool
+    anchors: int
 
 
 def _gradients(model: Model, data: dict, n_scale: float, shift: Tensor, scale: Tensor, m: Tensor, lam: Tensor,
