@@ -92,7 +92,8 @@ def run_elbox(n: int, batch: int, steps: int) -> dict:
     t3 = time.perf_counter()
     s = post.summary(4000)
     out = {"tool": "elbox", "n": n, "processes": w.size, "batch": batch, "steps": len(post.elbo_trace),
-           "converged": post.converged, "fit_s": t2 - t1, "verdict_s": t3 - t2,
+           "converged": post.converged,
+           "elbo_last_window": float(post.elbo_trace[-200:].mean()), "fit_s": t2 - t1, "verdict_s": t3 - t2,
            "total_s": t3 - t0, "peak_mib": peak_mib(), "verdict": d.verdict, "khat": d.khat, "notes": d.notes,
            "reasons": d.reasons, "beta_mean": s.mean[:D].tolist(), "beta_sd": s.sd[:D].tolist()}
     out |= errors(s.mean[:D], s.sd[:D])

@@ -34,9 +34,11 @@ class FitOptions:
     steps: int = option(20_000, "The most Adam steps or L-BFGS iterations per family; the rules stop earlier.")
     particles: int | None = option(None, "Draws from q per Adam step, or fixed draws per L-BFGS set.")
     optimizer: str | None = option(
-        None, "lbfgs (fixed draws, deterministic) or adam (default: lbfgs for Gaussians, adam for flows, mixtures)."
+        None, "lbfgs (fixed draws, deterministic) or adam (default: lbfgs for Gaussians, adam for flows, mixtures); "
+        "with --batch-size and --family diagonal natural-gradient steps (natural, the default there) or adam."
     )
-    lr: float | None = option(None, "Adam's learning rate in posterior sds (default: 0.02; flows 0.005).")
+    lr: float | None = option(None, "Adam's learning rate in posterior sds (default: 0.02; flows 0.005), or the "
+                              "natural-gradient step size (default 0.3; 1 is Newton's step).")
     seed: int = option(0, "Seed of every draw.")
     batch_size: int | None = option(
         None,
