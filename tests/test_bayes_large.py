@@ -142,8 +142,9 @@ def test_elbox_fit_batch_size_fits_a_model_file_on_minibatches(capsys):
     from command import run_cli
 
     example = Path(__file__).resolve().parents[1] / "examples" / "logistic"
-    code, out, err = run_cli(capsys, "fit", example / "model.py", "--data", example / "data.csv", "--family",
-                             "diagonal", "--batch-size", "50", "--no-progress")  # fmt: skip
+    code, out, err = run_cli(capsys, "fit", example / "model.py", "--data", example / "data.csv",
+                             "--batch-size", "50", "--no-progress")  # fmt: skip
     assert code == 0, err
     assert "Fitted logistic" in out and "verdict: TRUST" in out
+    assert "fit diagonal (natural)" in out and "auto on minibatches" in out  # the default family, auto, at scale
     assert "-0.36" in out.split("alpha", 1)[1][:20]  # the full-batch fit's posterior mean of alpha, -0.361

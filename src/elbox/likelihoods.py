@@ -844,7 +844,8 @@ class Table(Likelihood):
         A column with mean m and variance v > m is NB(m, theta) for theta = m^2 / (v - m); one no more
         dispersed than a Poisson starts at theta = 1000 (the Poisson, nearly). The marginal's theta is a
         lower bound of the decoder's (given z, part of the variance is explained), so theta starts at 1 at
-        least: from a marginal theta of 0.2 (a simulated NB table, true theta 2) 60 epochs ended at 0.2-1.5. The default start, mean
+        least: from a marginal theta of 0.2 (a simulated NB table, true theta 2) 60 epochs ended at
+        0.2-1.5. The default start, mean
         1 and theta 1 (variance m + m^2), is far from counts in the hundreds: with the few hundred steps
         a small table trains, theta never leaves it, and the samples come out 10 times too dispersed.
         ``x`` ``[N, C]`` are the training rows, NaN where missing.

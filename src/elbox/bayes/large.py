@@ -54,6 +54,11 @@ __all__ = ["HESSIAN_ROWS", "REANCHOR", "REANCHOR_SDS", "find_start_at_scale", "f
 
 HESSIAN_ROWS = 20_000  # rows for the subsample's mode and Hessian: seconds for d ~ 1,000
 REANCHOR, REANCHOR_SDS = 5, 1.0  # fit_at_scale: the most new anchors, and the distance from the last that calls one
+# ``family="auto"`` on minibatches (``elbox fit --batch-size``, whose default family is auto): the one family fitted
+# at scale. auto's escalation fits richer families by minibatched Adam, thousands of steps each, and the verdict that
+# would send it on is one that at scale often cannot check (docs/large_data.md)
+AUTO_AT_SCALE = ("auto on minibatches: the diagonal family by natural-gradient steps (the one family fitted at "
+                 "scale); ask for another with family=... (fullrank, a flow: minibatched Adam)")
 
 
 def find_start_at_scale(
@@ -143,6 +148,9 @@ def fit_at_scale(
     by 60-80 nats (standard errors 3-5), so the single-anchor fit there (21 s) had stopped some 350 nats short."""
     from .fitting import fit
 
+    auto = options.get("family") == "auto"
+    if auto:  # at scale auto is the diagonal family by natural-gradient steps (AUTO_AT_SCALE says why)
+        options = options | {"family": "diagonal"}
     data, n = model.prepare(data, dtype)
     with use_threads(options.get("threads", THREADS)):
         t0 = time.perf_counter()
@@ -151,7 +159,9 @@ def fit_at_scale(
     if start.method != "mode":
         return fit(model, data, batch_size=batch_size, init=start, seed=seed, dtype=dtype, **options)
     if _natural(options):
-        return _fit_natural(model, data, n, start, start_seconds, batch_size=batch_size, seed=seed, **options)
+        posterior = _fit_natural(model, data, n, start, start_seconds, batch_size=batch_size, seed=seed, **options)
+        posterior.choice = AUTO_AT_SCALE if auto else ""
+        return posterior
     base = model.base if isinstance(model, ShardedModel) else model
     anchor, init, fits, level = start.shift, start, [], None
     window = (options.get("convergence") or Convergence()).window
