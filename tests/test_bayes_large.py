@@ -66,6 +66,22 @@ def test_the_start_finds_the_full_data_mode_from_a_subsample(problem):
     np.testing.assert_allclose(laplace_sd, sd, rtol=0.1)
 
 
+def test_the_start_spends_fewer_passes_over_all_rows_as_n_grows(problem, monkeypatch):
+    """``FULL_ROWS`` row evaluations for the full-data L-BFGS: 100 iterations up to N = 10^6, 10 at 10^7 (the fit
+    re-anchors after it). Here N = 10^5 with the budget scaled down 100x: 10 iterations, and still the mode."""
+    from elbox.bayes import large
+
+    model, data, mean, sd = problem
+    asked = []
+    monkeypatch.setattr(large, "_lbfgs", lambda f, u, max_iter, _run=large._lbfgs: asked.append(max_iter)
+                        or _run(f, u, max_iter))  # fmt: skip
+    find_start_at_scale(model, data, rows=2000)
+    monkeypatch.setattr(large, "FULL_ROWS", 10**6)
+    start = find_start_at_scale(model, data, rows=2000)
+    assert asked == [500, 100, 500, 10]  # (subsample, all rows) twice
+    np.testing.assert_allclose(start.shift.numpy(), mean, atol=0.01 * sd.min())
+
+
 def test_the_control_variate_keeps_the_full_data_density_and_quiets_minibatches(problem):
     model, data, _, _ = problem
     start = find_start_at_scale(model, data, rows=2000)
