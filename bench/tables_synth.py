@@ -10,9 +10,17 @@ sees only real-train and draws as many rows. Scores, against real-train:
     corr     mean |r_real - r_synth| over the column pairs j < l, Pearson on the columns' codes
     TSTR     accuracy on real-test of a random forest trained on the synthetic rows (label: the
              diagnosis, the cultivar), beside TRTR, the same forest trained on real-train
+    DCR      distance to closest record: each synthetic row's Euclidean distance to its nearest
+             real-train row (columns standardised by real-train's mean and sd, the label as its
+             code); reported as the median, beside the median of the real-test rows' distances to
+             real-train (fresh rows of the same data: the reference), and as the share of synthetic
+             rows nearer than the real-test rows' 5% quantile (5% for a synthesizer that copies
+             nothing; higher: rows closer to the training rows than new data would be)
 
-Synthesizers: elbox (``train(data=FILE.csv)`` then ``impute.sample_table``, z drawn from the prior
-and, as ``elbox-aggregate``, from the aggregate posterior, the same run), a Gaussian mixture
+Synthesizers: elbox (``train(data=FILE.csv, all_rows=True)``, every real-train row, then
+``impute.sample_table``, z drawn from the prior, as ``elbox-aggregate`` from the aggregate
+posterior (a training row's q(z | x)), and as ``elbox-gmm`` from a Gaussian mixture fit to it,
+the same run), a Gaussian mixture
 on the standardised columns (the categorical one-hot; components chosen by BIC among 1..10;
 levels by argmax, counts rounded), and SDV's TVAE if ``--sdv-python`` names a Python that has
 ``sdv`` (it runs there, in its own process, never a dependency of elbox).
@@ -36,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import set_threads, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tables_synth.json"
+SUMMARY = ("ks_mean", "corr_mad", "tstr", "trtr", "seconds", "dcr_median", "dcr_test_median", "dcr_close")
 TVAE = """
 import sys, pandas as pd
 from sdv.metadata import Metadata
@@ -63,6 +72,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["elbox", "gmm", "tvae"], help="tvae only with --sdv-python")
     p.add_argument("--sdv-python", default=None, help="a Python with sdv installed, to run TVAE")
     p.add_argument("--tvae-epochs", type=int, default=300)
+    every = "elbox trains on every real-train row (--no-all-rows: holds out 10%% + 10%%, as a run does)"
+    p.add_argument("--all-rows", action=argparse.BooleanOptionalAction, default=True, help=every)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=RESULTS)
     return p.parse_args()
@@ -90,7 +101,7 @@ def elbox_synth(train_frame: pd.DataFrame, declared: dict, seed: int, args: argp
     schema.write_text(json.dumps({"header": True, "columns": declared}))
     run = train(data=str(path), schema=str(schema), out=str(tmp / "run"), overwrite=True, progress=False, seed=seed,
                 epochs=args.epochs, latent_dim=args.latent_dim, hidden=tuple(int(h) for h in args.hidden.split(",")),
-                batch_size=32)  # fmt: skip
+                batch_size=32, all_rows=args.all_rows)  # fmt: skip
     kinds = {c.name: c.kind for c in run.schema.columns}
     draws = {latent: sample_table(run, len(train_frame), seed, latent)[list(train_frame.columns)] for latent in LATENTS}
     return draws, kinds
@@ -148,7 +159,18 @@ def scores(real: pd.DataFrame, synth: pd.DataFrame, test: pd.DataFrame, label: s
         return float((forest.predict(t[features]) == t[label]).mean())
 
     return {"ks_mean": float(np.mean(ks)), "ks_max": float(np.max(ks)), "corr_mad": float(corr),
-            "tstr": accuracy(s), "trtr": accuracy(r)}  # fmt: skip
+            "tstr": accuracy(s), "trtr": accuracy(r)} | closeness(r, s, t)  # fmt: skip
+
+
+def closeness(r: pd.DataFrame, s: pd.DataFrame, t: pd.DataFrame) -> dict:
+    """Distances to the closest real-train row (standardised columns): synthetic rows against real-test's."""
+    from sklearn.neighbors import NearestNeighbors
+
+    mu, sd = r.mean(), r.std().replace(0, 1)
+    nearest = NearestNeighbors(n_neighbors=1).fit(((r - mu) / sd).to_numpy())
+    synth, test = (nearest.kneighbors(((f - mu) / sd).to_numpy())[0][:, 0] for f in (s, t))
+    return {"dcr_median": float(np.median(synth)), "dcr_test_median": float(np.median(test)),
+            "dcr_close": float((synth < np.quantile(test, 0.05)).mean())}  # fmt: skip
 
 
 def main() -> None:
@@ -181,8 +203,7 @@ def main() -> None:
     for name in args.tables:
         for method in sorted({r["method"] for r in rows}):
             r = [row for row in rows if row["table"] == name and row["method"] == method]
-            summary[f"{name}/{method}"] = {k: float(np.mean([row[k] for row in r])) for k in
-                                           ("ks_mean", "corr_mad", "tstr", "trtr", "seconds")}  # fmt: skip
+            summary[f"{name}/{method}"] = {k: float(np.mean([row[k] for row in r])) for k in SUMMARY}
             print(name, method, {k: round(v, 4) for k, v in summary[f"{name}/{method}"].items()})
     write_results(args, {"runs": rows, "summary": summary, "elbox_column_kinds": kinds})
 

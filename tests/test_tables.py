@@ -15,7 +15,7 @@ from elbox import (
     VAEConfig,
     train,  # the package face: with the default hooks (the figures)
 )
-from elbox.aggregate import aggregate_posterior
+from elbox.aggregate import aggregate_posterior, aggregate_sample
 from elbox.data import Schema, infer_schema, load_dataset, read_table
 from elbox.data.tables import fit_transforms
 from elbox.errors import ElboxError
@@ -169,15 +169,17 @@ def test_all_rows_trains_on_every_row_of_the_table_and_keeps_the_splits_for_eval
 
 
 def test_an_all_rows_run_records_the_data_sets_splits_and_says_it_trained_on_every_row(table_run, tmp_path):
-    from elbox.impute import embedding_rows
+    from elbox.impute import _trained_rows, embedding_rows
 
-    _, folder, frame = table_run
+    held_out, folder, frame = table_run
     run = train(data=str(folder / "t.csv"), epochs=1, latent_dim=2, hidden=(16,), out=str(tmp_path / "run"),
                 progress=False, all_rows=True)  # fmt: skip
     sizes = run.info["dataset"]["sizes"]
     assert sum(sizes.values()) == len(frame) and sizes["train"] == len(frame) - 2 * round(len(frame) / 10)
     assert "all rows trained on" in run.describe()
     assert len(embedding_rows(run, "test")) == sizes["test"]
+    # the aggregate posterior (`sample --latent aggregate`) is over the rows trained on: every row here
+    assert len(_trained_rows(run)) == len(frame) and len(_trained_rows(held_out)) == sizes["train"]
 
 
 def test_samples_csv_keeps_the_names_order_kinds_and_units(table_run, capsys):
@@ -207,8 +209,10 @@ def test_samples_from_the_aggregate_posterior_through_the_command_line(table_run
     assert list(samples.columns) == list(frame.columns) and len(samples) == 500
     assert sample_table(run, 500, 0, "aggregate").equals(sample_table(load_run(run.path), 500, 0, "aggregate"))
     assert not sample_table(run, 500, 0, "aggregate").equals(sample_table(run, 500, 0, "prior"))
+    assert sample_table(run, 500, 0, "gmm").equals(sample_table(run, 500, 0, "gmm"))
+    assert not sample_table(run, 500, 0, "gmm").equals(sample_table(run, 500, 0, "aggregate"))
     code, _, err = run_cli(capsys, "sample", run.path, "--latent", "posterior", "--out", folder / "bad.csv")
-    assert code != 0 and "--latent must be one of prior, aggregate" in err
+    assert code != 0 and "--latent must be one of prior, aggregate, gmm" in err
 
 
 def test_impute_fills_every_gap_and_never_changes_an_observed_value(table_run, capsys):
@@ -331,6 +335,29 @@ def test_a_count_column_in_the_hundreds_samples_with_its_spread(tmp_path):
     assert run.schema.columns[1].kind == "count"
     mg = sample_table(run, 2000, 0)["mg"]
     assert 80 < mg.mean() < 120 and 7 < mg.std() < 28  # within a factor 2 of the data's 14
+
+
+class _TwoClusters(torch.nn.Module):
+    """q(z | x) = N(x, 0.1^2 I): the posterior of a row is centred on the row."""
+
+    def encode(self, x):
+        return torch.distributions.Independent(torch.distributions.Normal(x, 0.1), 1)
+
+
+def test_the_aggregate_sample_draws_each_rows_posterior_equally_often():
+    """q(z) = (1/N) sum_i q(z | x_i) with 300 rows at -3 and 700 at +3: 30% of the draws near -3, and
+    about each cluster the posterior's own spread, sd 0.1 (tolerances: 4 standard errors)."""
+    x = torch.cat([torch.full((300, 2), -3.0), torch.full((700, 2), 3.0)])
+    n = 20_000
+    torch.manual_seed(0)
+    z = aggregate_sample(_TwoClusters(), x, n)
+    assert z.shape == (n, 2)
+    low = z[:, 0] < 0
+    assert low.float().mean().item() == pytest.approx(0.3, abs=4 * math.sqrt(0.3 * 0.7 / n))
+    for part, centre in ((z[low], -3.0), (z[~low], 3.0)):
+        m = len(part)
+        assert (part.mean(0) - centre).abs().max().item() < 4 * 0.1 / math.sqrt(m)
+        assert (part.std(0) / 0.1 - 1).abs().max().item() < 4 / math.sqrt(2 * m)
 
 
 def test_the_aggregate_posterior_finds_the_clusters_of_the_latents():

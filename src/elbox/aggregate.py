@@ -1,15 +1,24 @@
-"""The aggregate posterior q(z) = (1/N) sum_i q(z | x_i), fit by a Gaussian mixture, to draw latents from.
+"""The aggregate posterior q(z) = (1/N) sum_i q(z | x_i) of a set of rows, to draw latents from.
 
 A VAE's decoder is trained on latents from q(z | x_i), not from the prior p(z); where the two
 differ (holes in q(z) that p(z) fills, KL pressure the data could not meet) draws z ~ p(z)
-decode to rows unlike the data. Ex-post density estimation (Ghosh, Sajjadi, Vergari, Black &
+decode to rows unlike the data. ``aggregate_sample`` draws from q(z) itself, the mixture of
+the N rows' posteriors with equal weights:
+
+    i ~ Uniform{1..N},  z ~ q(z | x_i),
+
+exact and free of any fit, but each draw is near one training row's code: decoded, its rows
+lie closer to the training rows than fresh rows of the data do (docs/benchmarks.md,
+synthetic data, measures how close). Ex-post density estimation (Ghosh, Sajjadi, Vergari, Black &
 Schoelkopf 2020, "From variational to deterministic autoencoders", ICLR) fits a Gaussian
 mixture to the training rows' latents after training and decodes draws from it instead:
 
     z_{i,s} ~ q(z | x_i)  for every training row i and s = 1..S,
     q^(z) = sum_k pi_k N(z; m_k, C_k),  K in 1..max_components by BIC, full covariances C_k,
 
-with the mixture ``[D]`` returned as a ``torch.distributions.MixtureSameFamily``.
+with the mixture ``[D]`` returned as a ``torch.distributions.MixtureSameFamily``: smoother
+(K components for N rows), further from the rows, and on small tables worse on the
+correlations between columns.
 """
 
 from typing import Any
@@ -19,9 +28,21 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-__all__ = ["LATENTS", "aggregate_posterior"]
+__all__ = ["LATENTS", "aggregate_posterior", "aggregate_sample"]
 
-LATENTS = ("prior", "aggregate")  # where ``sample`` draws z: p(z), or the aggregate posterior's mixture
+# where ``sample`` draws z: p(z), the aggregate posterior (the rows' posteriors), or a Gaussian mixture fit to it
+LATENTS = ("prior", "aggregate", "gmm")
+
+
+@torch.no_grad()
+def aggregate_sample(model: Any, x: Tensor, n: int, *, batch: int = 1000) -> Tensor:
+    """n draws ``[n, D]`` of the aggregate posterior (1/N) sum_i q(z | x_i) of the rows ``x`` ``[N, C]``: for each,
+    a row i uniformly at random, then z ~ q(z | x_i).
+
+    Draws use torch's global generator (``torch.manual_seed``); rows are encoded ``batch`` at a time.
+    """
+    rows = torch.randint(len(x), (n,))
+    return torch.cat([model.encode(x[part]).sample() for part in rows.split(batch)])
 
 
 @torch.no_grad()

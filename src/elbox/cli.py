@@ -44,8 +44,8 @@ Split = Annotated[str, typer.Option(help="Which inputs: train, valid or test.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to write. \\[default: in RUN/figures/]")]
 Progress = Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a tty).")]
 TableOut = Annotated[Path | None, typer.Option("--out", help="A table's numbers in its units: .csv, .parquet, .npy.")]
-Latent = Annotated[str, typer.Option(help="A table's z: prior (z ~ p(z)) or aggregate (a Gaussian mixture fit to "
-                                     "q(z | x) of the training rows, closer to the data).")]  # fmt: skip
+Latent = Annotated[str, typer.Option(help="A table's z: prior (z ~ p(z)), aggregate (q(z | x) of a random training "
+                                     "row: closer to the data) or gmm (a Gaussian mixture fit to those).")]  # fmt: skip
 Report = Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html at the end (no evaluation).")]
 
 

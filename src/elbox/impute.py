@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .aggregate import LATENTS, aggregate_posterior
+from .aggregate import LATENTS, aggregate_posterior, aggregate_sample
 from .data import Schema
 from .data.tables import read_table
 from .errors import ElboxError
@@ -130,21 +130,33 @@ def table_draws(run: Any, n: int, seed: int = 0, latent: str = "prior") -> Tenso
     """n rows x ~ p(x | z) ``[n, C]`` in encoded units, from a generator seeded ``seed`` (torch's global
     state is left as it was).
 
-    ``latent`` says where z comes from: ``prior``, z ~ p(z); ``aggregate``, z from a Gaussian
-    mixture fit to q(z | x) of the run's training rows (``aggregate.aggregate_posterior``: the
-    latents the decoder was trained on), which reads the run's data file again. Each column is
-    then drawn from its own likelihood given z: a Gaussian's learned noise, a count's negative
-    binomial, a level's softmax.
+    ``latent`` says where z comes from: ``prior``, z ~ p(z); ``aggregate``, the aggregate posterior
+    (1/N) sum_i q(z | x_i) of the N rows the run trained on (a row at random, then its posterior:
+    ``aggregate.aggregate_sample``; every row of the file under ``all_rows``), the latents the
+    decoder was trained on; ``gmm``, a Gaussian mixture fit to draws of those posteriors
+    (``aggregate.aggregate_posterior``: smoother, further from the training rows). Both read the
+    run's data file again. Each column is then drawn from its own likelihood given z: a
+    Gaussian's learned noise, a count's negative binomial, a level's softmax.
     """
     _table_model(run)
     if latent not in LATENTS:
         raise ElboxError(f"--latent must be one of {', '.join(LATENTS)}, got {latent!r}: prior draws z ~ p(z), "
-                         "aggregate from a mixture fit to the training rows' posteriors.")  # fmt: skip
-    q = aggregate_posterior(run.model, run.split("train")[0], seed=seed) if latent == "aggregate" else None
+                         "aggregate from the training rows' posteriors, gmm from a mixture fit to them.")  # fmt: skip
+    rows = _trained_rows(run) if latent != "prior" else None
+    q = aggregate_posterior(run.model, rows, seed=seed) if latent == "gmm" else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        z = run.model.prior_given().sample((n,)) if q is None else q.sample((n,))  # [n, D]
+        if latent == "aggregate":
+            z = aggregate_sample(run.model, rows, n)
+        else:
+            z = run.model.prior_given().sample((n,)) if q is None else q.sample((n,))  # [n, D]
         return run.model.decode(z).sample()
+
+
+def _trained_rows(run: Any) -> Tensor:
+    """The rows ``run`` was trained on ``[N, C]``: its training split, or under ``all_rows`` every split's rows."""
+    names = ("train", "valid", "test") if run.config.all_rows else ("train",)
+    return torch.cat([run.split(name)[0] for name in names])
 
 
 @torch.no_grad()
