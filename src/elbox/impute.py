@@ -9,14 +9,8 @@ give the single imputation E[x_m | x_o] ~ sum_k w~_k E[x_m | z_k] (for a binary 
 column, the most probable level of the mixture sum_k w~_k p(x_m | z_k)), and multiple imputations
 by sampling-importance-resampling: k ~ Categorical(w~), then x_m ~ p(x_m | z_k). Observed values
 are never changed.
-
-Semi-amortized refinement (Kim et al. 2018, Marino et al. 2018), ``refine=T``: each row's q
-starts at the encoder's output and takes T Adam steps on that row's own IWAE bound of its observed
-entries, the decoder fixed, before the draws above. The proposal then no longer pays the
-amortization gap (an encoder shared by every row and every pattern of missing entries).
 """
 
-import math
 from typing import Any
 
 import numpy as np
@@ -27,7 +21,6 @@ from .aggregate import LATENTS, aggregate_posterior
 from .data import Schema
 from .data.tables import read_table
 from .errors import ElboxError
-from .families import DiagonalNormal
 from .likelihoods import TableDistribution
 
 __all__ = [
@@ -37,7 +30,6 @@ __all__ = [
     "impute_table",
     "reconstruct_table",
     "reconstruction_by_kind",
-    "refine",
     "sample_table",
     "table_draws",
 ]
@@ -64,60 +56,21 @@ def _expected(p: TableDistribution, w: Tensor) -> Tensor:
     return p._per_column(one)
 
 
-REFINE_K = 50  # particles of each refinement step's IWAE bound
-REFINE_LR = 0.05  # Adam's step on q's loc and log-scale (the latents are standardised by the prior)
-
-
-def refine(model: Any, x: Tensor, steps: int, *, k: int = REFINE_K, lr: float = REFINE_LR) -> DiagonalNormal:
-    """q(z | x_o) of each row of ``x`` ``[B, C]`` after ``steps`` Adam steps on its IWAE bound, batch ``[B]``.
-
-    Starts at the encoder's q = N(mu, diag(sigma^2)) and maximises, per row and with the decoder
-    fixed, log (1/k) sum_k p(x_o | z_k) p(z_k) / q(z_k) with z_k = mu + sigma * eps_k (reparameterized;
-    missing entries count 0 in log p(x_o | z)). Adam is elementwise, so each row moves as if alone.
-    Draws use torch's global generator. Only a diagonal Gaussian q can be refined.
-    """
-    q = model.encode(x)
-    if not isinstance(q, DiagonalNormal):
-        raise ElboxError(f"refining q per row needs the diagonal Gaussian family, but this run's q is "
-                         f"{model.config.family}: impute without --refine (or with --refine 0).")  # fmt: skip
-    loc = q.base_dist.loc.detach().clone().requires_grad_()
-    log_scale = q.base_dist.scale.detach().log().requires_grad_()
-    optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
-    prior = model.prior_given()
-    with torch.enable_grad():
-        for _ in range(steps):
-            r = DiagonalNormal(loc, log_scale.exp())
-            z = r.rsample((k,))  # [k, B, D]
-            log_w = model.decode(z).log_prob(x) + prior.log_prob(z) - r.log_prob(z)  # [k, B]
-            bound = (torch.logsumexp(log_w, 0) - math.log(k)).sum()
-            loc.grad, log_scale.grad = torch.autograd.grad(-bound, [loc, log_scale])  # the model's grads untouched
-            optimizer.step()
-    return DiagonalNormal(loc.detach(), log_scale.detach().exp())
-
-
 @torch.no_grad()
 def impute(
-    model: Any,
-    x: Tensor,
-    k: int = 1000,
-    *,
-    draws: int | None = None,
-    generator: torch.Generator | None = None,
-    refine_steps: int = 0,
+    model: Any, x: Tensor, k: int = 1000, *, draws: int | None = None, generator: torch.Generator | None = None
 ) -> Tensor:
     """Fill the NaN entries of table rows ``x`` ``[B, C]`` (encoded units) from ``model`` (a table VAE).
 
     ``draws=None``: the single imputation ``[B, C]``, the importance-weighted conditional mean over
     ``k`` draws of q. ``draws=M``: M multiple imputations by sampling-importance-resampling,
-    ``[M, B, C]``. Observed entries are returned as given. ``refine_steps=T``: q is each row's own,
-    refined by T steps (``refine``), not the encoder's. Draws of q use torch's global generator
+    ``[M, B, C]``. Observed entries are returned as given. Draws of q use torch's global generator
     (``torch.manual_seed``); ``generator`` drives the resampling.
     """
     missing = torch.isnan(x)
-    q = refine(model, x, refine_steps) if refine_steps else model.encode(x)
-    z = q.sample((k,))  # [K, B, D]
+    z = model.encode(x).sample((k,))  # [K, B, D]
     p = model.decode(z)
-    log_w = p.log_prob(x) + model.prior_given().log_prob(z) - q.log_prob(z)  # [K, B]
+    log_w = p.log_prob(x) + model.prior_given().log_prob(z) - model.encode(x).log_prob(z)  # [K, B]
     w = torch.softmax(log_w, 0)
     if draws is None:
         return torch.where(missing, _expected(p, w), x)
@@ -131,19 +84,11 @@ def _frame_rows(run: Any, frame: Any, where: str) -> Tensor:
 
 
 def impute_table(
-    run: Any,
-    data: str | Any,
-    *,
-    k: int = 1000,
-    draws: int | None = None,
-    seed: int = 0,
-    batch: int = 256,
-    refine: int = 0,
+    run: Any, data: str | Any, *, k: int = 1000, draws: int | None = None, seed: int = 0, batch: int = 256
 ) -> Any:
     """The table ``data`` (a path or a DataFrame) with its missing cells filled by ``run``'s model, in the
     user's units; with ``draws=M``, M filled copies stacked, with a leading column ``imputation`` (0..M-1).
 
-    ``refine=T``: each row's q refined by T steps on its own bound first (``impute.refine``).
     Columns outside the run's schema are kept as they are; observed cells are never changed.
     """
     schema = _table_model(run)
@@ -151,7 +96,7 @@ def impute_table(
     x = _frame_rows(run, frame, str(data) if isinstance(data, str) else "the table")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    parts = [impute(run.model, xb, k, draws=draws, generator=g, refine_steps=refine) for xb in x.split(batch)]
+    parts = [impute(run.model, xb, k, draws=draws, generator=g) for xb in x.split(batch)]
     filled = torch.cat(parts, -2).numpy()
     if draws is None:
         return _merge(frame, schema, filled)
