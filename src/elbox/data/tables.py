@@ -425,9 +425,7 @@ def _level_key(v: Any) -> Any:
 # ----------------------------------------------------------------------------- the data set
 
 
-def load_table(
-    path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False
-) -> Dataset:
+def load_table(path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False) -> Dataset:
     """A table file as a ``Dataset``: rows cut into train / valid / test (10% each held out, fixed).
 
     ``schema`` is a schema file (declared kinds; the rest inferred), a ``Schema`` to apply as it
