@@ -41,6 +41,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.5])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--epochs", type=int, default=600)
     p.add_argument("--k", type=int, default=20, help="particles of the IWAE bound in training")
     p.add_argument("--impute-k", type=int, default=1000, help="draws of q per row when imputing")
@@ -104,7 +105,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for rate in args.rates:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 holed = knock_out(x, rate, 1000 + seed)
                 gone = np.isnan(holed)
                 for method in args.methods:
