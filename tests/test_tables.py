@@ -17,7 +17,7 @@ from elbox import (
 )
 from elbox.aggregate import aggregate_posterior, aggregate_sample
 from elbox.data import Schema, infer_schema, load_dataset, read_table
-from elbox.data.tables import fit_transforms
+from elbox.data.tables import fit_transforms, split_rows
 from elbox.errors import ElboxError
 from elbox.impute import impute, impute_table, sample_table
 from elbox.likelihoods import Table
@@ -159,13 +159,42 @@ def test_all_rows_trains_on_every_row_of_the_table_and_keeps_the_splits_for_eval
     _, folder, frame = table_run
     data = str(folder / "t.csv")
     held_out = prepare(TrainConfig(data=data)).splits
-    every = prepare(TrainConfig(data=data, all_rows=True)).splits
+    setup = prepare(TrainConfig(data=data, all_rows=True))
+    every = setup.splits
     assert held_out["train"].shape[0] < len(frame) == every["train"].shape[0]
     # the training split is the rows of the three splits, each once; valid and test are still scored
-    whole = torch.cat([held_out["train"], held_out["valid"], held_out["test"]])
+    rows = split_rows(len(frame), data)
+    table = read_table(data)
+
+    def encoded(index: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(setup.dataset.schema.encode(table.iloc[index])).to(every["train"].dtype)
+
+    whole = encoded(np.concatenate([rows["train"], rows["valid"], rows["test"]]))
     assert torch.equal(every["train"].nan_to_num(-99.0), whole.nan_to_num(-99.0))
     for split in ("valid", "test"):
-        assert torch.equal(every[split].nan_to_num(-99.0), held_out[split].nan_to_num(-99.0))
+        assert every[split].shape == held_out[split].shape
+        assert torch.equal(every[split].nan_to_num(-99.0), encoded(rows[split]).nan_to_num(-99.0))
+
+
+def test_all_rows_standardises_the_continuous_columns_by_every_row_and_the_run_keeps_it(table_run, tmp_path):
+    # MIWAE fits the whole incomplete table: its standardisation is the table's own, not the 80%
+    # training rows' (which a held-out run keeps, so its valid and test rows stay unseen)
+    from elbox.training.config import TrainConfig
+    from elbox.training.setup import prepare
+
+    _, folder, frame = table_run
+    data = str(folder / "t.csv")
+    height = read_table(data)["height"]
+    train_rows = height.iloc[split_rows(len(frame), data)["train"]].dropna()
+    held_out = prepare(TrainConfig(data=data)).dataset.schema.columns[0]
+    every = prepare(TrainConfig(data=data, all_rows=True)).dataset.schema.columns[0]
+    assert held_out.name == every.name == "height"
+    assert held_out.loc == pytest.approx(train_rows.mean()) and held_out.scale == pytest.approx(train_rows.std(ddof=0))
+    assert every.loc == pytest.approx(height.mean()) and every.scale == pytest.approx(height.std(ddof=0))
+    assert abs(every.loc - held_out.loc) > 1e-3 * held_out.scale  # the two differ on this table: the test can fail
+    run = train(data=data, epochs=1, latent_dim=2, hidden=(16,), out=str(tmp_path / "run"), progress=False,
+                all_rows=True)  # fmt: skip
+    assert load_run(run.path).schema.columns[0] == every  # imputing reads the table with the run's transforms
 
 
 def test_an_all_rows_run_records_the_data_sets_splits_and_says_it_trained_on_every_row(table_run, tmp_path):

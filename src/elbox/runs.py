@@ -319,7 +319,8 @@ def load_splits(config: "TrainConfig") -> tuple[Dataset, dict[str, Tensor]]:
     Held-out splits are binarized once (fixed by the seed), so every epoch is evaluated on
     the same data; with ``dynamic`` the training split stays grey and is drawn per epoch.
     """
-    dataset = load_dataset(config.data, config.data_dir, download=config.download, schema=config.schema)
+    dataset = load_dataset(config.data, config.data_dir, download=config.download, schema=config.schema,
+                           all_rows=config.all_rows)  # fmt: skip
     splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     if config.binarize == "none":
         return dataset, splits

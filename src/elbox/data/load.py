@@ -13,7 +13,12 @@ __all__ = ["load_dataset"]
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, *, download: bool = False, schema: str | Path | None = None
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = False,
+    schema: str | Path | None = None,
+    all_rows: bool = False,
 ) -> Dataset:
     """Load a data set by name, or user arrays or a table from a path.
 
@@ -27,7 +32,8 @@ def load_dataset(
     - A path ending in ``.npy`` ([N, D] or [N, H, W]) or ``.npz`` (``train``, optional
       ``valid``, ``test`` and ``<split>_labels``); missing splits are cut from train.
     - A path ending in ``.csv`` or ``.parquet``: a table (``tables.load_table``), its column
-      kinds inferred or read from the ``schema`` file (JSON or TOML).
+      kinds inferred or read from the ``schema`` file (JSON or TOML); its continuous columns
+      standardised by the training rows' statistics, or every row's with ``all_rows``.
 
     Splits that are not given are cut by a fixed permutation (``np.random.default_rng(0)``,
     10% each to valid and test), independent of any training seed. Files with published
@@ -41,7 +47,7 @@ def load_dataset(
     if suffix in (".npy", ".npz"):
         return load_arrays(name)
     if suffix in TABLE_SUFFIXES:
-        return load_table(name, schema)
+        return load_table(name, schema, all_rows=all_rows)
     raise ElboxError(
         f"Unknown data set {name!r}: choose one of {', '.join(DATASETS)}, or give the path of "
         "a .npy file (an [N, D] or [N, H, W] array), of an .npz file with a 'train' array "

@@ -425,13 +425,14 @@ def _level_key(v: Any) -> Any:
 # ----------------------------------------------------------------------------- the data set
 
 
-def load_table(path: str | Path, schema: "str | Path | Schema | None" = None) -> Dataset:
+def load_table(path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False) -> Dataset:
     """A table file as a ``Dataset``: rows cut into train / valid / test (10% each held out, fixed).
 
     ``schema`` is a schema file (declared kinds; the rest inferred), a ``Schema`` to apply as it
     is (a trained run's: its levels and transforms), or None to infer every kind. Continuous
-    columns are standardised with the training rows' mean and sd. The inference is in
-    ``dataset.schema.describe()``.
+    columns are standardised with the training rows' mean and sd, or with every row's when
+    ``all_rows`` (a run that trains on every row: nothing is held out, so the whole table's
+    statistics are the ones its model sees). The inference is in ``dataset.schema.describe()``.
     """
     path = Path(path).expanduser()
     if isinstance(schema, Schema):
@@ -443,7 +444,7 @@ def load_table(path: str | Path, schema: "str | Path | Schema | None" = None) ->
         parts = _holdout(len(frame), 2, str(path))
         header = d.get("header", path.suffix.lower() == ".parquet" or not frame.columns[0].startswith("column_"))
         inferred = infer_schema(frame, _declared(d, str(schema)), header=bool(header))
-        fitted = fit_transforms(inferred, frame.iloc[parts[0]])
+        fitted = fit_transforms(inferred, frame if all_rows else frame.iloc[parts[0]])
     x = fitted.encode(frame, str(path))
     parts = _holdout(len(x), 2, str(path))
     splits = [_tensor(x[idx]) for idx in parts]

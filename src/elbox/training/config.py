@@ -42,7 +42,8 @@ class TrainConfig:
         seed: seeds the weights, the data order and every draw; equal configs give equal runs.
         all_rows: train on every row, the valid and test splits included (they are then no longer
             held out, and their numbers are not held-out numbers): MIWAE's transductive fit of an
-            incomplete table that ``elbox impute`` is to fill (Mattei & Frellsen 2019).
+            incomplete table that ``elbox impute`` is to fill (Mattei & Frellsen 2019); a table's
+            continuous columns are then standardised by every row's mean and sd.
         k: particles per data point in the training objective.
         analytic_kl: closed-form KL(q || p) where torch.distributions has one (ELBO, reparam).
         objective: the bound trained: ``elbo``, ``iwae`` (with k particles) or ``renyi`` (order
