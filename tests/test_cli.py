@@ -138,6 +138,11 @@ def test_a_corrupt_checkpoint_gives_a_clear_error_and_stays_as_it_is(run, tmp_pa
 
 
 @pytest.mark.slow
+def test_an_image_run_refuses_a_tables_latent_option(run, capsys):
+    code, _, err = run_cli(capsys, "sample", run, "--latent", "aggregate")
+    assert code == 2 and "trained on a table" in err and "Traceback" not in err
+
+
 def test_a_missing_run_folder_and_a_non_2d_manifold_are_explained(run, tmp_path, capsys):
     code, _, err = run_cli(capsys, "sample", tmp_path / "nothing")
     assert code == 2 and "does not exist" in err

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "elbox.families": 2, "elbox.likelihoods": 2, "elbox.priors": 2, "elbox.networks": 2,
     "elbox.models": 3,
     "elbox.data": 4, "elbox.training.config": 4,
-    "elbox.runs": 5,
+    "elbox.runs": 5, "elbox.aggregate": 5,
     "elbox.training": 6, "elbox.evaluation": 6, "elbox.bayes": 6, "elbox.impute": 6, "elbox.optim": 1,
     "elbox.plots": 7, "elbox.tensorboard": 7, "elbox.hooks": 7,
     "elbox.report": 8, "elbox.bayes.report": 8, "elbox.bayes.command": 8,

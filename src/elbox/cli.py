@@ -44,8 +44,7 @@ Split = Annotated[str, typer.Option(help="Which inputs: train, valid or test.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to write. \\[default: in RUN/figures/]")]
 Progress = Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a tty).")]
 TableOut = Annotated[Path | None, typer.Option("--out", help="A table's numbers in its units: .csv, .parquet, .npy.")]
-Latent = Annotated[str, typer.Option(help="A table's z: prior (z ~ p(z)), aggregate (q(z | x) of a random training "
-                                     "row: closer to the data) or gmm (a Gaussian mixture fit to those).")]  # fmt: skip
+Latent = Annotated[str, typer.Option(help="A table's z: prior (z ~ p(z)), aggregate (a row's q(z | x)) or gmm.")]
 Report = Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html at the end (no evaluation).")]
 
 
@@ -99,10 +98,9 @@ def _load(run: Path, checkpoint: str) -> Any:
 
 def _numbers(out: Path, what: str, *args: Any) -> None:
     """Write a table's numbers (``impute.<what>(*args)``) in its units to ``out``."""
-    from . import impute
-    from .data import write_table
+    from . import data, impute
 
-    typer.echo(f"wrote {write_table(getattr(impute, what)(*args), out)}")
+    typer.echo(f"wrote {data.write_table(getattr(impute, what)(*args), out)}")
 
 
 def _save(run: Any, figure: Any, name: str, output: Path | None) -> None:
@@ -126,8 +124,6 @@ def sample(
     from .plots.run import samples_of
 
     r = _load(run, checkpoint)
-    if latent != "prior" and r.schema is None:
-        raise ElboxError(f"--latent {latent} is for runs trained on a table; {run} was not: leave --latent out.")
     if out is not None:
         return _numbers(out, "sample_table", r, n, seed, latent)
     _save(r, *samples_of(r, n, seed, condition, latent), output)

@@ -21,6 +21,9 @@ def samples_of(run: Run, n: int, seed: int, condition: int | None = None, latent
     """Decoded draws z ~ p(z) (given a class for a cvae); for a table, each column's marginal against the data's,
     z drawn from ``latent`` (``impute.table_draws``)."""
     if run.schema is None:
+        if latent != "prior":
+            raise ElboxError(f"--latent {latent} is for runs trained on a table; {run.path} was not: leave --latent "
+                             "out.")  # fmt: skip
         return samples(run.model, n, run.image_shape, seed, condition=condition), "samples.png"
     from ..impute import table_draws
     from .table import marginals

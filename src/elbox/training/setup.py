@@ -97,7 +97,8 @@ def prepare(config: TrainConfig) -> Setup:
     _check_data(model, dataset, splits, config)
     if config.all_rows:
         splits = _all_rows(splits, model)
-    if isinstance(model.likelihood, Table):  # count columns start at their marginal (a resumed run loads its own)
+    # count columns start at their marginal (a resumed run loads its own); a VIB has a classifier, no likelihood
+    if isinstance(getattr(model, "likelihood", None), Table):
         model.likelihood.start_at(splits["train"], model.decoder[-1].bias)
     w = init(device)  # under torchrun: join the other processes; every rank built the same weights
     if w.rank:  # each rank draws its own particles; rank 0 draws what a single process would
