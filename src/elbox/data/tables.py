@@ -269,7 +269,7 @@ def _declared(d: dict[str, Any], where: str) -> dict[str, str]:
     if isinstance(columns, list):  # a stored schema: its kinds and count likelihoods
         return {c["name"]: c["kind"] + (f":{c['likelihood']}" if c.get("likelihood") else "") for c in columns}
     allowed = (*KINDS, "drop", *(f"count:{lik}" for lik in COUNT_LIKELIHOODS))
-    bad = {name: kind for name, kind in columns.items() if kind not in allowed and not _binomial_n(kind)}
+    bad = {name: kind for name, kind in columns.items() if kind not in allowed and not _beta_binomial_n(kind)}
     if bad:
         raise ElboxError(f"{where} declares unknown column kinds {bad}; a kind is one of {', '.join(allowed)}.")
     return dict(columns)
@@ -337,7 +337,7 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
     return Column(name, "continuous")
 
 
-def _binomial_n(spec: str) -> bool:
+def _beta_binomial_n(spec: str) -> bool:
     """Whether ``spec`` is ``count:beta-binomial:N`` with N a whole number >= 1."""
     head, _, n = spec.rpartition(":")
     return head == "count:beta-binomial" and n.isdigit() and int(n) >= 1
