@@ -170,13 +170,10 @@ def fit_at_scale(
         posterior = _fit_natural(model, data, n, start, start_seconds, batch_size=batch_size, seed=seed, **options)
         posterior.choice = AUTO_AT_SCALE if auto else ""
         return posterior
-    base = model.base if isinstance(model, ShardedModel) else model
     anchor, init, fits, level = start.shift, start, [], None
     window = (options.get("convergence") or Convergence()).window
     for round_ in range(reanchor + 1):
-        quiet, quiet_data = with_control_variate(base, data, anchor)
-        if isinstance(model, ShardedModel):
-            quiet = ShardedModel(quiet)
+        quiet, quiet_data = _anchored(model, data, anchor)
         fits.append(fit(quiet, quiet_data, batch_size=batch_size, init=init, seed=seed + round_, dtype=dtype,
                         **options))  # fmt: skip
         last = _level(fits[-1].elbo_trace, window)
@@ -202,6 +199,13 @@ def fit_at_scale(
     return posterior
 
 
+def _anchored(model: Model, data: dict, u: Tensor) -> tuple[Model, dict]:
+    """``model`` with ``control``'s variate anchored at u (inside the shard wrapper, which sums over processes)."""
+    base = model.base if isinstance(model, ShardedModel) else model
+    quiet, quiet_data = with_control_variate(base, data, u)
+    return (ShardedModel(quiet) if isinstance(model, ShardedModel) else quiet), quiet_data
+
+
 def _natural(options: dict[str, Any]) -> bool:
     """Whether ``fit_at_scale`` takes natural-gradient steps: the diagonal family (its default), the ELBO, and
     no optimiser asked for (``optimizer="adam"`` keeps Adam with the re-anchoring restarts)."""
@@ -220,25 +224,20 @@ def _fit_natural(
     q's sds from the anchor (one pass over the rows each; the fit's steps go on with their step size). ``lr`` is
     the first step size rho (default ``natural.RHO``), ``particles`` the draws a step (16)."""
     _check(family, particles, steps, lr, batch_size, n)
-    base = model.base if isinstance(model, ShardedModel) else model
     convergence, k, rho = convergence or Convergence(), particles or 16, lr or RHO
     anchor = [start.shift]
-
-    def quiet_at(u: Tensor) -> tuple[Model, dict]:
-        quiet, quiet_data = with_control_variate(base, data, u)
-        return (ShardedModel(quiet) if isinstance(model, ShardedModel) else quiet), quiet_data
 
     def reanchor(mean: Tensor, sd: Tensor) -> tuple[Model, dict] | None:
         if not float(((mean - anchor[0]).abs() / sd).max()) > REANCHOR_SDS:
             return None
         anchor[0] = mean.detach()
-        return quiet_at(anchor[0])
+        return _anchored(model, data, anchor[0])
 
     shift, scale = start.shift, start.scale(False)
     with torch.random.fork_rng(devices=[]), use_threads(threads):
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        quiet, quiet_data = quiet_at(start.shift)
+        quiet, quiet_data = _anchored(model, data, start.shift)
         result = run_natural(quiet, quiet_data, n, shift, scale, k=k, steps=steps, batch_size=batch_size,
                              convergence=convergence, rho=rho, progress=progress, reanchor=reanchor)  # fmt: skip
         seconds = time.perf_counter() - t0
