@@ -788,13 +788,13 @@ class Table(Likelihood):
         self.columns = tuple(columns)
         self.kinds = [kind for kind, _, _ in specs]
         self.sizes = [size for _, size, _ in specs]
+        self.first = [sum(self.sizes[:j]) for j in range(len(self.sizes))]  # each column's first decoder output
+        self.dispersed = [j for j, kind in enumerate(self.kinds) if kind in _DISPERSED]  # the columns of raw_theta
         self.trials = [number if kind == "beta-binomial" else 0 for kind, _, number in specs]
         self.outputs = sum(self.sizes)
         self.input_width = sum(k if kind == "categorical" else 1 for kind, k, _ in specs) + len(specs)
         self.raw_scale = nn.Parameter(torch.full((self.kinds.count("gaussian"),), 0.5413))
-        self.raw_theta = nn.Parameter(
-            torch.full((sum(k in _DISPERSED for k in self.kinds),), 0.5413)
-        )
+        self.raw_theta = nn.Parameter(torch.full((len(self.dispersed),), 0.5413))
 
     def widths(self, dim: int) -> tuple[int, int]:
         """``input_width`` (each column as a number or one-hot, then the mask) and ``outputs`` (its columns' sizes)."""
@@ -807,11 +807,8 @@ class Table(Likelihood):
         return groups
 
     def forward(self, out: Tensor) -> TableDistribution:
-        starts = [sum(self.sizes[:j]) for j in range(len(self.sizes))]
-        g, parts = self._groups(), []
-        first = {j: starts[j] for j in range(len(starts))}
+        g, parts, first = self._groups(), [], self.first
         pick = lambda idx: out[..., [first[j] for j in idx]]  # noqa: E731  one output per column
-        nb = [j for j, kind in enumerate(self.kinds) if kind in _DISPERSED]
         theta = F.softplus(self.raw_theta) + 1e-4
         if "gaussian" in g:
             parts.append(("gaussian", g["gaussian"], Normal(pick(g["gaussian"]), F.softplus(self.raw_scale) + 1e-3,
@@ -823,11 +820,11 @@ class Table(Likelihood):
                                                                                validate_args=False)))  # fmt: skip
         if "beta-binomial" in g:
             j = g["beta-binomial"]
-            n, t = out.new_tensor([self.trials[i] for i in j]), theta[[nb.index(i) for i in j]]
+            n, t = out.new_tensor([self.trials[i] for i in j]), theta[[self.dispersed.index(i) for i in j]]
             parts.append(("beta-binomial", j, BetaBinomialMean(n, pick(j), t)))
         for kind in ("negative-binomial", "zinb"):
             if kind in g:
-                t = theta[[nb.index(j) for j in g[kind]]]
+                t = theta[[self.dispersed.index(j) for j in g[kind]]]
                 zero = out[..., [first[j] + 1 for j in g[kind]]] if kind == "zinb" else None
                 parts.append((kind, g[kind], NegativeBinomialMean(pick(g[kind]), t, zero)))
         for j in g.get("categorical", []):
@@ -850,8 +847,6 @@ class Table(Likelihood):
         a small table trains, theta never leaves it, and the samples come out 10 times too dispersed.
         ``x`` ``[N, C]`` are the training rows, NaN where missing.
         """
-        starts = [sum(self.sizes[:j]) for j in range(len(self.sizes))]
-        dispersed = [j for j, kind in enumerate(self.kinds) if kind in _DISPERSED]
         for j, kind in enumerate(self.kinds):
             if kind not in ("poisson", *_DISPERSED):
                 continue
@@ -862,15 +857,15 @@ class Table(Likelihood):
             if kind == "beta-binomial":  # logit of p = m / N; var = N p (1 - p) (N + theta) / (1 + theta)
                 n = self.trials[j]
                 p = (mean / n).clamp(1e-3, 1 - 1e-3)
-                bias[starts[j]] = (p / (1 - p)).log()
+                bias[self.first[j]] = (p / (1 - p)).log()
                 r = var / (n * p * (1 - p))  # the variance over the binomial's: 1 (theta infinite) up to N (theta 0)
                 theta = ((n - r) / (r - 1)).clamp(1.0, 1e3) if r > 1 else torch.tensor(1e3)
             else:
-                bias[starts[j]] = mean.log()
+                bias[self.first[j]] = mean.log()
                 theta = (mean**2 / (var - mean)).clamp(1.0, 1e3) if var > mean else torch.tensor(1e3)
-            if j in dispersed:
+            if j in self.dispersed:
                 raw = (theta - 1e-4).expm1().log() if theta < 20 else theta  # softplus^-1
-                self.raw_theta[dispersed.index(j)] = raw
+                self.raw_theta[self.dispersed.index(j)] = raw
 
     def features(self, x: Tensor) -> Tensor:
         """What the encoder reads of rows ``[..., C]``: ``[..., input_width]``, zero where missing, then the mask."""
