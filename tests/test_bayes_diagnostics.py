@@ -1,13 +1,15 @@
 """bayes.diagnostics: PSIS k-hat and ESS, and a verdict that trusts good fits and never bad ones,
 checked against exact posteriors and posteriordb's reference draws."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Normal
+from torch.distributions import Normal, StudentT
 
 from elbox.bayes import Convergence, Model, Param, compare, fit, linear_regression, load
-from elbox.bayes.diagnostics import Diagnostics, agreement, verdict
+from elbox.bayes.diagnostics import Diagnostics, _student_t, _student_t_log_prob, agreement, verdict
 from elbox.bayes.references import linear_regression_posterior
 
 FAST = Convergence(window=100)
@@ -71,6 +73,51 @@ def test_a_too_narrow_q_is_not_trusted():
     d = posterior.diagnostics(draws=5000, replicates=4)
     assert d.verdict == "do not trust" and any("sd of x" in r for r in d.reasons)
     assert 0.5 < d.sd_ratio[0] < 0.75
+
+
+def _student_t_posterior(nu: float, sd: float, d: int = 4):
+    """p = t_nu in each of d coordinates; q = N(0, (sd x p's sd)^2 I), placed by hand (no fit)."""
+    model = Model({"x": Param(d)}, lambda p: StudentT(nu).log_prob(p["x"]).sum(-1))
+    posterior = fit(model, family="diagonal", steps=1, lr=1e-9, init="plain", progress=False)
+    with torch.no_grad():
+        posterior.family.raw[:d] = 0.0
+        posterior.family.raw[d:] = torch.log(torch.expm1(torch.tensor(sd * math.sqrt(nu / (nu - 2)))))
+    return posterior
+
+
+def test_the_student_t_of_the_defensive_check_is_scipys():
+    from scipy.stats import f, kstest, multivariate_t
+
+    mean, tril = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), torch.tensor(
+        [[1.5, 0.0, 0.0], [0.3, 0.7, 0.0], [-0.2, 0.4, 2.0]], dtype=torch.float64
+    )
+    u, log_t = _student_t(mean, tril, 20_000, seed=3)
+    expected = multivariate_t(mean.numpy(), (tril @ tril.T).numpy(), df=5).logpdf(u.numpy())
+    assert np.allclose(log_t.numpy(), expected, atol=1e-10)
+    assert np.allclose(_student_t_log_prob(u, mean, tril).numpy(), expected, atol=1e-10)
+    z = torch.linalg.solve_triangular(tril, (u - mean).T, upper=False).T  # whitened: |z|^2 / 3 ~ F(3, 5)
+    assert kstest((z * z).sum(1).numpy() / 3, f(3, 5).cdf).pvalue > 1e-3
+    assert kstest(z[:, 0].numpy(), "t", args=(5,)).pvalue > 1e-3
+
+
+def test_a_posterior_with_heavier_tails_than_q_is_checked_by_the_defensive_mixture():
+    """p = t_8 in 4 coordinates, q the Gaussian with p's means and sds: p / q has an unbounded tail (k-hat
+    near 1: the first way refuses, rightly, to use q's own weights), but q's moments are exact, and the
+    defensive mixture's weights are bounded: its k-hat is low and its corrected sds are p's (sqrt(8 / 6))."""
+    d = _student_t_posterior(8.0, 1.0).diagnostics()
+    assert min(d.khat) > 0.7 and max(d.defensive_khat) < 0.5
+    assert d.trusted and "defensive check" in d.notes[-1] and "heavier than q's" in d.notes[-1]
+    assert np.allclose(d.psis_sd, math.sqrt(8 / 6), rtol=0.03) and np.abs(d.sd_ratio - 1).max() < 0.04
+
+
+@pytest.mark.parametrize("sd", [0.85, 1.25])
+def test_the_defensive_mixture_does_not_rescue_a_q_of_the_wrong_width(sd):
+    """The same p with q 15% too narrow (k-hat above 0.7 on some set: the defensive check runs) or 25% too
+    wide: refused, by q's sd against the corrected one."""
+    d = _student_t_posterior(8.0 if sd < 1 else 5.0, sd).diagnostics(seed=2)
+    assert not d.trusted and any("times the PSIS-corrected sd" in r for r in d.reasons), d.reasons
+    if sd < 1:
+        assert d.khat_max > 0.7 and max(d.defensive_khat) < 0.7 and "defensive check" in d.reasons[-1]
 
 
 def test_mean_field_on_kilpisjarvi_has_a_high_k_hat_and_is_not_trusted(shared_data):

@@ -210,7 +210,8 @@ def diagnose_at_scale(
     n = total_rows(posterior)
     if n is None or replicates * draws * n <= budget:
         d = diagnose(posterior, draws=draws, replicates=replicates, seed=seed)
-        d.notes = [f"exact: the log-likelihood of all {n or 'the'} rows at every one of {replicates} x {draws} draws"]
+        exact = f"exact: the log-likelihood of all {n or 'the'} rows at every one of {replicates} x {draws} draws"
+        d.notes.insert(0, exact)
         return d
     estimate = Subsampled(posterior, rows=rows, max_rows=int(budget // draws), se_tol=se_tol, seed=seed)
     d = diagnose(posterior, draws=draws, replicates=replicates, seed=seed, log_weights=estimate)
