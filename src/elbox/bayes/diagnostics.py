@@ -124,6 +124,7 @@ class Diagnostics:
     notes: list[str] = field(default_factory=list)  # what was checked and how (``subsample``: estimated log-weights)
     khat_se: list[float] = field(default_factory=list)  # per set, k-hat's error from estimated log-weights
     defensive_khat: list[float] = field(default_factory=list)  # per set, of p / g (``defensive``); [] when not run
+    evaluations: int = 0  # of the log density, the defensive check's included
 
     @property
     def trusted(self) -> bool:
@@ -200,7 +201,7 @@ def diagnose(
         elbo=(float(log_w.mean()), float(log_w.std() / math.sqrt(log_w.numel()))),
         log_evidence=(float(log_mean_exp(log_w, 0)), float(log_px_standard_error(log_w))),
         names=names, q_mean=q_mean.mean(0), q_sd=q_sd.mean(0), psis_mean=p_mean.mean(0), psis_sd=p_sd.mean(0),
-        **_shift_and_ratio(q_mean, q_sd, p_mean, p_sd),
+        **_shift_and_ratio(q_mean, q_sd, p_mean, p_sd), evaluations=draws * replicates,
     )  # fmt: skip
     d.verdict, d.reasons = verdict(d)
     if exact and not d.trusted and _khat_reason(d, KHAT_MAX):
@@ -280,6 +281,7 @@ def _defensive_check(
         x_all = np.concatenate([x, _quantities(posterior, u_t)])
         fine = np.isfinite(x_all).all(1) & (log_p - log_g).isfinite().numpy()  # far out in T's tails: p is 0 there
         log_w_g = torch.where(torch.from_numpy(fine), log_p - log_g, -math.inf)
+        d.evaluations += u_t.shape[0]
         sets.append(_psis_moments(np.where(fine[:, None], x_all, 0.0), log_w_g))
     khat, _, p_mean, p_sd = _by_kind(sets)
     g = replace(d, khat=khat, psis_mean=p_mean.mean(0), psis_sd=p_sd.mean(0),

@@ -182,9 +182,11 @@ class Posterior:
                     self._diagnostics[key] = diagnose(self, draws=draws, replicates=replicates, seed=seed)
                 else:  # large data: the subsampled verdict (``subsample``), with fewer draws
                     self._diagnostics[key] = diagnose_at_scale(self, replicates=replicates, seed=seed)
-            note = f"{replicates} x {draws} fresh draws: {self._diagnostics[key].verdict}"
+            d = self._diagnostics[key]
+            defensive = ", the defensive check made" if d.defensive_khat else ""
+            note = f"{replicates} x {draws} fresh draws: {d.verdict}{defensive}"
             self.phases.append({"phase": f"verdict on {self.family_name}", "seconds": time.perf_counter() - t0,
-                                "evaluations": draws * replicates, "note": note})  # fmt: skip
+                                "evaluations": d.evaluations or draws * replicates, "note": note})  # fmt: skip
         return self._diagnostics[key]
 
     def to_dict(self) -> dict[str, Any]:
