@@ -241,7 +241,7 @@ def _student_t(mean: torch.Tensor, tril: torch.Tensor, n: int, seed: int) -> tup
     u = mean + L z / sqrt(c / nu), z ~ N(0, I), c ~ chi2(nu)."""
     nu, d = DEFENSIVE_DF, mean.shape[0]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         z = torch.randn(n, d, dtype=mean.dtype)
         c = torch.distributions.Chi2(torch.tensor(nu, dtype=mean.dtype)).sample((n, 1))
     u = mean + (z / (c / nu).sqrt()) @ tril.T

@@ -151,7 +151,7 @@ def fit(
                    convergence=convergence, seed=seed, progress=progress, dtype=dtype, threads=threads,
                    optimizer=optimizer, stopping=stopping)  # fmt: skip
     with torch.random.fork_rng(devices=[]), use_threads(threads):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         t0 = time.perf_counter()
         start = init if isinstance(init, Start) else _start(model, prepared, init, dtype)
         phases = [_phase(f"start: {start.method}" + (" search" if start.method == "mode" else ""),
@@ -263,7 +263,8 @@ def _escalate(
             skipped.append(f"skipped {family}: {why_not}")
             attempts.append({"family": family, "verdict": "skipped", "reasons": [why_not], "khat": [], "seconds": 0.0})
             continue
-        torch.manual_seed(seed)  # each family's fit is the one ``fit(..., family=family)`` makes, but for its start
+        # each family's fit is the one ``fit(..., family=family)`` makes, but for its start
+        torch.default_generator.manual_seed(seed)
         placement, these, note = None, options, ""
         if family in WARM and gaussian is not None:  # placed by the full-rank fit
             q = gaussian.q()
@@ -276,7 +277,7 @@ def _escalate(
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
         d = _judge(posterior, attempts, note)
         if these is not options and not d.trusted:  # one more short schedule from there, twice the draws a step
-            torch.manual_seed(seed + 1)
+            torch.default_generator.manual_seed(seed + 1)
             posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement,
                                  resume=posterior.family, **these | {"particles": CONTINUE_PARTICLES})  # fmt: skip
             d = _judge(posterior, attempts, f"continued from the first fit with {CONTINUE_PARTICLES} draws a step")

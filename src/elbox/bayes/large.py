@@ -235,7 +235,7 @@ def _fit_natural(
 
     shift, scale = start.shift, start.scale(False)
     with torch.random.fork_rng(devices=[]), use_threads(threads):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         t0 = time.perf_counter()
         quiet, quiet_data = _anchored(model, data, start.shift)
         result = run_natural(quiet, quiet_data, n, shift, scale, k=k, steps=steps, batch_size=batch_size,

@@ -123,7 +123,9 @@ class Posterior:
         """n draws u ``[n, d]`` from q and log q(u) ``[n]``; ``seed`` None uses torch's global RNG."""
         with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.no_grad():
             if seed is not None:
-                torch.manual_seed(seed)
+                # the CPU's generator alone (fits run on the CPU): torch.manual_seed also seeds CUDA, XPU and MTIA
+                # lazily, formatting a stack trace for each (0.8 ms a call, 8% of an eight-schools fit)
+                torch.default_generator.manual_seed(seed)
             return draw(self.q(), n)
 
     def sample(self, n: int = 1000, seed: int | None = None) -> dict[str, Tensor]:

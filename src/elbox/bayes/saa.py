@@ -103,7 +103,7 @@ def draw_seed(seed: int) -> int:
 def _fixed(q_of: Any, m: int, seed: int) -> tuple[Tensor, Tensor]:
     """q's m draws from the fixed base draws of ``seed`` and their log q (the global RNG, restored after)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         return draw(q_of(), m)
 
 
