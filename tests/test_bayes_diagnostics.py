@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Normal, StudentT
 
 from elbox.bayes import Convergence, Model, Param, compare, fit, linear_regression, load
-from elbox.bayes.diagnostics import Diagnostics, _student_t, _student_t_log_prob, agreement, verdict
+from elbox.bayes.diagnostics import Diagnostics, _student_t, _student_t_log_prob, agreement, combine, verdict
 from elbox.bayes.references import linear_regression_posterior
 
 FAST = Convergence(window=100)
@@ -44,6 +44,29 @@ def test_agreement_between_a_gaussian_and_a_flow_rescues_only_moderate_k_hats():
     assert not agreement(gaussian, _diagnostics(khat=(0.75, 0.8), q_sd=1.1))[0]  # sds 10% apart
     assert not agreement(gaussian, _diagnostics(khat=(0.9, 1.2)))[0]  # importance sampling fails outright
     assert not agreement(gaussian, _diagnostics(khat=(0.75, 0.8), shift=0.2))[0]  # PSIS refutes the flow
+
+
+def test_every_reliable_importance_estimate_must_confirm_q_and_one_must_exist():
+    """``combine``: q's own PSIS (d) and the defensive mixture's (g). A reliable g (k-hats below 0.7)
+    decides: it refutes a trusted q, and confirms a q refused for k-hat alone; an unreliable g decides nothing."""
+    good, heavy = dict(khat=(0.3, 0.4)), dict(khat=(0.8, 0.9))
+
+    def combined(d_kwargs, g_kwargs):
+        d = _diagnostics(**d_kwargs)
+        combine(d, _diagnostics(**g_kwargs))
+        return d
+
+    assert combined(good, good).trusted  # both confirm
+    refuted = combined(good, good | dict(ratio=0.92))  # q's weights confirm, g's (reliable) refute
+    assert not refuted.trusted and "refutes q" in refuted.reasons[0] and "0.920" in refuted.reasons[0]
+    assert combined(good, heavy | dict(ratio=0.92)).trusted  # an unreliable g cannot refute
+    rescued = combined(heavy, good | dict(q_sd=1.0))
+    assert rescued.trusted and "heavier than q's" in rescued.notes[-1] and rescued.defensive_khat == [0.3, 0.4]
+    assert rescued.reasons == []
+    still = combined(heavy, heavy)
+    assert not still.trusted and "cannot confirm q either" in still.reasons[-1]
+    assert not combined(heavy, good | dict(shift=0.2)).trusted  # g reliable, and it refutes
+    assert not combined(good | dict(ratio=0.9), good).trusted  # q's own reliable estimate refuted q: it stands
 
 
 @pytest.fixture(scope="module")
