@@ -189,17 +189,20 @@ def diagnose(
     ``log_weights(draws, seed)`` -> (u ``[draws, d]``, log w ``[draws]``) replaces
     ``posterior.log_weights`` (all the data): ``subsample`` passes its estimate from a subsample, and
     the defensive check (which needs the exact log density at its own draws) is then not made."""
-    exact = log_weights is None
-    log_weights = log_weights or posterior.log_weights
     if draws < 100 or replicates < 1:
         raise ValueError(f"diagnostics need at least 100 draws and 1 replicate, got {draws} and {replicates}")
-    sets, kept = [], []
+    sets, kept, all_log_w = [], [], []
     for r in range(replicates):
-        u, log_w = log_weights(draws, seed * 1000 + r)
+        if log_weights is None:  # exact: log p and log q kept apart for the defensive check
+            u, log_p, log_q = posterior.weighted(draws, seed * 1000 + r)
+            log_w = log_p - log_q
+        else:
+            u, log_w = log_weights(draws, seed * 1000 + r)
         x = _quantities(posterior, u)
         sets.append((*_psis_moments(x, log_w), *_moments(x)))
-        kept.append((u, log_w, x))
-    log_w = torch.cat([w for _, w, _ in kept]).double()
+        all_log_w.append(log_w)
+        kept.append((u, log_p, log_q, x) if log_weights is None else None)
+    log_w = torch.cat(all_log_w).double()
     khat, ess, p_mean, p_sd, q_mean, q_sd = _by_kind(sets)
     names = posterior.model.names(posterior.model.quantities(posterior.model.constrain(u[:1])[0]))
     d = Diagnostics(
@@ -210,7 +213,7 @@ def diagnose(
         **_shift_and_ratio(q_mean, q_sd, p_mean, p_sd), evaluations=draws * replicates,
     )  # fmt: skip
     d.verdict, d.reasons = verdict(d)
-    if exact and (d.trusted or _khat_reason(d, KHAT_MAX)):  # a second estimate, and the rule's third way
+    if log_weights is None and (d.trusted or _khat_reason(d, KHAT_MAX)):  # a second estimate; the third way
         _defensive_check(posterior, d, kept, q_mean, q_sd, seed)
     return d
 
@@ -273,21 +276,20 @@ def _defensive_check(
     carries g's moments), a trust becomes a refusal when they fail. An unreliable g changes nothing."""
     a, q = DEFENSIVE_SHARE, posterior.q()
     sets = []
-    for r, (u, log_w, x) in enumerate(kept):
+    for r, (u, log_p, log_q, x) in enumerate(kept):
         tril, info = torch.linalg.cholesky_ex(DEFENSIVE_WIDTH**2 * torch.cov(u.T).reshape(u.shape[1], u.shape[1]))
         if info:  # q has collapsed in some direction: no Student-t to widen it with
             return
         u_t, log_t = _student_t(u.mean(0), tril, round(u.shape[0] * a / (1 - a)), seed * 1000 + r + 500)
-        u_all = torch.cat([u, u_t])
-        with torch.no_grad():
-            log_q = q.log_prob(u_all).double()
+        with torch.no_grad():  # log q at T's draws only: q's own draws came with theirs
+            log_q_all = torch.cat([log_q, q.log_prob(u_t)]).double()
             log_p_t = torch.cat([posterior.model.log_density(c, posterior.data) for c in u_t.split(1000)])
             log_t_all = torch.cat([_student_t_log_prob(u, u.mean(0), tril), log_t]).double()
-        log_p = torch.cat([log_w.double() + log_q[: u.shape[0]], log_p_t.double()])
-        log_g = torch.logaddexp(math.log1p(-a) + log_q.nan_to_num(-math.inf), math.log(a) + log_t_all)
+        log_p_all = torch.cat([log_p, log_p_t]).double()
+        log_g = torch.logaddexp(math.log1p(-a) + log_q_all.nan_to_num(-math.inf), math.log(a) + log_t_all)
         x_all = np.concatenate([x, _quantities(posterior, u_t)])
-        fine = np.isfinite(x_all).all(1) & (log_p - log_g).isfinite().numpy()  # far out in T's tails: p is 0 there
-        log_w_g = torch.where(torch.from_numpy(fine), log_p - log_g, -math.inf)
+        fine = np.isfinite(x_all).all(1) & (log_p_all - log_g).isfinite().numpy()  # far in T's tails: p is 0 there
+        log_w_g = torch.where(torch.from_numpy(fine), log_p_all - log_g, -math.inf)
         d.evaluations += u_t.shape[0]
         sets.append(_psis_moments(np.where(fine[:, None], x_all, 0.0), log_w_g))
     khat, _, p_mean, p_sd = _by_kind(sets)

@@ -139,12 +139,17 @@ class Posterior:
         x = self.sample(n, seed)
         return dict(zip(self.model.names(x), flatten(x).T, strict=True))
 
-    def log_weights(self, n: int, seed: int | None = None) -> tuple[Tensor, Tensor]:
-        """n draws u ``[n, d]`` and their log-weights log p(theta(u), x) + log |det J| - log q(u) ``[n]``,
-        on all the data."""
+    def weighted(self, n: int, seed: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """n draws u ``[n, d]`` from q, log p(theta(u), x) + log |det J| on all the data ``[n]``, log q(u) ``[n]``."""
         u, log_q = self.draw(n, seed)
         with torch.no_grad():
             log_p = torch.cat([self.model.log_density(c, self.data) for c in u.split(CHUNK)])
+        return u, log_p, log_q
+
+    def log_weights(self, n: int, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        """n draws u ``[n, d]`` and their log-weights log p(theta(u), x) + log |det J| - log q(u) ``[n]``,
+        on all the data."""
+        u, log_p, log_q = self.weighted(n, seed)
         return u, log_p - log_q
 
     def summary(self, n: int = 4000, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95), seed: int = 0) -> Summary:
