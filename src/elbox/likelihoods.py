@@ -767,7 +767,7 @@ class Table(Likelihood):
 
     ``gaussian`` (a learned scale per column, on standardised values), ``bernoulli`` (0/1 codes),
     ``categorical:K`` (codes 0..K-1, softmax over K logits), ``poisson``, ``negative-binomial``
-    and ``zinb`` (counts; a learned inverse dispersion per column), ``beta-binomial:N`` (counts of
+    and ``zinb`` (counts; a learned inverse dispersion per column, on a log scale), ``beta-binomial:N`` (counts of
     at most N, ``BetaBinomialMean``: a logit from the decoder, a learned concentration per column;
     a score out of N, pixels on in a block, which no unbounded count likelihood fits near the bound).
     The decoder outputs ``outputs`` values, column by column (K for a categorical, 2 for a zinb,
