@@ -128,7 +128,7 @@ def main() -> None:
                 mean, se = log_px(run, args.k)
                 row = {"log_px": mean, "se": se, "seconds": time.perf_counter() - start}
                 if decoder == "negative-binomial":
-                    theta = torch.nn.functional.softplus(run.model.likelihood.raw_theta.detach()) + 1e-4
+                    theta = run.model.likelihood.theta.detach()
                     row["theta"] = theta.tolist()
                 table[decoder] = row
                 print(name, decoder, {k: v for k, v in row.items() if k != "theta"},

@@ -23,7 +23,10 @@ posterior (a training row's q(z | x)), and as ``elbox-gmm`` from a Gaussian mixt
 the same run), a Gaussian mixture
 on the standardised columns (the categorical one-hot; components chosen by BIC among 1..10;
 levels by argmax, counts rounded), and SDV's TVAE if ``--sdv-python`` names a Python that has
-``sdv`` (it runs there, in its own process, never a dependency of elbox).
+``sdv`` (it runs there, in its own process, never a dependency of elbox). ``bootstrap`` is a
+reference, not a synthesizer: real-train's rows drawn with replacement, as many as it has, so
+its KS and corr are what n rows of the data's own (empirical) distribution score against it:
+the metrics' noise floor (its DCR is 0: the rows are copies).
 
     python bench/tables_synth.py                                   # about 10 minutes on 2 busy cores
     python bench/tables_synth.py --sdv-python ~/sdvenv/bin/python  # with TVAE
@@ -190,6 +193,8 @@ def main() -> None:
                     if method == "elbox":  # one run, sampled from the prior (elbox) and the aggregate posterior
                         draws, kinds[name] = elbox_synth(real, declared, seed, args, Path(tmp))
                         synths = {"elbox" if k == "prior" else f"elbox-{k}": v for k, v in draws.items()}
+                    elif method == "bootstrap":  # the metrics' floor: n rows of the empirical distribution
+                        synths = {method: real.sample(len(real), replace=True, random_state=seed)}
                     elif method == "gmm":
                         synths = {method: gmm_synth(real, label, seed)}
                     else:

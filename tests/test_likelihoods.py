@@ -381,7 +381,7 @@ def test_a_mixed_table_log_likelihood_is_the_sum_of_its_columns():
     total = lik(out).log_prob(x)
     # each column by hand, from the decoder outputs laid out column by column: 1, 1, 3, 1, 1, 2, 1
     scale = torch.nn.functional.softplus(lik.raw_scale) + 1e-3
-    theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
+    theta = lik.theta
     parts = [
         torch.distributions.Normal(out[:, 0], scale[0]).log_prob(x[:, 0]),
         torch.distributions.Bernoulli(logits=out[:, 1]).log_prob(x[:, 1]),
@@ -400,7 +400,7 @@ def test_a_beta_binomial_column_is_scipys_pmf_sums_to_one_over_0_to_n_and_refuse
     with a large concentration it is the binomial; its draws follow its pmf."""
     lik = Table(("beta-binomial:16",)).double()
     logits = torch.tensor([[-3.0], [0.4], [2.5]], dtype=torch.float64)
-    theta = torch.nn.functional.softplus(lik.raw_theta.detach()) + 1e-4
+    theta = lik.theta.detach()
     k = torch.arange(17, dtype=torch.float64)
     p, prob = lik(logits[:, None].expand(3, 17, 1)), torch.sigmoid(logits).numpy()
     log_p = p.log_prob(k[None, :, None]).detach()  # [3, 17]

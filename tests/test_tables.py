@@ -20,7 +20,7 @@ from elbox.data import Schema, infer_schema, load_dataset, read_table
 from elbox.data.tables import fit_transforms, split_rows
 from elbox.errors import ElboxError
 from elbox.impute import impute, impute_table, sample_table
-from elbox.likelihoods import Table
+from elbox.likelihoods import NegativeBinomialMean, Table
 from elbox.runs import load_run
 
 
@@ -335,7 +335,7 @@ def test_count_columns_start_at_their_marginal_mean_and_dispersion():
     assert bias[0] == 0
     assert bias[1].exp().item() == pytest.approx(700, rel=0.03)  # the sd of the mean is 700 / sqrt(5 * 3428), 0.8%
     assert bias[2].exp().item() == pytest.approx(90, rel=0.01)
-    theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
+    theta = lik.theta
     assert theta[0].item() == pytest.approx(5.0, rel=0.15)  # the moment estimate's sd is about 5% at N = 3428
     assert theta[1].item() == pytest.approx(1000, rel=0.01)  # under-dispersed against a Poisson: the Poisson
 
@@ -348,7 +348,7 @@ def test_a_bounded_count_column_starts_at_its_marginal_probability_and_concentra
     lik, bias = Table(("negative-binomial", "beta-binomial:16")), torch.zeros(2)
     lik.start_at(torch.cat([x + 3, x], 1), bias)
     assert torch.sigmoid(bias[1]).item() == pytest.approx(0.4, abs=0.01)  # the sd of the mean / 16 is 0.004
-    theta = torch.nn.functional.softplus(lik.raw_theta) + 1e-4
+    theta = lik.theta
     assert theta[1].item() == pytest.approx(5.0, rel=0.15)  # the concentration, not the NB column's theta
 
 
@@ -364,6 +364,38 @@ def test_a_count_column_in_the_hundreds_samples_with_its_spread(tmp_path):
     assert run.schema.columns[1].kind == "count"
     mg = sample_table(run, 2000, 0)["mg"]
     assert 80 < mg.mean() < 120 and 7 < mg.std() < 28  # within a factor 2 of the data's 14
+
+
+def test_a_count_columns_dispersion_leaves_its_start_within_a_small_tables_training():
+    """theta on a log scale: Adam (lr 1e-3, the training default) moves a parameter ~lr a step, so theta moves
+    by a fraction of itself. From theta = 5 to the data's 30 (log ratio 1.8) in 4,000 steps it reaches the
+    maximum-likelihood theta; parametrised by softplus it moved ~lr in absolute terms and ended near 7."""
+    rng = np.random.default_rng(0)
+    log_mu = torch.tensor(rng.uniform(np.log(50), np.log(500), 2000))
+    mu = log_mu.exp().numpy()
+    x = torch.tensor(rng.negative_binomial(30, 30 / (30 + mu)), dtype=torch.float64)[:, None]
+    lik = Table(("negative-binomial",)).double()
+    with torch.no_grad():
+        lik.log_theta.fill_(math.log(5.0))
+    opt = torch.optim.Adam([lik.log_theta], lr=1e-3)
+    for _ in range(4000):
+        opt.zero_grad()
+        (-lik(log_mu[:, None]).log_prob(x).mean()).backward()
+        opt.step()
+    grid = torch.linspace(math.log(5), math.log(200), 2000, dtype=torch.float64)
+    log_lik = [NegativeBinomialMean(log_mu, g.exp()).log_prob(x[:, 0]).sum() for g in grid]
+    mle = grid[int(torch.stack(log_lik).argmax())].exp().item()
+    assert mle == pytest.approx(30, rel=0.2)  # the MLE's sd at N = 2000 is about 6% here
+    assert lik.theta.item() == pytest.approx(mle, rel=0.05)
+
+
+def test_a_run_saved_with_the_softplus_dispersion_loads_with_the_same_theta():
+    """State dicts from before the log scale hold raw_theta (theta = softplus(raw) + 1e-4): read as log_theta."""
+    lik = Table(("gaussian", "negative-binomial", "beta-binomial:9"))
+    raw = torch.tensor([0.3, 12.0])
+    state = {k: v for k, v in lik.state_dict().items() if k != "log_theta"} | {"raw_theta": raw}
+    lik.load_state_dict(state)
+    torch.testing.assert_close(lik.theta.detach(), torch.nn.functional.softplus(raw) + 1e-4)
 
 
 class _TwoClusters(torch.nn.Module):

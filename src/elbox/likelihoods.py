@@ -767,7 +767,7 @@ class Table(Likelihood):
 
     ``gaussian`` (a learned scale per column, on standardised values), ``bernoulli`` (0/1 codes),
     ``categorical:K`` (codes 0..K-1, softmax over K logits), ``poisson``, ``negative-binomial``
-    and ``zinb`` (counts; a learned inverse dispersion per column), ``beta-binomial:N`` (counts of
+    and ``zinb`` (counts; a learned inverse dispersion per column, on a log scale), ``beta-binomial:N`` (counts of
     at most N, ``BetaBinomialMean``: a logit from the decoder, a learned concentration per column;
     a score out of N, pixels on in a block, which no unbounded count likelihood fits near the bound).
     The decoder outputs ``outputs`` values, column by column (K for a categorical, 2 for a zinb,
@@ -789,12 +789,27 @@ class Table(Likelihood):
         self.kinds = [kind for kind, _, _ in specs]
         self.sizes = [size for _, size, _ in specs]
         self.first = [sum(self.sizes[:j]) for j in range(len(self.sizes))]  # each column's first decoder output
-        self.dispersed = [j for j, kind in enumerate(self.kinds) if kind in _DISPERSED]  # the columns of raw_theta
+        self.dispersed = [j for j, kind in enumerate(self.kinds) if kind in _DISPERSED]  # the columns of log_theta
         self.trials = [number if kind == "beta-binomial" else 0 for kind, _, number in specs]
         self.outputs = sum(self.sizes)
         self.input_width = sum(k if kind == "categorical" else 1 for kind, k, _ in specs) + len(specs)
         self.raw_scale = nn.Parameter(torch.full((self.kinds.count("gaussian"),), 0.5413))
-        self.raw_theta = nn.Parameter(torch.full((len(self.dispersed),), 0.5413))
+        # theta on a log scale: Adam moves a parameter by about lr a step, so on the log scale theta moves by a
+        # fraction of itself (from 6.6 toward 27, wine's proline); softplus-parametrised it moved ~lr in absolute
+        # terms and stayed at its start for the few hundred steps a small table trains.
+        self.log_theta = nn.Parameter(torch.zeros(len(self.dispersed)))  # theta = 1
+
+    @property
+    def theta(self) -> Tensor:
+        """The dispersed columns' inverse dispersion (concentration) ``[len(dispersed)]``: exp(log_theta)."""
+        return self.log_theta.exp()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        # runs saved before theta moved to the log scale hold raw_theta, theta = softplus(raw) + 1e-4
+        old = state_dict.pop(prefix + "raw_theta", None)
+        if old is not None and prefix + "log_theta" not in state_dict:
+            state_dict[prefix + "log_theta"] = (F.softplus(old) + 1e-4).log()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def widths(self, dim: int) -> tuple[int, int]:
         """``input_width`` (each column as a number or one-hot, then the mask) and ``outputs`` (its columns' sizes)."""
@@ -809,7 +824,7 @@ class Table(Likelihood):
     def forward(self, out: Tensor) -> TableDistribution:
         g, parts, first = self._groups(), [], self.first
         pick = lambda idx: out[..., [first[j] for j in idx]]  # noqa: E731  one output per column
-        theta = F.softplus(self.raw_theta) + 1e-4
+        theta = self.theta
         if "gaussian" in g:
             parts.append(("gaussian", g["gaussian"], Normal(pick(g["gaussian"]), F.softplus(self.raw_scale) + 1e-3,
                                                             validate_args=False)))  # fmt: skip
@@ -864,8 +879,7 @@ class Table(Likelihood):
                 bias[self.first[j]] = mean.log()
                 theta = (mean**2 / (var - mean)).clamp(1.0, 1e3) if var > mean else torch.tensor(1e3)
             if j in self.dispersed:
-                raw = (theta - 1e-4).expm1().log() if theta < 20 else theta  # softplus^-1
-                self.raw_theta[self.dispersed.index(j)] = raw
+                self.log_theta[self.dispersed.index(j)] = theta.log()
 
     def features(self, x: Tensor) -> Tensor:
         """What the encoder reads of rows ``[..., C]``: ``[..., input_width]``, zero where missing, then the mask."""
