@@ -161,6 +161,8 @@ def test_elbox_fit_batch_size_fits_a_model_file_on_minibatches(capsys):
     code, out, err = run_cli(capsys, "fit", example / "model.py", "--data", example / "data.csv",
                              "--batch-size", "50", "--no-progress")  # fmt: skip
     assert code == 0, err
-    assert "Fitted logistic" in out and "verdict: TRUST" in out
+    # mean-field on this posterior has beta[1]'s sd 0.92 of the full-rank and flow fits' (both trusted): within
+    # the benchmark's 10%, beyond the verdict's 7.5%; q's own weights put it at 0.935, the defensive check at 0.918
+    assert "Fitted logistic" in out and "verdict: DO NOT TRUST" in out and "sd of beta[1] is 0.9" in out
     assert "fit diagonal (natural)" in out and "auto on minibatches" in out  # the default family, auto, at scale
     assert "-0.36" in out.split("alpha", 1)[1][:20]  # the full-batch fit's posterior mean of alpha, -0.361
