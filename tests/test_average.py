@@ -96,8 +96,7 @@ def test_resume_with_an_average_continues_bitwise(tmp_path):
     strip = lambda ms: [{k: v for k, v in m.items() if k not in STRIP} for m in ms]  # noqa: E731
     assert strip(resumed.metrics) == strip(whole.metrics)
     for name in ("last", "best"):
-        a, b = (load_checkpoint(p / "checkpoints" / f"{name}.safetensors")[0] for p in (tmp_path / "whole",
-                                                                                         tmp_path / "part"))  # fmt: skip
+        a, b = (load_checkpoint(tmp_path / p / "checkpoints" / f"{name}.safetensors")[0] for p in ("whole", "part"))
         weights = [k for k in a if k.startswith(("model.", "live."))]
         assert weights and all(torch.equal(a[k], b[k]) for k in weights), name
 
