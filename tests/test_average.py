@@ -67,6 +67,8 @@ def test_a_decay_outside_zero_one_is_refused(bad):
         TrainConfig(ema=bad)
     with pytest.raises(ElboxError, match="ema_start must be at least 0"):
         TrainConfig(ema=0.9, ema_start=-1)
+    with pytest.raises(ElboxError, match="which needs --ema DECAY"):
+        TrainConfig(ema_start=5)
 
 
 @pytest.mark.slow

@@ -141,6 +141,8 @@ class TrainConfig:
             problems.append(f"ema is a decay strictly between 0 and 1 (e.g. 0.999), or left out, got {self.ema}")
         if self.ema_start < 0:
             problems.append(f"ema_start must be at least 0 epochs, got {self.ema_start}")
+        elif self.ema_start and self.ema is None:
+            problems.append(f"ema_start ({self.ema_start}) starts the weights' average, which needs --ema DECAY")
         if self.device not in ("cpu", "cuda", "auto") and not re.fullmatch(r"cuda:\d+", self.device):
             problems.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if not 0 < self.lr < math.inf:
