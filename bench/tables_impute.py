@@ -15,6 +15,7 @@ The baselines see all 569 rows too.
     python bench/tables_impute.py --rates 0.2                      # about 30 minutes on 2 busy cores
     python bench/tables_impute.py --rates 0.2 --seeds 1 --first-seed 2   # seed 2 alone (one process per seed)
     python bench/tables_impute.py --seeds 1 --rates 0.2 --epochs 100   # a quick look
+    python bench/tables_impute.py --rates 0.2 --ema 0.999 --ema-start 200   # the weights' moving average
 """
 
 import argparse
@@ -51,6 +52,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--estimator", default="dreg", help="the IWAE bound's gradient estimator (reparam, stl, dreg)")
+    p.add_argument("--ema", type=float, default=None, help="decay of the weights' moving average (train --ema)")
+    p.add_argument("--ema-start", type=int, default=0, help="epochs before the average starts (train --ema-start)")
     p.add_argument("--held-out", action="store_true", help="train on the 80%% training rows only (not --all-rows)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, default=1)
@@ -80,7 +83,8 @@ def elbox_fill(holed: np.ndarray, seed: int, args: argparse.Namespace, folder: P
     run = train(data=str(path), out=str(folder / "run"), overwrite=True, progress=False, seed=seed,
                 epochs=args.epochs, objective="iwae", k=args.k, latent_dim=args.latent_dim,
                 hidden=tuple(int(h) for h in args.hidden.split(",")), batch_size=args.batch_size,
-                lr=args.lr, estimator=args.estimator, all_rows=not args.held_out)  # fmt: skip
+                lr=args.lr, estimator=args.estimator, all_rows=not args.held_out, ema=args.ema,
+                ema_start=args.ema_start)  # fmt: skip
     return impute_table(run, frame, k=args.impute_k, seed=seed)[names].to_numpy(dtype=float)
 
 

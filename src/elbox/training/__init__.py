@@ -7,6 +7,7 @@ Note that ``elbox.train`` is the function; this package is ``from elbox.training
 """
 
 from ..optim import NonFiniteError, make_optimizer
+from .average import WeightAverage
 from .config import TrainConfig, options_from, read_config_file
 from .hooks import Hooks, OnEpoch, OnFinish, default_hooks, set_default_hooks
 from .loop import EpochProgress, train_epoch, train_step, validate
@@ -24,6 +25,7 @@ __all__ = [
     "Setup",
     "TrainConfig",
     "VariationalLoss",
+    "WeightAverage",
     "compile_loss",
     "default_hooks",
     "kl_schedule",

@@ -56,6 +56,10 @@ class TrainConfig:
         free_bits: nats per latent dimension below which the KL is not pushed down.
         checkpoint_every: also write ``checkpoints/last.safetensors`` every this many steps (``0``:
             only at each epoch's end), so a killed run resumes bitwise from where it stood.
+        ema: the decay d of an exponential moving average of the weights (``train.WeightAverage``),
+            e.g. ``0.999``: the run's checkpoints then give evaluate, sample and impute the averaged
+            weights, and validation scores them; ``None`` (the default) trains without one.
+        ema_start: the epochs trained before the average starts (a copy of the weights then).
         device: ``cpu``, ``cuda`` (``cuda:N``), or ``auto`` (a GPU when torch sees one).
         threads: torch's intra-op threads, fixed for the run (``torch.set_num_threads``); ``None``
             keeps torch's choice (``OMP_NUM_THREADS``, else one per core). ``elbox train --nproc N``
@@ -106,6 +110,11 @@ class TrainConfig:
         1000,
         "Also checkpoint every N steps (0: at epoch ends only); a killed run resumes from there.",
     )
+    ema: float | None = option(
+        None,
+        "Decay of an exponential moving average of the weights (e.g. 0.999); checkpoints then hold the average.",
+    )
+    ema_start: int = option(0, "Epochs trained before the weight average (--ema) starts.")
     device: str = option("cpu", "cpu, cuda, cuda:N, or auto (a GPU when there is one).")
     threads: int | None = option(None, "Intra-op threads, fixed for the run (default: torch's, one per core).")
     compile: bool = option(
@@ -128,6 +137,12 @@ class TrainConfig:
             problems.append(f"threads must be at least 1 (or left out for torch's choice), got {self.threads}")
         if self.checkpoint_every < 0:
             problems.append(f"checkpoint_every must be at least 0 (0: at epoch ends only), got {self.checkpoint_every}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            problems.append(f"ema is a decay strictly between 0 and 1 (e.g. 0.999), or left out, got {self.ema}")
+        if self.ema_start < 0:
+            problems.append(f"ema_start must be at least 0 epochs, got {self.ema_start}")
+        elif self.ema_start and self.ema is None:
+            problems.append(f"ema_start ({self.ema_start}) starts the weights' average, which needs --ema DECAY")
         if self.device not in ("cpu", "cuda", "auto") and not re.fullmatch(r"cuda:\d+", self.device):
             problems.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if not 0 < self.lr < math.inf:

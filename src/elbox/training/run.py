@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -46,6 +46,7 @@ from ..runs import (
     read_metrics,
     run_folder_problem,
 )
+from .average import WeightAverage
 from .config import TrainConfig
 from .hooks import Hooks, OnEpoch, OnFinish, default_hooks
 from .loop import EpochProgress, steps_per_epoch, train_epoch, validate
@@ -132,7 +133,8 @@ class Fit:
     ``state`` is the scalar state a checkpoint's metadata holds (epoch, step, best validation
     ELBO and epoch); ``data_rng`` the data generator's state at the start of the epoch in
     progress (a mid-epoch resume draws the epoch's order again from it); ``received`` the stop
-    signals caught so far; ``loggers`` the epoch hooks (the caller's and the hooks' logger).
+    signals caught so far; ``loggers`` the epoch hooks (the caller's and the hooks' logger);
+    ``average`` the weight average (``config.ema``), which validation scores and checkpoints hold.
     """
 
     setup: Setup
@@ -149,6 +151,7 @@ class Fit:
     loggers: list[OnEpoch]
     received: list[int] = field(default_factory=list)
     data_rng: Tensor | None = None
+    average: WeightAverage | None = None  # config.ema's running average of the weights
 
     @property
     def last(self) -> Path:
@@ -166,7 +169,8 @@ def _begin(
     config, model = setup.config, setup.model
     optimizer = make_optimizer(model, config.lr)
     g = torch.Generator().manual_seed(config.seed)
-    state, metrics, partial_epoch = restore(path, model, optimizer, g, resume_from)
+    average = WeightAverage(config.ema) if config.ema is not None else None
+    state, metrics, partial_epoch = restore(path, model, optimizer, g, resume_from, average)
     w = world()
     info = {"elbox_version": __version__, "dataset": _dataset_info(setup), "status": "running", "processes": w.size}
     if w.main:
@@ -187,7 +191,8 @@ def _begin(
     )
     logger = hooks.logger(setup, path) if hooks.logger is not None and w.main else None
     loggers = [h for h in (*loggers, logger) if h is not None] if w.main else []
-    fit = Fit(setup, path, loss, optimizer, g, state, metrics, info, steps, kl_schedule(config, steps), bar, loggers)
+    fit = Fit(setup, path, loss, optimizer, g, state, metrics, info, steps, kl_schedule(config, steps), bar, loggers,
+              average=average)  # fmt: skip
     return fit, partial_epoch
 
 
@@ -210,16 +215,23 @@ def _stop(fit: Fit, where: str) -> StoppedError:
                         f"Continue it with `elbox train --resume {fit.path}`.", signum)  # fmt: skip
 
 
+def _averaged(fit: Fit) -> AbstractContextManager[None]:
+    """The model with the run's averaged weights inside the block (its live ones after); as is without one."""
+    return fit.average.applied(fit.setup.model) if fit.average is not None else nullcontext()
+
+
 def _on_step(fit: Fit, p: EpochProgress) -> None:
     """After each step: the progress bar, a periodic checkpoint, and a stop when a signal asks for one."""
     fit.bar.update()
     step = fit.state["step"] + p.position
+    if fit.average is not None and fit.state["epoch"] >= fit.setup.config.ema_start:
+        fit.average.update(fit.setup.model)  # before a checkpoint of this step, which holds it
     # a periodic checkpoint only between good steps: one taken inside a run of non-finite
     # steps would replace the last good one
     asked = _stopping(fit)
     every = fit.setup.config.checkpoint_every
     if asked or (every and step % every == 0 and p.in_a_row == 0 and p.position < fit.steps):
-        write_checkpoint(fit.last, fit.setup.model, fit.optimizer, fit.data_rng, fit.state, p)
+        write_checkpoint(fit.last, fit.setup.model, fit.optimizer, fit.data_rng, fit.state, p, fit.average)
     if asked:
         raise _stop(fit, f"at step {step} (epoch {fit.state['epoch'] + 1}, {p.position} of {fit.steps} steps)")
 
@@ -248,7 +260,8 @@ def _epoch(fit: Fit, epoch: int, progress: EpochProgress | None) -> dict[str, An
     weights = train.pop("kl_weight", None)
     bound, skipped = train.pop("bound"), train.pop("skipped_steps")
     model.eval()
-    valid = validate(model, setup.splits["valid"], analytic_kl=config.analytic_kl, y=labels_for(setup, "valid"))
+    with _averaged(fit):  # the weights the checkpoints will hold are the ones scored
+        valid = validate(model, setup.splits["valid"], analytic_kl=config.analytic_kl, y=labels_for(setup, "valid"))
     record = {"epoch": epoch, "step": fit.state["step"] + fit.steps}
     record |= {f"train_{k}": v for k, v in train.items()} | {f"valid_{k}": v for k, v in valid.items()}
     if config.objective != "elbo":  # the trained bound beside the ELBO, under its own name
@@ -271,8 +284,8 @@ def _keep(fit: Fit, record: dict[str, Any]) -> None:
     state.update(epoch=epoch, step=record["step"])
     if record["valid_elbo"] > state["best_valid_elbo"]:
         state.update(best_valid_elbo=record["valid_elbo"], best_epoch=epoch)
-        write_checkpoint(fit.best, model, fit.optimizer, fit.generator.get_state(), state)
-    write_checkpoint(fit.last, model, fit.optimizer, fit.generator.get_state(), state)
+        write_checkpoint(fit.best, model, fit.optimizer, fit.generator.get_state(), state, average=fit.average)
+    write_checkpoint(fit.last, model, fit.optimizer, fit.generator.get_state(), state, average=fit.average)
     fit.bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{record['valid_elbo']:.2f}")
     for hook in fit.loggers:
         with torch.random.fork_rng():  # whatever it draws leaves the run's numbers unchanged
@@ -311,8 +324,9 @@ def _finish(fit: Fit, on_finish: OnFinish | None = None) -> Run:
     """Evaluate on the test split, write the summary, call ``on_finish`` (the figures), and load the run."""
     setup, info, state, metrics = fit.setup, fit.info, fit.state, fit.metrics
     setup.model.eval()
-    test = validate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl,
-                    y=labels_for(setup, "test"))  # fmt: skip
+    with _averaged(fit):
+        test = validate(setup.model, setup.splits["test"], analytic_kl=setup.config.analytic_kl,
+                        y=labels_for(setup, "test"))  # fmt: skip
     last = metrics[-1] if metrics else {}
     parts = ("elbo", "reconstruction", "kl")
     info["status"] = "finished"

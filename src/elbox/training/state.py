@@ -19,6 +19,7 @@ from ..checkpoints import (
 from ..distributed import all_gather_tensors, sum_over_ranks, world
 from ..models import LatentVariableModel
 from ..runs import CHECKPOINTS, METRICS, model_tensors, read_metrics, restore_model
+from .average import WeightAverage
 from .loop import EpochProgress
 
 __all__ = ["fresh_state", "restore", "write_checkpoint"]
@@ -36,17 +37,24 @@ def write_checkpoint(
     data_rng: Tensor,
     state: dict[str, Any],
     progress: EpochProgress | None = None,
+    average: WeightAverage | None = None,
 ) -> None:
     """Write everything a resume needs to continue bitwise, atomically, to one file.
 
     ``data_rng`` is the data generator's state at the start of the epoch in progress (or of the
     next one, at an epoch's end): a resumed epoch draws its binarization and order again from
     it. ``progress`` is the epoch's position and running sums when stopped mid-epoch.
+
+    With a started weight ``average``, ``model.*`` holds the averaged weights (what ``load_run``
+    gives every reader) and ``live.model.*`` the optimiser's own, which a resume continues from.
     """
     w = world()
     opt_tensors, opt_meta = optimizer_state_to_tensors(optimizer.state_dict())
     rng_tensors, rng_meta = rng_states()
     tensors = model_tensors(model) | opt_tensors | rng_tensors | {"rng.data": data_rng}
+    if average is not None and average.started:
+        tensors |= {f"live.{k}": v for k, v in model_tensors(model).items()}
+        tensors |= {f"model.{k}": v for k, v in average.state.items()}
     meta = state | {"optimizer": opt_meta, "rng": rng_meta, "progress": None}
     if progress is not None:
         totals, used = progress.totals, progress.used
@@ -68,11 +76,20 @@ def restore(
     optimizer: torch.optim.Optimizer,
     g: torch.Generator,
     resume_from: Path | None,
+    average: WeightAverage | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], EpochProgress | None]:
-    """The training state, metrics and mid-epoch progress to start from: fresh, or from a checkpoint."""
+    """The training state, metrics and mid-epoch progress to start from: fresh, or from a checkpoint.
+
+    A checkpoint with ``live.model.*`` (a run with a started weight average) puts those in
+    ``model`` and its ``model.*`` (the average) in ``average``.
+    """
     if resume_from is None:
         return fresh_state(), [], None
     tensors, state = load_checkpoint(resume_from)
+    if any(k.startswith("live.model.") for k in tensors):
+        if average is not None:
+            average.load({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        tensors = {k.removeprefix("live."): v for k, v in tensors.items() if not k.startswith("model.")}
     restore_model(model, tensors, resume_from)
     device = next(model.parameters()).device
     optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state.pop("optimizer")))
