@@ -15,9 +15,10 @@ import elbox
 from elbox.distributed import World
 
 WORKER = textwrap.dedent("""
-    import json, sys
+    import atexit, json, sys
     import numpy as np
     import torch
+    import torch.distributed as dist
     from torch.distributions import Bernoulli, Normal
     from elbox import bayes
     from elbox.bayes.shard import ShardedModel, shard_data
@@ -35,6 +36,7 @@ WORKER = textwrap.dedent("""
 
     def run():
         model, data = problem()
+        atexit.register(lambda: print("group alive at exit:", dist.is_initialized()))  # runs after init's own
         w = init(torch.device("cpu"))
         if w.size > 1:
             model = ShardedModel(model)
@@ -66,6 +68,7 @@ def runs(tmp_path_factory):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = subprocess.run([*torchrun, "worker.py", "two.json"], **run)
     assert two.returncode == 0, two.stderr
+    assert two.stdout.count("group alive at exit: False") == 2, two.stdout  # else gloo may abort at exit
     return json.loads((root / "one.json").read_text()), json.loads((root / "two.json").read_text())
 
 

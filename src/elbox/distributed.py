@@ -14,6 +14,7 @@ processes take the steps one process would take with batch B, up to float roundi
 particles' noise (each rank draws its own).
 """
 
+import atexit
 import os
 import subprocess
 import sys
@@ -33,6 +34,7 @@ __all__ = [
     "from_main",
     "init",
     "launch",
+    "leave",
     "shard",
     "sum_over_ranks",
     "worker_threads",
@@ -74,7 +76,19 @@ def init(device: torch.device) -> World:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    atexit.register(leave)
     return world()
+
+
+def leave() -> None:
+    """Destroy the process group while the interpreter is still whole; nothing when there is none.
+
+    A process that exits with its gloo group alive aborts now and then (SIGABRT, "terminate called
+    without an active exception"): gloo's threads still hold tensors when finalisation frees them
+    (pytorch/pytorch#190489). ``init`` registers this at exit.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_of(device: torch.device, w: World) -> torch.device:
