@@ -186,9 +186,9 @@ class Model:
         """Parameters ``{name: [K, *shape]}`` of unconstrained points u ``[K, d]``, and the summed
         log |det J| of the maps ``[K]``."""
         k, params, ladj = u.shape[0], {}, None
-        for (name, shape, transform), free in zip(self._plan, u.split(self._split, -1), strict=True):
+        for (name, shape, transform), free in zip(self._plan, torch.split_with_sizes(u, self._split, -1), strict=True):
             # no-op reshapes skipped: at K = 16 every operation costs its dispatch, forward and backward
-            y = free if free.shape[1:] == shape else free.reshape(k, *shape)
+            y = free if free.shape[1:] == shape else free.squeeze(-1) if not shape else free.reshape(k, *shape)
             if transform is None:  # the identity map, log |det J| = 0: skipped on the hot path
                 params[name] = y
                 continue

@@ -77,7 +77,7 @@ def eight_schools(centered: bool = False) -> Model:
         return Model(params, prior, lambda p, d: log_pdf.normal(d["y"], p["theta"], d["sigma"]),
                      observed=("y", "sigma"), name="eight_schools_centered")  # fmt: skip
     params = {"theta_trans": Param(8), "mu": Param(), "tau": Param(support=constraints.positive)}
-    theta = lambda p: p["mu"][:, None] + p["tau"][:, None] * p["theta_trans"]  # noqa: E731
+    theta = lambda p: torch.addcmul(p["mu"][:, None], p["tau"][:, None], p["theta_trans"])  # noqa: E731
     return Model(
         params, lambda p: log_pdf.normal(p["theta_trans"], 0.0, 1.0).sum(-1) + _mu_tau(p),
         lambda p, d: log_pdf.normal(d["y"], theta(p), d["sigma"]), observed=("y", "sigma"),
