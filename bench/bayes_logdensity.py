@@ -5,7 +5,10 @@ u ``[16, d]`` (unconstrained, float64 as the fit uses), summed, and its gradient
 Median over repeats of blocks of ``--calls`` evaluations, after a warm-up.
 
     python bench/bayes_logdensity.py [--posteriordb DIR] [--repeats 15] [--calls 200] [--dtype float64]
-        [--compile] [--out bench/results/bayes_logdensity.json]
+        [--compile] [--torch-distributions] [--out bench/results/bayes_logdensity.json]
+
+``--torch-distributions`` adds eight schools written with ``torch.distributions`` objects (``Normal``,
+``HalfCauchy``) instead of ``elbox.bayes.densities``: what a model costs written the usual way.
 
 Ends with one line per model: ``NAME  d=...  us=...`` (the issue's target: eight schools
 non-centered at most 250 us).
@@ -23,6 +26,23 @@ from elbox import bayes
 from elbox.bayes.references import POSTERIORDB
 
 K = 16
+
+
+def eight_schools_torch_distributions(reference: bayes.Reference) -> bayes.Reference:
+    """The non-centered eight schools with ``torch.distributions``' log_prob: the same density up to rounding."""
+    from torch.distributions import HalfCauchy, Normal, constraints
+
+    params = {"theta_trans": bayes.Param(8), "mu": bayes.Param(), "tau": bayes.Param(support=constraints.positive)}
+
+    def prior(p: dict) -> torch.Tensor:
+        return (Normal(0.0, 1.0).log_prob(p["theta_trans"]).sum(-1) + Normal(0.0, 5.0).log_prob(p["mu"])
+                + HalfCauchy(5.0).log_prob(p["tau"]))  # fmt: skip
+
+    def likelihood(p: dict, d: dict) -> torch.Tensor:
+        return Normal(p["mu"][:, None] + p["tau"][:, None] * p["theta_trans"], d["sigma"]).log_prob(d["y"])
+
+    model = bayes.Model(params, prior, likelihood, observed=("y", "sigma"), name="eight_schools_torch_distributions")
+    return bayes.Reference(model.name, model, reference.data)
 
 
 def time_model(reference: bayes.Reference, args: argparse.Namespace) -> dict:
@@ -63,12 +83,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: what K = 16 wants)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile(model.log_density) instead")
+    parser.add_argument("--torch-distributions", action="store_true", help="add eight schools with torch.distributions")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
-    for name in args.posteriors:
-        results[name] = time_model(bayes.load(name, args.posteriordb), args)
+    references = [bayes.load(name, args.posteriordb) for name in args.posteriors]
+    if args.torch_distributions:
+        references.append(eight_schools_torch_distributions(bayes.load("eight_schools_noncentered")))
+    for reference in references:
+        name = reference.name
+        results[name] = time_model(reference, args)
         r = results[name]
         compiled = f"  compile {r['compile_s']:.1f} s" if args.compile else ""
         print(f"{name:<28} d={r['dim']:<3} us={r['us']:8.1f}  (min {r['us_min']:.1f}){compiled}", flush=True)
