@@ -30,6 +30,7 @@ the metrics' noise floor (its DCR is 0: the rows are copies).
 
     python bench/tables_synth.py                                   # about 10 minutes on 2 busy cores
     python bench/tables_synth.py --sdv-python ~/sdvenv/bin/python  # with TVAE
+    python bench/tables_synth.py --methods elbox --power yeo-johnson  # elbox with power-transformed columns
 """
 
 import argparse
@@ -77,6 +78,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tvae-epochs", type=int, default=300)
     every = "elbox trains on every real-train row (--no-all-rows: holds out 10%% + 10%%, as a run does)"
     p.add_argument("--all-rows", action=argparse.BooleanOptionalAction, default=True, help=every)
+    p.add_argument("--power", default="none", help="elbox's transform of continuous columns: none, yeo-johnson")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=RESULTS)
     return p.parse_args()
@@ -104,7 +106,7 @@ def elbox_synth(train_frame: pd.DataFrame, declared: dict, seed: int, args: argp
     schema.write_text(json.dumps({"header": True, "columns": declared}))
     run = train(data=str(path), schema=str(schema), out=str(tmp / "run"), overwrite=True, progress=False, seed=seed,
                 epochs=args.epochs, latent_dim=args.latent_dim, hidden=tuple(int(h) for h in args.hidden.split(",")),
-                batch_size=32, all_rows=args.all_rows)  # fmt: skip
+                batch_size=32, all_rows=args.all_rows, power=getattr(args, "power", "none"))  # fmt: skip
     kinds = {c.name: c.kind for c in run.schema.columns}
     draws = {latent: sample_table(run, len(train_frame), seed, latent)[list(train_frame.columns)] for latent in LATENTS}
     return draws, kinds

@@ -3,7 +3,10 @@
 A table becomes a float32 matrix ``[N, C]``, one column per kept column of the file, NaN where
 a value is missing:
 
-    continuous   (x - loc) / scale, loc and scale the training split's mean and standard deviation
+    continuous   (x - loc) / scale, loc and scale the training split's mean and standard deviation;
+                 with ``power="yeo-johnson"`` (opt-in) (t(x) - loc) / scale, t(x) Yeo-Johnson's power
+                 transform (``yeo_johnson``) of the standardised (x - power_loc) / power_scale, its
+                 lambda fitted to the training rows and kept in [0, 2] (see ``fit_transforms``)
     binary       0 / 1, the code of the column's two levels (in sorted order)
     categorical  0 .. K - 1, the code of its K levels (in sorted order)
     count        the count itself, a whole number >= 0
@@ -30,6 +33,7 @@ __all__ = [
     "COUNT_LIKELIHOODS",
     "KINDS",
     "MAX_LEVELS",
+    "POWERS",
     "TABLE_SUFFIXES",
     "Column",
     "Schema",
@@ -39,11 +43,14 @@ __all__ = [
     "read_table",
     "split_rows",
     "write_table",
+    "yeo_johnson",
+    "yeo_johnson_inverse",
 ]
 
 KINDS = ("continuous", "binary", "categorical", "count")
 COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb", "beta-binomial")  # beta-binomial[:N]: at most N
 TABLE_SUFFIXES = (".csv", ".parquet")
+POWERS = ("none", "yeo-johnson")  # a continuous column's transform before standardising
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
 _CODES = 10  # whole numbers >= 1 with at most this many distinct values read as category codes
 # a count column whose largest value holds at least this share of the values has a ceiling (days a week, a score
@@ -58,7 +65,9 @@ class Column:
 
     ``levels`` are the column's values in code order, as JSON values (str, int, float, bool).
     ``likelihood`` is a count column's: ``negative-binomial`` (default), ``poisson``, ``zinb`` or
-    ``beta-binomial:N`` (bounded counts, at most N).
+    ``beta-binomial:N`` (bounded counts, at most N). A continuous column's encoded value is
+    ``(x - loc) / scale``, or with ``power == "yeo-johnson"`` ``(t - loc) / scale`` with
+    ``t = yeo_johnson((x - power_loc) / power_scale, lmbda)``.
     """
 
     name: str
@@ -67,6 +76,10 @@ class Column:
     loc: float = 0.0
     scale: float = 1.0
     likelihood: str | None = None
+    power: str | None = None  # None: standardised as it is; "yeo-johnson": power-transformed first
+    lmbda: float = 1.0  # Yeo-Johnson's lambda (1: the identity)
+    power_loc: float = 0.0  # the values are standardised before the power transform: its lambda is then
+    power_scale: float = 1.0  # the same whatever the column's units (a raw 0.05 and a raw 500 differ)
 
     @property
     def spec(self) -> str:
@@ -80,6 +93,8 @@ class Column:
         return self.likelihood or "negative-binomial"
 
     def describe(self) -> str:
+        if self.kind == "continuous" and self.power:
+            return f"continuous ({self.power}, lambda {self.lmbda:.3g}; then mean {self.loc:.4g}, sd {self.scale:.4g})"
         if self.kind == "continuous":
             return f"continuous (mean {self.loc:.4g}, sd {self.scale:.4g})"
         if self.kind == "count":
@@ -131,7 +146,7 @@ class Schema:
         for j, c in enumerate(self.columns):
             v = np.asarray(x[:, j], dtype=np.float64)
             if c.kind == "continuous":
-                out[c.name] = v * c.scale + c.loc
+                out[c.name] = _from_standard(v, c)
             elif c.kind == "count":
                 out[c.name] = v
             else:
@@ -142,12 +157,97 @@ class Schema:
 
     def to_dict(self) -> dict[str, Any]:
         return {"header": self.header, "dropped": list(self.dropped),
-                "columns": [asdict(c) | {"levels": list(c.levels)} for c in self.columns]}  # fmt: skip
+                "columns": [_column_dict(c) for c in self.columns]}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Schema":
         columns = tuple(Column(**(c | {"levels": tuple(c.get("levels", ()))})) for c in d["columns"])
         return cls(columns, tuple(d.get("dropped", ())), bool(d.get("header", True)))
+
+
+def _column_dict(c: Column) -> dict[str, Any]:
+    d = asdict(c) | {"levels": list(c.levels)}
+    if c.power is None:  # a column without a power transform is written as before the option existed
+        del d["power"], d["lmbda"], d["power_loc"], d["power_scale"]
+    return d
+
+
+# ----------------------------------------------------------------------------- the power transform
+
+
+def yeo_johnson(x: np.ndarray, lmbda: float) -> np.ndarray:
+    """Yeo & Johnson's (2000) power transform of ``x`` (any shape; NaN stays NaN), float64:
+
+        t(x) = ((x + 1)^l - 1) / l                  x >= 0, l != 0    (log(x + 1) at l = 0)
+        t(x) = -((1 - x)^(2 - l) - 1) / (2 - l)     x < 0,  l != 2    (-log(1 - x) at l = 2)
+
+    increasing, t(0) = 0, the identity at l = 1; l < 1 pulls in a long right tail, l > 1 a left one.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full_like(x, np.nan)
+    pos, neg = x >= 0, x < 0  # NaN is neither: it stays NaN
+    out[pos] = np.log1p(x[pos]) if abs(lmbda) < _EPS else np.expm1(lmbda * np.log1p(x[pos])) / lmbda
+    m = 2 - lmbda
+    out[neg] = -np.log1p(-x[neg]) if abs(m) < _EPS else -np.expm1(m * np.log1p(-x[neg])) / m
+    return out
+
+
+def yeo_johnson_inverse(y: np.ndarray, lmbda: float) -> np.ndarray:
+    """The inverse of ``yeo_johnson``: x with t(x) = y (NaN stays NaN), float64.
+
+    For l < 0 the transform's values stay below -1 / l, for l > 2 above -1 / (l - 2): a ``y``
+    beyond that bound (a draw of the decoder's Gaussian far in its tail) has no preimage and is
+    taken just inside it, so every value maps to a finite number (a very large one there).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    out = np.full_like(y, np.nan)
+    pos, neg = y >= 0, y < 0
+    with np.errstate(over="ignore"):  # past the bound: inf, replaced by the largest float below
+        _inverse_parts(y, lmbda, out, pos, neg)
+    return np.where(np.isfinite(out) | np.isnan(y), out, np.sign(out) * np.finfo(np.float64).max)
+
+
+def _inverse_parts(y: np.ndarray, lmbda: float, out: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
+    if abs(lmbda) < _EPS:
+        out[pos] = np.expm1(y[pos])
+    else:  # (1 + l y) > 0 is the image's condition; clipped to stay finite (see the docstring)
+        base = np.maximum(1 + lmbda * y[pos], _TINY)
+        out[pos] = np.expm1(np.log(base) / lmbda)
+    m = 2 - lmbda
+    if abs(m) < _EPS:
+        out[neg] = -np.expm1(-y[neg])
+    else:
+        base = np.maximum(1 - m * y[neg], _TINY)
+        out[neg] = -np.expm1(np.log(base) / m)
+
+
+_EPS = 1e-12  # |lambda| (or |2 - lambda|) below which the transform is its logarithmic limit
+_TINY = 1e-300  # the smallest base of the inverse's power: a value beyond the transform's bound lands here
+
+
+def _fit_lambda(v: np.ndarray) -> float:
+    """Yeo-Johnson's lambda by maximum likelihood (scikit-learn's ``PowerTransformer``) on observed,
+    standardised ``v``, kept in [0, 2]: only there is the transform onto the whole line (for l < 0 its
+    values stay below -1 / l, for l > 2 above 1 / (2 - l)), so every draw of the decoder's Gaussian
+    has a preimage. The likelihood is unimodal in l, so the clipped value is the best within [0, 2]."""
+    from sklearn.preprocessing import PowerTransformer
+
+    if len(v) < 2 or np.ptp(v) == 0:  # nothing to fit: the identity
+        return 1.0
+    fitted = PowerTransformer(method="yeo-johnson", standardize=False).fit(v[:, None]).lambdas_[0]
+    return float(np.clip(fitted, 0.0, 2.0))
+
+
+def _to_standard(v: np.ndarray, c: Column) -> np.ndarray:
+    """A continuous column's values ``[N]`` (user's units, NaN missing) in the encoded scale, float64."""
+    t = yeo_johnson((v - c.power_loc) / c.power_scale, c.lmbda) if c.power else v
+    return (t - c.loc) / c.scale
+
+
+def _from_standard(v: np.ndarray, c: Column) -> np.ndarray:
+    """The inverse of ``_to_standard``: encoded values ``[N]`` back in the user's units, float64."""
+    t = v * c.scale + c.loc
+    return yeo_johnson_inverse(t, c.lmbda) * c.power_scale + c.power_loc if c.power else t
 
 
 # ----------------------------------------------------------------------------- reading and writing
@@ -267,15 +367,23 @@ def _declared(d: dict[str, Any], where: str) -> dict[str, str]:
     """Column name -> kind spec from a schema file's ``columns``."""
     columns = d.get("columns", {})
     if isinstance(columns, list):  # a stored schema: its kinds and count likelihoods
-        return {c["name"]: c["kind"] + (f":{c['likelihood']}" if c.get("likelihood") else "") for c in columns}
-    allowed = (*KINDS, "drop", *(f"count:{lik}" for lik in COUNT_LIKELIHOODS))
+        return {c["name"]: _stored_spec(c) for c in columns}
+    allowed = (*KINDS, "drop", *(f"count:{lik}" for lik in COUNT_LIKELIHOODS), *(f"continuous:{p}" for p in POWERS))
     bad = {name: kind for name, kind in columns.items() if kind not in allowed and not _beta_binomial_n(kind)}
     if bad:
         raise ElboxError(f"{where} declares unknown column kinds {bad}; a kind is one of {', '.join(allowed)}.")
     return dict(columns)
 
 
-def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: bool = True) -> Schema:
+def _stored_spec(c: dict[str, Any]) -> str:
+    """A stored column's kind spec: ``count:zinb``, ``continuous:yeo-johnson``, ``continuous``, ..."""
+    detail = c.get("likelihood") or c.get("power")
+    return c["kind"] + (f":{detail}" if detail else "")
+
+
+def infer_schema(
+    frame: Any, declared: dict[str, str] | None = None, *, header: bool = True, power: str = "none"
+) -> Schema:
     """The kind of every column: declared (``declared``: name -> kind spec), else inferred.
 
     Inference, on the non-missing values: bool or two distinct values -> binary; text with at
@@ -283,9 +391,13 @@ def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: 
     values -> categorical (codes such as 1..5 of a survey); other whole numbers >= 0 -> count,
     bounded by its largest value (beta-binomial) when that value holds at least ``CEILING`` of
     the values, else negative binomial; any other number -> continuous. A column with no value, or a
-    single value, is refused with its name (declare it ``drop`` to leave it out). Transforms are left at identity:
-    ``fit_transforms`` sets them from the training rows.
+    single value, is refused with its name (declare it ``drop`` to leave it out). ``power`` (one of
+    ``POWERS``) is every continuous column's transform unless declared (``continuous:yeo-johnson``,
+    ``continuous:none``). Transforms are left at identity: ``fit_transforms`` sets them from the training rows.
     """
+    if power not in POWERS:
+        raise ElboxError(f"the power transform {power!r} is not one of {', '.join(POWERS)}; give --power "
+                         "yeo-johnson (skewed continuous columns), or none (the default).")  # fmt: skip
     declared = dict(declared or {})
     if unknown := sorted(set(declared) - set(map(str, frame.columns))):
         raise ElboxError(f"the schema declares column(s) {unknown} that the table does not have (its columns: "
@@ -296,13 +408,13 @@ def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: 
         if spec == "drop":
             dropped.append(str(name))
             continue
-        columns.append(_column(str(name), frame[name], spec))
+        columns.append(_column(str(name), frame[name], spec, power))
     if not columns:
         raise ElboxError("every column of the table is dropped; keep at least one.")
     return Schema(tuple(columns), tuple(dropped), header)
 
 
-def _column(name: str, values: Any, spec: str | None) -> Column:
+def _column(name: str, values: Any, spec: str | None, power: str = "none") -> Column:
     present = values.dropna()
     if present.empty:
         raise ElboxError(f"the column {name!r} has no values (all missing): a model can learn nothing about it. "
@@ -334,7 +446,8 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
                          "it categorical.")  # fmt: skip
     if kind in ("binary", "categorical"):
         return Column(name, kind, levels=tuple(_json_value(v) for v in distinct))
-    return Column(name, "continuous")
+    chosen = likelihood if kind == "continuous" and likelihood else power  # declared per column, else --power
+    return Column(name, "continuous", power=None if chosen == "none" else chosen)
 
 
 def _beta_binomial_n(spec: str) -> bool:
@@ -370,16 +483,29 @@ def _json_value(v: Any) -> Any:
 
 
 def fit_transforms(schema: Schema, frame: Any) -> Schema:
-    """The schema with each continuous column's loc and scale: the mean and sd of ``frame``'s values."""
+    """The schema with each continuous column's transform fitted to ``frame``'s observed values: loc
+    and scale, their mean and sd; where the column has ``power``, these are power_loc and power_scale,
+    Yeo-Johnson's lambda is fitted to the values so standardised, and loc and scale are then the
+    mean and sd of the transformed values."""
     columns = []
     for c in schema.columns:
         if c.kind == "continuous":
             v = frame[c.name].dropna().to_numpy(dtype=np.float64)
-            sd = float(v.std()) if len(v) > 1 else 0.0
-            columns.append(replace(c, loc=float(v.mean()), scale=sd if sd > 0 and math.isfinite(sd) else 1.0))
+            if c.power:
+                loc, scale = _mean_sd(v)
+                c = replace(c, power_loc=loc, power_scale=scale, lmbda=_fit_lambda((v - loc) / scale))
+                v = yeo_johnson((v - loc) / scale, c.lmbda)
+            loc, scale = _mean_sd(v)
+            columns.append(replace(c, loc=loc, scale=scale))
         else:
             columns.append(c)
     return replace(schema, columns=tuple(columns))
+
+
+def _mean_sd(v: np.ndarray) -> tuple[float, float]:
+    """The mean and sd of ``v`` ``[N]``; an sd of 0 (or none, one value) is taken as 1, leaving the scale."""
+    sd = float(v.std()) if len(v) > 1 else 0.0
+    return float(v.mean()), sd if sd > 0 and math.isfinite(sd) else 1.0
 
 
 def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
@@ -391,7 +517,7 @@ def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
         if np.isinf(v).any():
             raise ElboxError(f"the column {c.name!r} of {where} holds infinite values; replace them, or leave the "
                              "cells empty (missing).")  # fmt: skip
-        return (v - c.loc) / c.scale
+        return _to_standard(v, c)
     if c.kind == "count":
         v = values.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isnan(v) & ((v < 0) | (v != np.round(v)))
@@ -425,14 +551,19 @@ def _level_key(v: Any) -> Any:
 # ----------------------------------------------------------------------------- the data set
 
 
-def load_table(path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False) -> Dataset:
+def load_table(
+    path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False, power: str = "none"
+) -> Dataset:
     """A table file as a ``Dataset``: rows cut into train / valid / test (10% each held out, fixed).
 
     ``schema`` is a schema file (declared kinds; the rest inferred), a ``Schema`` to apply as it
     is (a trained run's: its levels and transforms), or None to infer every kind. Continuous
     columns are standardised with the training rows' mean and sd, or with every row's when
     ``all_rows`` (a run that trains on every row: nothing is held out, so the whole table's
-    statistics are the ones its model sees). The inference is in ``dataset.schema.describe()``.
+    statistics are the ones its model sees). ``power="yeo-johnson"`` power-transforms every
+    continuous column (not declared otherwise) first, its lambda fitted to the same rows, so a
+    skewed column reaches the decoder's Gaussian nearer a normal shape; ``Schema.decode`` undoes
+    it. The inference is in ``dataset.schema.describe()``.
     """
     path = Path(path).expanduser()
     if isinstance(schema, Schema):
@@ -443,7 +574,7 @@ def load_table(path: str | Path, schema: "str | Path | Schema | None" = None, *,
         frame = read_table(path, d.get("header"))
         parts = _holdout(len(frame), 2, str(path))
         header = d.get("header", path.suffix.lower() == ".parquet" or not frame.columns[0].startswith("column_"))
-        inferred = infer_schema(frame, _declared(d, str(schema)), header=bool(header))
+        inferred = infer_schema(frame, _declared(d, str(schema)), header=bool(header), power=power)
         fitted = fit_transforms(inferred, frame if all_rows else frame.iloc[parts[0]])
     x = fitted.encode(frame, str(path))
     parts = _holdout(len(x), 2, str(path))
