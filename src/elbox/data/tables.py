@@ -345,7 +345,8 @@ def write_table(frame: Any, path: str | Path) -> Path:
 
 def read_schema_file(path: str | Path) -> dict[str, Any]:
     """Read a schema file (JSON or TOML): ``header`` (optional) and ``columns``, a table from a column's
-    name to its kind: ``continuous``, ``binary``, ``categorical``, ``count`` (or ``count:poisson``,
+    name to its kind: ``continuous`` (``continuous:yeo-johnson`` power-transformed first, ``continuous:none``
+    not, whatever ``--power`` says), ``binary``, ``categorical``, ``count`` (or ``count:poisson``,
     ``count:zinb``, ``count:beta-binomial`` for counts bounded by the column's largest value,
     ``count:beta-binomial:N`` for counts of at most N) or ``drop``. Columns it does not name are inferred.
     A run's stored schema (``Schema.to_dict``) is accepted as well."""
