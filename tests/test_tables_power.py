@@ -12,15 +12,8 @@ from scipy.stats import skew
 
 from elbox import train
 from elbox.data import Schema, infer_schema, load_dataset, read_table
-from elbox.data.tables import (
-    _fit_lambda,
-    _from_standard,
-    _to_standard,
-    fit_transforms,
-    split_rows,
-    yeo_johnson,
-    yeo_johnson_inverse,
-)
+from elbox.data.tables import fit_transforms, split_rows
+from elbox.data.transforms import fit_lambda, from_standard, to_standard, yeo_johnson, yeo_johnson_inverse
 from elbox.errors import ElboxError
 from elbox.impute import impute_table, sample_table, table_draws
 from elbox.runs import load_run
@@ -59,9 +52,9 @@ def test_lambda_is_kept_where_the_transform_covers_the_line_so_every_draw_has_a_
     v = np.exp(np.random.default_rng(2).normal(0.0, 1.5, 500))
     z = (v - v.mean()) / v.std()
     assert PowerTransformer(standardize=False).fit(z[:, None]).lambdas_[0] < 0
-    assert _fit_lambda(z) == 0.0
+    assert fit_lambda(z) == 0.0
     column = fit_transforms(infer_schema(pd.DataFrame({"v": v}), power="yeo-johnson"), pd.DataFrame({"v": v}))
-    far = _from_standard(np.array([-50.0, 50.0]), column.columns[0])
+    far = from_standard(np.array([-50.0, 50.0]), column.columns[0])
     assert np.isfinite(far).all() and far[0] < v.min() and far[1] > v.max()
 
 
@@ -72,12 +65,12 @@ def test_the_power_transform_makes_a_skewed_column_near_normal_and_decodes_it_ex
     income, height = schema.columns[0], schema.columns[1]
     assert income.power == height.power == "yeo-johnson" and 0 <= income.lmbda < 1  # pulls the right tail in
     assert schema.columns[2].power is None  # binary: untouched
-    x = _to_standard(frame["income"].to_numpy(), income)
+    x = to_standard(frame["income"].to_numpy(), income)
     ok = ~np.isnan(x)
     assert np.isnan(x[[4, 9, 11]]).all() and ok.sum() == len(frame) - 3  # missing stays missing
     assert abs(x[ok].mean()) < 1e-12 and abs(x[ok].std() - 1) < 1e-12  # standardised after the transform
     assert abs(skew(frame["income"].dropna())) > 1.2 and abs(skew(x[ok])) < 0.2
-    back = _from_standard(x, income)
+    back = from_standard(x, income)
     np.testing.assert_allclose(back[ok], frame["income"].to_numpy()[ok], rtol=1e-8, atol=0)
     assert np.isnan(back[~ok]).all()
     encoded = schema.encode(frame)  # float32 on the way in, float64 out: exact to float32's rounding
@@ -108,7 +101,7 @@ def test_lambda_and_the_standardisation_are_fitted_on_the_training_rows_only(tmp
     rows = read_table(data)["income"].iloc[split_rows(len(frame), data)["train"]].dropna().to_numpy()
     loc, scale = rows.mean(), rows.std()
     assert column.power_loc == pytest.approx(loc, rel=1e-12) and column.power_scale == pytest.approx(scale, rel=1e-12)
-    assert column.lmbda == _fit_lambda((rows - loc) / scale)
+    assert column.lmbda == fit_lambda((rows - loc) / scale)
     t = yeo_johnson((rows - loc) / scale, column.lmbda)
     assert column.loc == pytest.approx(t.mean(), abs=1e-12) and column.scale == pytest.approx(t.std(), rel=1e-12)
     every = read_table(data)["income"].dropna().to_numpy()
@@ -153,7 +146,7 @@ def test_a_reloaded_run_samples_in_the_users_units(power_run, capsys):
     assert code == 0, err
     samples = pd.read_csv(folder / "samples.csv")
     draws = table_draws(reloaded, 500, 7).numpy()
-    expected = _from_standard(np.asarray(draws[:, 0], dtype=np.float64), income)
+    expected = from_standard(np.asarray(draws[:, 0], dtype=np.float64), income)
     np.testing.assert_allclose(samples["income"].to_numpy(), expected, rtol=1e-8, atol=0)
     assert sample_table(reloaded, 500, 7).equals(sample_table(run, 500, 7))
     # in the user's units: the median near e^3 ~ 20 (a 3-epoch model: loose), not near 0 (standard units)

@@ -5,8 +5,8 @@ a value is missing:
 
     continuous   (x - loc) / scale, loc and scale the training split's mean and standard deviation;
                  with ``power="yeo-johnson"`` (opt-in) (t(x) - loc) / scale, t(x) Yeo-Johnson's power
-                 transform (``yeo_johnson``) of the standardised (x - power_loc) / power_scale, its
-                 lambda fitted to the training rows and kept in [0, 2] (see ``fit_transforms``)
+                 transform of the standardised (x - power_loc) / power_scale, its lambda fitted to
+                 the training rows and kept in [0, 2] (``transforms``)
     binary       0 / 1, the code of the column's two levels (in sorted order)
     categorical  0 .. K - 1, the code of its K levels (in sorted order)
     count        the count itself, a whole number >= 0
@@ -28,12 +28,12 @@ import numpy as np
 from elbox.errors import ElboxError
 
 from .base import SPLITS, Dataset, _holdout, _tensor
+from .transforms import POWERS, fit_continuous, from_standard, to_standard
 
 __all__ = [
     "COUNT_LIKELIHOODS",
     "KINDS",
     "MAX_LEVELS",
-    "POWERS",
     "TABLE_SUFFIXES",
     "Column",
     "Schema",
@@ -43,14 +43,11 @@ __all__ = [
     "read_table",
     "split_rows",
     "write_table",
-    "yeo_johnson",
-    "yeo_johnson_inverse",
 ]
 
 KINDS = ("continuous", "binary", "categorical", "count")
 COUNT_LIKELIHOODS = ("negative-binomial", "poisson", "zinb", "beta-binomial")  # beta-binomial[:N]: at most N
 TABLE_SUFFIXES = (".csv", ".parquet")
-POWERS = ("none", "yeo-johnson")  # a continuous column's transform before standardising
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
 _CODES = 10  # whole numbers >= 1 with at most this many distinct values read as category codes
 # a count column whose largest value holds at least this share of the values has a ceiling (days a week, a score
@@ -146,7 +143,7 @@ class Schema:
         for j, c in enumerate(self.columns):
             v = np.asarray(x[:, j], dtype=np.float64)
             if c.kind == "continuous":
-                out[c.name] = _from_standard(v, c)
+                out[c.name] = from_standard(v, c)
             elif c.kind == "count":
                 out[c.name] = v
             else:
@@ -170,84 +167,6 @@ def _column_dict(c: Column) -> dict[str, Any]:
     if c.power is None:  # a column without a power transform is written as before the option existed
         del d["power"], d["lmbda"], d["power_loc"], d["power_scale"]
     return d
-
-
-# ----------------------------------------------------------------------------- the power transform
-
-
-def yeo_johnson(x: np.ndarray, lmbda: float) -> np.ndarray:
-    """Yeo & Johnson's (2000) power transform of ``x`` (any shape; NaN stays NaN), float64:
-
-        t(x) = ((x + 1)^l - 1) / l                  x >= 0, l != 0    (log(x + 1) at l = 0)
-        t(x) = -((1 - x)^(2 - l) - 1) / (2 - l)     x < 0,  l != 2    (-log(1 - x) at l = 2)
-
-    increasing, t(0) = 0, the identity at l = 1; l < 1 pulls in a long right tail, l > 1 a left one.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    out = np.full_like(x, np.nan)
-    pos, neg = x >= 0, x < 0  # NaN is neither: it stays NaN
-    out[pos] = np.log1p(x[pos]) if abs(lmbda) < _EPS else np.expm1(lmbda * np.log1p(x[pos])) / lmbda
-    m = 2 - lmbda
-    out[neg] = -np.log1p(-x[neg]) if abs(m) < _EPS else -np.expm1(m * np.log1p(-x[neg])) / m
-    return out
-
-
-def yeo_johnson_inverse(y: np.ndarray, lmbda: float) -> np.ndarray:
-    """The inverse of ``yeo_johnson``: x with t(x) = y (NaN stays NaN), float64.
-
-    For l < 0 the transform's values stay below -1 / l, for l > 2 above -1 / (l - 2): a ``y``
-    beyond that bound (a draw of the decoder's Gaussian far in its tail) has no preimage and is
-    taken just inside it, so every value maps to a finite number (a very large one there).
-    """
-    y = np.asarray(y, dtype=np.float64)
-    out = np.full_like(y, np.nan)
-    pos, neg = y >= 0, y < 0
-    with np.errstate(over="ignore"):  # past the bound: inf, replaced by the largest float below
-        _inverse_parts(y, lmbda, out, pos, neg)
-    return np.where(np.isfinite(out) | np.isnan(y), out, np.sign(out) * np.finfo(np.float64).max)
-
-
-def _inverse_parts(y: np.ndarray, lmbda: float, out: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
-    if abs(lmbda) < _EPS:
-        out[pos] = np.expm1(y[pos])
-    else:  # (1 + l y) > 0 is the image's condition; clipped to stay finite (see the docstring)
-        base = np.maximum(1 + lmbda * y[pos], _TINY)
-        out[pos] = np.expm1(np.log(base) / lmbda)
-    m = 2 - lmbda
-    if abs(m) < _EPS:
-        out[neg] = -np.expm1(-y[neg])
-    else:
-        base = np.maximum(1 - m * y[neg], _TINY)
-        out[neg] = -np.expm1(np.log(base) / m)
-
-
-_EPS = 1e-12  # |lambda| (or |2 - lambda|) below which the transform is its logarithmic limit
-_TINY = 1e-300  # the smallest base of the inverse's power: a value beyond the transform's bound lands here
-
-
-def _fit_lambda(v: np.ndarray) -> float:
-    """Yeo-Johnson's lambda by maximum likelihood (scikit-learn's ``PowerTransformer``) on observed,
-    standardised ``v``, kept in [0, 2]: only there is the transform onto the whole line (for l < 0 its
-    values stay below -1 / l, for l > 2 above 1 / (2 - l)), so every draw of the decoder's Gaussian
-    has a preimage. The likelihood is unimodal in l, so the clipped value is the best within [0, 2]."""
-    from sklearn.preprocessing import PowerTransformer
-
-    if len(v) < 2 or np.ptp(v) == 0:  # nothing to fit: the identity
-        return 1.0
-    fitted = PowerTransformer(method="yeo-johnson", standardize=False).fit(v[:, None]).lambdas_[0]
-    return float(np.clip(fitted, 0.0, 2.0))
-
-
-def _to_standard(v: np.ndarray, c: Column) -> np.ndarray:
-    """A continuous column's values ``[N]`` (user's units, NaN missing) in the encoded scale, float64."""
-    t = yeo_johnson((v - c.power_loc) / c.power_scale, c.lmbda) if c.power else v
-    return (t - c.loc) / c.scale
-
-
-def _from_standard(v: np.ndarray, c: Column) -> np.ndarray:
-    """The inverse of ``_to_standard``: encoded values ``[N]`` back in the user's units, float64."""
-    t = v * c.scale + c.loc
-    return yeo_johnson_inverse(t, c.lmbda) * c.power_scale + c.power_loc if c.power else t
 
 
 # ----------------------------------------------------------------------------- reading and writing
@@ -484,29 +403,11 @@ def _json_value(v: Any) -> Any:
 
 
 def fit_transforms(schema: Schema, frame: Any) -> Schema:
-    """The schema with each continuous column's transform fitted to ``frame``'s observed values: loc
-    and scale, their mean and sd; where the column has ``power``, these are power_loc and power_scale,
-    Yeo-Johnson's lambda is fitted to the values so standardised, and loc and scale are then the
-    mean and sd of the transformed values."""
-    columns = []
-    for c in schema.columns:
-        if c.kind == "continuous":
-            v = frame[c.name].dropna().to_numpy(dtype=np.float64)
-            if c.power:
-                loc, scale = _mean_sd(v)
-                c = replace(c, power_loc=loc, power_scale=scale, lmbda=_fit_lambda((v - loc) / scale))
-                v = yeo_johnson((v - loc) / scale, c.lmbda)
-            loc, scale = _mean_sd(v)
-            columns.append(replace(c, loc=loc, scale=scale))
-        else:
-            columns.append(c)
+    """The schema with each continuous column's transform fitted to ``frame``'s observed values
+    (``transforms.fit_continuous``: mean and sd, and Yeo-Johnson's lambda where it has ``power``)."""
+    columns = [fit_continuous(c, frame[c.name].dropna().to_numpy(dtype=np.float64)) if c.kind == "continuous"
+               else c for c in schema.columns]  # fmt: skip
     return replace(schema, columns=tuple(columns))
-
-
-def _mean_sd(v: np.ndarray) -> tuple[float, float]:
-    """The mean and sd of ``v`` ``[N]``; an sd of 0 (or none, one value) is taken as 1, leaving the scale."""
-    sd = float(v.std()) if len(v) > 1 else 0.0
-    return float(v.mean()), sd if sd > 0 and math.isfinite(sd) else 1.0
 
 
 def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
@@ -518,7 +419,7 @@ def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
         if np.isinf(v).any():
             raise ElboxError(f"the column {c.name!r} of {where} holds infinite values; replace them, or leave the "
                              "cells empty (missing).")  # fmt: skip
-        return _to_standard(v, c)
+        return to_standard(v, c)
     if c.kind == "count":
         v = values.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isnan(v) & ((v < 0) | (v != np.round(v)))

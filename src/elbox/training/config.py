@@ -14,7 +14,7 @@ from typing import Any
 from ..bounds import ESTIMATORS
 from ..bounds import OBJECTIVES as BOUNDS
 from ..catalogue import suggest
-from ..data.tables import POWERS
+from ..data.transforms import POWERS
 from ..errors import ElboxError
 from ..fields import option
 from ..models import VAEConfig
