@@ -91,7 +91,8 @@ class Column:
 
     def describe(self) -> str:
         if self.kind == "continuous" and self.power:
-            return f"continuous (mean {self.power_loc:.4g}, sd {self.power_scale:.4g}; {self.power}, lambda {self.lmbda:.3g})"
+            power = f"{self.power}, lambda {self.lmbda:.3g}"
+            return f"continuous (mean {self.power_loc:.4g}, sd {self.power_scale:.4g}; {power})"
         if self.kind == "continuous":
             return f"continuous (mean {self.loc:.4g}, sd {self.scale:.4g})"
         if self.kind == "count":
