@@ -79,8 +79,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tvae-epochs", type=int, default=300)
     every = "elbox trains on every real-train row (--no-all-rows: holds out 10%% + 10%%, as a run does)"
     p.add_argument("--all-rows", action=argparse.BooleanOptionalAction, default=True, help=every)
-    power = ("elbox's transform of continuous columns: none, yeo-johnson (every one: --power), skewed (declared "
-             "continuous:yeo-johnson in the schema file where real-train's |skewness| > 0.5, not whole numbers)")
+    power = "elbox's continuous columns: none, yeo-johnson (every one), skewed (|skewness| > 0.5, by schema file)"
     p.add_argument("--power", default="none", choices=["none", "yeo-johnson", "skewed"], help=power)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=RESULTS)
