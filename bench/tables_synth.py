@@ -30,6 +30,8 @@ the metrics' noise floor (its DCR is 0: the rows are copies).
 
     python bench/tables_synth.py                                   # about 10 minutes on 2 busy cores
     python bench/tables_synth.py --sdv-python ~/sdvenv/bin/python  # with TVAE
+    python bench/tables_synth.py --methods elbox --power yeo-johnson  # elbox, continuous columns power-transformed
+    python bench/tables_synth.py --methods elbox --power skewed       # only the skewed ones (schema file)
 """
 
 import argparse
@@ -77,6 +79,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tvae-epochs", type=int, default=300)
     every = "elbox trains on every real-train row (--no-all-rows: holds out 10%% + 10%%, as a run does)"
     p.add_argument("--all-rows", action=argparse.BooleanOptionalAction, default=True, help=every)
+    power = "elbox's continuous columns: none, yeo-johnson (every one), skewed (|skewness| > 0.5, by schema file)"
+    p.add_argument("--power", default="none", choices=["none", "yeo-johnson", "skewed"], help=power)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=RESULTS)
     return p.parse_args()
@@ -101,13 +105,22 @@ def elbox_synth(train_frame: pd.DataFrame, declared: dict, seed: int, args: argp
 
     path, schema = tmp / "real.csv", tmp / "schema.json"
     train_frame.to_csv(path, index=False)
+    power = getattr(args, "power", "none")
+    if power == "skewed":  # per column, in the schema file: the skewed continuous ones
+        declared = declared | {c: "continuous:yeo-johnson" for c in skewed(train_frame, declared)}
     schema.write_text(json.dumps({"header": True, "columns": declared}))
     run = train(data=str(path), schema=str(schema), out=str(tmp / "run"), overwrite=True, progress=False, seed=seed,
                 epochs=args.epochs, latent_dim=args.latent_dim, hidden=tuple(int(h) for h in args.hidden.split(",")),
-                batch_size=32, all_rows=args.all_rows)  # fmt: skip
+                batch_size=32, all_rows=args.all_rows, power="none" if power == "skewed" else power)  # fmt: skip
     kinds = {c.name: c.kind for c in run.schema.columns}
     draws = {latent: sample_table(run, len(train_frame), seed, latent)[list(train_frame.columns)] for latent in LATENTS}
     return draws, kinds
+
+
+def skewed(frame: pd.DataFrame, declared: dict, limit: float = 0.5) -> list[str]:
+    """The numeric columns, not declared and not whole numbers (counts), whose |sample skewness| > limit."""
+    numeric = [c for c in frame.columns if c not in declared and frame[c].dtype.kind == "f"]
+    return [c for c in numeric if (frame[c] != frame[c].round()).any() and abs(frame[c].skew()) > limit]
 
 
 def gmm_synth(train_frame: pd.DataFrame, label: str, seed: int) -> pd.DataFrame:

@@ -320,7 +320,7 @@ def load_splits(config: "TrainConfig") -> tuple[Dataset, dict[str, Tensor]]:
     the same data; with ``dynamic`` the training split stays grey and is drawn per epoch.
     """
     dataset = load_dataset(config.data, config.data_dir, download=config.download, schema=config.schema,
-                           all_rows=config.all_rows)  # fmt: skip
+                           all_rows=config.all_rows, power=config.power)  # fmt: skip
     splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     if config.binarize == "none":
         return dataset, splits

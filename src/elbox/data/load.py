@@ -19,6 +19,7 @@ def load_dataset(
     download: bool = False,
     schema: str | Path | None = None,
     all_rows: bool = False,
+    power: str = "none",
 ) -> Dataset:
     """Load a data set by name, or user arrays or a table from a path.
 
@@ -33,7 +34,8 @@ def load_dataset(
       ``valid``, ``test`` and ``<split>_labels``); missing splits are cut from train.
     - A path ending in ``.csv`` or ``.parquet``: a table (``tables.load_table``), its column
       kinds inferred or read from the ``schema`` file (JSON or TOML); its continuous columns
-      standardised by the training rows' statistics, or every row's with ``all_rows``.
+      standardised by the training rows' statistics, or every row's with ``all_rows``, after
+      Yeo-Johnson's power transform with ``power="yeo-johnson"``.
 
     Splits that are not given are cut by a fixed permutation (``np.random.default_rng(0)``,
     10% each to valid and test), independent of any training seed. Files with published
@@ -47,7 +49,7 @@ def load_dataset(
     if suffix in (".npy", ".npz"):
         return load_arrays(name)
     if suffix in TABLE_SUFFIXES:
-        return load_table(name, schema, all_rows=all_rows)
+        return load_table(name, schema, all_rows=all_rows, power=power)
     raise ElboxError(
         f"Unknown data set {name!r}: choose one of {', '.join(DATASETS)}, or give the path of "
         "a .npy file (an [N, D] or [N, H, W] array), of an .npz file with a 'train' array "

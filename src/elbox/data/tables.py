@@ -3,7 +3,10 @@
 A table becomes a float32 matrix ``[N, C]``, one column per kept column of the file, NaN where
 a value is missing:
 
-    continuous   (x - loc) / scale, loc and scale the training split's mean and standard deviation
+    continuous   (x - loc) / scale, loc and scale the training split's mean and standard deviation;
+                 with ``power="yeo-johnson"`` (opt-in) (t(x) - loc) / scale, t(x) Yeo-Johnson's power
+                 transform of the standardised (x - power_loc) / power_scale, its lambda fitted to
+                 the training rows and kept in [0, 2] (``transforms``)
     binary       0 / 1, the code of the column's two levels (in sorted order)
     categorical  0 .. K - 1, the code of its K levels (in sorted order)
     count        the count itself, a whole number >= 0
@@ -25,6 +28,7 @@ import numpy as np
 from elbox.errors import ElboxError
 
 from .base import SPLITS, Dataset, _holdout, _tensor
+from .transforms import POWERS, fit_continuous, from_standard, to_standard
 
 __all__ = [
     "COUNT_LIKELIHOODS",
@@ -58,7 +62,9 @@ class Column:
 
     ``levels`` are the column's values in code order, as JSON values (str, int, float, bool).
     ``likelihood`` is a count column's: ``negative-binomial`` (default), ``poisson``, ``zinb`` or
-    ``beta-binomial:N`` (bounded counts, at most N).
+    ``beta-binomial:N`` (bounded counts, at most N). A continuous column's encoded value is
+    ``(x - loc) / scale``, or with ``power == "yeo-johnson"`` ``(t - loc) / scale`` with
+    ``t = yeo_johnson((x - power_loc) / power_scale, lmbda)``.
     """
 
     name: str
@@ -67,6 +73,10 @@ class Column:
     loc: float = 0.0
     scale: float = 1.0
     likelihood: str | None = None
+    power: str | None = None  # None: standardised as it is; "yeo-johnson": power-transformed first
+    lmbda: float = 1.0  # Yeo-Johnson's lambda (1: the identity)
+    power_loc: float = 0.0  # the values are standardised before the power transform: its lambda is then
+    power_scale: float = 1.0  # the same whatever the column's units (a raw 0.05 and a raw 500 differ)
 
     @property
     def spec(self) -> str:
@@ -80,6 +90,9 @@ class Column:
         return self.likelihood or "negative-binomial"
 
     def describe(self) -> str:
+        if self.kind == "continuous" and self.power:
+            power = f"{self.power}, lambda {self.lmbda:.3g}"
+            return f"continuous (mean {self.power_loc:.4g}, sd {self.power_scale:.4g}; {power})"
         if self.kind == "continuous":
             return f"continuous (mean {self.loc:.4g}, sd {self.scale:.4g})"
         if self.kind == "count":
@@ -131,7 +144,7 @@ class Schema:
         for j, c in enumerate(self.columns):
             v = np.asarray(x[:, j], dtype=np.float64)
             if c.kind == "continuous":
-                out[c.name] = v * c.scale + c.loc
+                out[c.name] = from_standard(v, c)
             elif c.kind == "count":
                 out[c.name] = v
             else:
@@ -142,12 +155,19 @@ class Schema:
 
     def to_dict(self) -> dict[str, Any]:
         return {"header": self.header, "dropped": list(self.dropped),
-                "columns": [asdict(c) | {"levels": list(c.levels)} for c in self.columns]}  # fmt: skip
+                "columns": [_column_dict(c) for c in self.columns]}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Schema":
         columns = tuple(Column(**(c | {"levels": tuple(c.get("levels", ()))})) for c in d["columns"])
         return cls(columns, tuple(d.get("dropped", ())), bool(d.get("header", True)))
+
+
+def _column_dict(c: Column) -> dict[str, Any]:
+    d = asdict(c) | {"levels": list(c.levels)}
+    if c.power is None:  # a column without a power transform is written as before the option existed
+        del d["power"], d["lmbda"], d["power_loc"], d["power_scale"]
+    return d
 
 
 # ----------------------------------------------------------------------------- reading and writing
@@ -245,7 +265,8 @@ def write_table(frame: Any, path: str | Path) -> Path:
 
 def read_schema_file(path: str | Path) -> dict[str, Any]:
     """Read a schema file (JSON or TOML): ``header`` (optional) and ``columns``, a table from a column's
-    name to its kind: ``continuous``, ``binary``, ``categorical``, ``count`` (or ``count:poisson``,
+    name to its kind: ``continuous`` (``continuous:yeo-johnson`` power-transformed first, ``continuous:none``
+    not, whatever ``--power`` says), ``binary``, ``categorical``, ``count`` (or ``count:poisson``,
     ``count:zinb``, ``count:beta-binomial`` for counts bounded by the column's largest value,
     ``count:beta-binomial:N`` for counts of at most N) or ``drop``. Columns it does not name are inferred.
     A run's stored schema (``Schema.to_dict``) is accepted as well."""
@@ -267,15 +288,23 @@ def _declared(d: dict[str, Any], where: str) -> dict[str, str]:
     """Column name -> kind spec from a schema file's ``columns``."""
     columns = d.get("columns", {})
     if isinstance(columns, list):  # a stored schema: its kinds and count likelihoods
-        return {c["name"]: c["kind"] + (f":{c['likelihood']}" if c.get("likelihood") else "") for c in columns}
-    allowed = (*KINDS, "drop", *(f"count:{lik}" for lik in COUNT_LIKELIHOODS))
+        return {c["name"]: _stored_spec(c) for c in columns}
+    allowed = (*KINDS, "drop", *(f"count:{lik}" for lik in COUNT_LIKELIHOODS), *(f"continuous:{p}" for p in POWERS))
     bad = {name: kind for name, kind in columns.items() if kind not in allowed and not _beta_binomial_n(kind)}
     if bad:
         raise ElboxError(f"{where} declares unknown column kinds {bad}; a kind is one of {', '.join(allowed)}.")
     return dict(columns)
 
 
-def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: bool = True) -> Schema:
+def _stored_spec(c: dict[str, Any]) -> str:
+    """A stored column's kind spec: ``count:zinb``, ``continuous:yeo-johnson``, ``continuous``, ..."""
+    detail = c.get("likelihood") or c.get("power")
+    return c["kind"] + (f":{detail}" if detail else "")
+
+
+def infer_schema(
+    frame: Any, declared: dict[str, str] | None = None, *, header: bool = True, power: str = "none"
+) -> Schema:
     """The kind of every column: declared (``declared``: name -> kind spec), else inferred.
 
     Inference, on the non-missing values: bool or two distinct values -> binary; text with at
@@ -283,9 +312,13 @@ def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: 
     values -> categorical (codes such as 1..5 of a survey); other whole numbers >= 0 -> count,
     bounded by its largest value (beta-binomial) when that value holds at least ``CEILING`` of
     the values, else negative binomial; any other number -> continuous. A column with no value, or a
-    single value, is refused with its name (declare it ``drop`` to leave it out). Transforms are left at identity:
-    ``fit_transforms`` sets them from the training rows.
+    single value, is refused with its name (declare it ``drop`` to leave it out). ``power`` (one of
+    ``POWERS``) is every continuous column's transform unless declared (``continuous:yeo-johnson``,
+    ``continuous:none``). Transforms are left at identity: ``fit_transforms`` sets them from the training rows.
     """
+    if power not in POWERS:
+        raise ElboxError(f"the power transform {power!r} is not one of {', '.join(POWERS)}; give --power "
+                         "yeo-johnson (skewed continuous columns), or none (the default).")  # fmt: skip
     declared = dict(declared or {})
     if unknown := sorted(set(declared) - set(map(str, frame.columns))):
         raise ElboxError(f"the schema declares column(s) {unknown} that the table does not have (its columns: "
@@ -296,13 +329,13 @@ def infer_schema(frame: Any, declared: dict[str, str] | None = None, *, header: 
         if spec == "drop":
             dropped.append(str(name))
             continue
-        columns.append(_column(str(name), frame[name], spec))
+        columns.append(_column(str(name), frame[name], spec, power))
     if not columns:
         raise ElboxError("every column of the table is dropped; keep at least one.")
     return Schema(tuple(columns), tuple(dropped), header)
 
 
-def _column(name: str, values: Any, spec: str | None) -> Column:
+def _column(name: str, values: Any, spec: str | None, power: str = "none") -> Column:
     present = values.dropna()
     if present.empty:
         raise ElboxError(f"the column {name!r} has no values (all missing): a model can learn nothing about it. "
@@ -334,7 +367,8 @@ def _column(name: str, values: Any, spec: str | None) -> Column:
                          "it categorical.")  # fmt: skip
     if kind in ("binary", "categorical"):
         return Column(name, kind, levels=tuple(_json_value(v) for v in distinct))
-    return Column(name, "continuous")
+    chosen = likelihood if kind == "continuous" and likelihood else power  # declared per column, else --power
+    return Column(name, "continuous", power=None if chosen == "none" else chosen)
 
 
 def _beta_binomial_n(spec: str) -> bool:
@@ -370,15 +404,10 @@ def _json_value(v: Any) -> Any:
 
 
 def fit_transforms(schema: Schema, frame: Any) -> Schema:
-    """The schema with each continuous column's loc and scale: the mean and sd of ``frame``'s values."""
-    columns = []
-    for c in schema.columns:
-        if c.kind == "continuous":
-            v = frame[c.name].dropna().to_numpy(dtype=np.float64)
-            sd = float(v.std()) if len(v) > 1 else 0.0
-            columns.append(replace(c, loc=float(v.mean()), scale=sd if sd > 0 and math.isfinite(sd) else 1.0))
-        else:
-            columns.append(c)
+    """The schema with each continuous column's transform fitted to ``frame``'s observed values
+    (``transforms.fit_continuous``: mean and sd, and Yeo-Johnson's lambda where it has ``power``)."""
+    columns = [fit_continuous(c, frame[c.name].dropna().to_numpy(dtype=np.float64)) if c.kind == "continuous"
+               else c for c in schema.columns]  # fmt: skip
     return replace(schema, columns=tuple(columns))
 
 
@@ -391,7 +420,7 @@ def _encode_column(values: Any, c: Column, where: str) -> np.ndarray:
         if np.isinf(v).any():
             raise ElboxError(f"the column {c.name!r} of {where} holds infinite values; replace them, or leave the "
                              "cells empty (missing).")  # fmt: skip
-        return (v - c.loc) / c.scale
+        return to_standard(v, c)
     if c.kind == "count":
         v = values.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isnan(v) & ((v < 0) | (v != np.round(v)))
@@ -425,14 +454,19 @@ def _level_key(v: Any) -> Any:
 # ----------------------------------------------------------------------------- the data set
 
 
-def load_table(path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False) -> Dataset:
+def load_table(
+    path: str | Path, schema: "str | Path | Schema | None" = None, *, all_rows: bool = False, power: str = "none"
+) -> Dataset:
     """A table file as a ``Dataset``: rows cut into train / valid / test (10% each held out, fixed).
 
     ``schema`` is a schema file (declared kinds; the rest inferred), a ``Schema`` to apply as it
     is (a trained run's: its levels and transforms), or None to infer every kind. Continuous
     columns are standardised with the training rows' mean and sd, or with every row's when
     ``all_rows`` (a run that trains on every row: nothing is held out, so the whole table's
-    statistics are the ones its model sees). The inference is in ``dataset.schema.describe()``.
+    statistics are the ones its model sees). ``power="yeo-johnson"`` power-transforms every
+    continuous column (not declared otherwise) first, its lambda fitted to the same rows, so a
+    skewed column reaches the decoder's Gaussian nearer a normal shape; ``Schema.decode`` undoes
+    it. The inference is in ``dataset.schema.describe()``.
     """
     path = Path(path).expanduser()
     if isinstance(schema, Schema):
@@ -443,7 +477,7 @@ def load_table(path: str | Path, schema: "str | Path | Schema | None" = None, *,
         frame = read_table(path, d.get("header"))
         parts = _holdout(len(frame), 2, str(path))
         header = d.get("header", path.suffix.lower() == ".parquet" or not frame.columns[0].startswith("column_"))
-        inferred = infer_schema(frame, _declared(d, str(schema)), header=bool(header))
+        inferred = infer_schema(frame, _declared(d, str(schema)), header=bool(header), power=power)
         fitted = fit_transforms(inferred, frame if all_rows else frame.iloc[parts[0]])
     x = fitted.encode(frame, str(path))
     parts = _holdout(len(x), 2, str(path))

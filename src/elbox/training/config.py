@@ -14,6 +14,7 @@ from typing import Any
 from ..bounds import ESTIMATORS
 from ..bounds import OBJECTIVES as BOUNDS
 from ..catalogue import suggest
+from ..data.transforms import POWERS
 from ..errors import ElboxError
 from ..fields import option
 from ..models import VAEConfig
@@ -35,6 +36,9 @@ class TrainConfig:
         data_dir: where the data set's files are (or go, with ``download``).
         schema: for a table (``.csv``, ``.parquet``): a JSON or TOML file declaring column kinds
             (``data.tables.read_schema_file``); columns it does not name are inferred.
+        power: a table's continuous columns' transform before standardising: ``none`` (the default),
+            or ``yeo-johnson`` (Yeo & Johnson 2000), its lambda fitted to the training rows' observed
+            values, for skewed columns; samples, reconstructions and imputations are transformed back.
         download: fetch missing data files (needs a network).
         binarize: ``none``; ``static`` (one Bernoulli draw per pixel, fixed by ``seed``); or
             ``dynamic`` (drawn anew every epoch, Burda et al. 2016).
@@ -82,6 +86,7 @@ class TrainConfig:
     )
     data_dir: str | None = option(None, "Folder holding the data set's files.")
     schema: str | None = option(None, "A table's column kinds (JSON or TOML); columns it does not name are inferred.")
+    power: str = option("none", "A table's continuous columns before standardising: none, or yeo-johnson (skewed).")
     download: bool = option(False, "Fetch missing data files (needs a network).")
     binarize: str = option("none", "none, static (one draw, fixed) or dynamic (drawn every epoch).")
     epochs: int = option(200, "Passes over the training data.")
@@ -151,6 +156,8 @@ class TrainConfig:
             problems.append(
                 f"beta, alpha and free_bits must be finite, got {self.beta}, {self.alpha}, {self.free_bits}"
             )
+        if self.power not in POWERS:
+            problems.append(f"power must be one of {POWERS} (yeo-johnson for skewed table columns), got {self.power!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.data:

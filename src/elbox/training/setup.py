@@ -81,6 +81,9 @@ def prepare(config: TrainConfig) -> Setup:
     The weights are initialised from ``config.seed``.
     """
     dataset, splits = load_splits(config)
+    if config.power != "none" and dataset.schema is None:
+        raise ElboxError(f"--power {config.power} transforms a table's continuous columns, but the data "
+                         f"{config.data} are not a table (.csv, .parquet); leave --power out.")  # fmt: skip
     model_config = _resolve_model(config.model, dataset, config.binarize != "none")
     model_config = _resolve_classes(model_config, dataset, config.data)
     device = resolve_device(config.device)
