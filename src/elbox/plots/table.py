@@ -3,9 +3,9 @@ as predicted against true per column, and the latent embedding coloured by a col
 
 An image grid means nothing for a row of mixed columns; these figures read in the table's own
 terms. Every function takes rows as the model sees them (``[N, C]`` in encoded units: standardised
-continuous columns, 0/1 binary, level codes 0..K-1, counts; NaN where missing) with the run's
-``Schema`` for names, kinds and levels. Matplotlib's object-oriented API, no pyplot: each function
-returns a ``Figure``; ``plots.save`` writes it.
+continuous columns, Yeo-Johnson-transformed first under ``--power``; 0/1 binary, level codes 0..K-1,
+counts; NaN where missing) with the run's ``Schema`` for names, kinds and levels. Matplotlib's
+object-oriented API, no pyplot: each function returns a ``Figure``; ``plots.save`` writes it.
 """
 
 import math
@@ -201,7 +201,7 @@ def _coloured(fig: Figure, ax: Any, xy: np.ndarray, schema: Schema, column: str,
     else:
         seen = ~missing
         mappable = ax.scatter(xy[seen, 0], xy[seen, 1], c=values[seen], s=8, alpha=0.7, cmap="viridis")
-        unit = " (standardised)" if c.kind == "continuous" else ""
+        unit = (" (Yeo-Johnson, standardised)" if c.power else " (standardised)") if c.kind == "continuous" else ""
         fig.colorbar(mappable, ax=ax, label=column + unit)
 
 
