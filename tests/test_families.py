@@ -217,22 +217,33 @@ def test_a_flows_fused_log_density_equals_its_density_at_the_draw(name):
     assert torch.allclose(q.log_prob(z), log_q, atol=1e-8)
 
 
-def test_a_coupling_flow_runs_backward_with_one_network_evaluation_per_step_and_zukos_numbers():
-    """log q at a given point (the sticking-the-landing gradient needs it every step) inverts each coupling step
-    with one evaluation of its network; zuko's generic inverse evaluates it twice. Same numbers, bit for bit."""
-    family = _randomize(make_family("realnvp:4", 6).double())
-    flow, y = family.flow, torch.randn(7, 6, dtype=torch.float64)
+@pytest.mark.parametrize("dim", [5, 6])
+@pytest.mark.parametrize("context", [False, True])
+def test_a_coupling_flow_is_zukos_both_ways_with_one_network_evaluation_per_step(dim, context):
+    """realnvp's steps run as plain tensor operations (``flow._couplings``): zuko's numbers in both directions,
+    with and without a context, odd and even D; backward (log q at a given point, which the sticking-the-landing
+    gradient needs every step) with one evaluation of each step's network, where zuko's generic inverse takes two."""
+    torch.manual_seed(0)
+    family = _randomize(make_family("realnvp:4", dim, [3, 8] if context else None).double())
+    flow, x = family.flow, torch.randn(7, dim, dtype=torch.float64)
+    assert flow.couplings is not None
+    h = family.encoder(torch.randn(7, 3, dtype=torch.float64))[:, 2 * dim :] if context else None
     calls = []
     networks = [m.hyper for m in flow.modules() if isinstance(getattr(m, "hyper", None), nn.Sequential)]
     hooks = [net.register_forward_hook(lambda *_: calls.append(1)) for net in networks]
-    x, ladj = flow(y, None, False)
+    y, ladj = flow(x, h, True)
+    back, ladj_back = flow(y, h, False)
     ours = len(calls)
     calls.clear()
-    x_zuko, ladj_zuko = flow.steps(None).inv.call_and_ladj(y)
-    for h in hooks:
-        h.remove()
-    assert torch.equal(x, x_zuko) and torch.equal(ladj, ladj_zuko)
-    assert ours == len(networks) == 4 and len(calls) == 8
+    y_zuko, ladj_zuko = flow.steps(h).call_and_ladj(x)
+    back_zuko, ladj_back_zuko = flow.steps(h).inv.call_and_ladj(y)
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(y, y_zuko) and torch.equal(back, back_zuko)
+    assert torch.allclose(ladj, ladj_zuko, rtol=0, atol=1e-12)
+    assert torch.allclose(ladj_back, ladj_back_zuko, rtol=0, atol=1e-12)
+    assert torch.allclose(back, x, atol=1e-10) and torch.allclose(ladj_back, -ladj, atol=1e-10)
+    assert ours == 2 * len(networks) == 8 and len(calls) == 3 * len(networks)
 
 
 @pytest.mark.parametrize("name", FLOWS)

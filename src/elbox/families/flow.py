@@ -105,7 +105,12 @@ class FlowTransform(nn.Module):
     def __init__(self, steps: "LazyTransform", fast_sampling: bool) -> None:
         super().__init__()
         self.steps, self.fast_sampling = steps, fast_sampling
-        self.coupling = _zuko().transforms.CouplingTransform  # looked up once: the inverse pass runs every step
+        self.couplings = _checkered_affine_couplings(steps)  # realnvp's steps, run without zuko's objects
+        if self.couplings is not None:  # the coordinates in the order (evens, odds), and back; not state
+            d = self.couplings[0].mask.numel()
+            order = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
+            self.register_buffer("order", order, persistent=False)
+            self.register_buffer("unorder", torch.argsort(order), persistent=False)
         self._frozen: tuple[FlowTransform, list[Tensor], list[Tensor]] | None = None  # not a submodule: no state
 
     def frozen(self) -> "FlowTransform":
@@ -127,32 +132,71 @@ class FlowTransform(nn.Module):
         return copy
 
     def forward(self, x: Tensor, context: Tensor | None, sampling: bool) -> tuple[Tensor, Tensor]:
+        if self.couplings is not None:
+            orders = (self.order, self.unorder)
+            return _couplings(self.couplings, orders, x, context, inverse=sampling != self.fast_sampling)
         t = self.steps(context)
-        if sampling == self.fast_sampling:
-            return t.call_and_ladj(x)
-        return _inverse_and_ladj(t, x, self.coupling)
+        return t.call_and_ladj(x) if sampling == self.fast_sampling else t.inv.call_and_ladj(x)
 
 
-def _inverse_and_ladj(t: Any, y: Tensor, coupling: type) -> tuple[Tensor, Tensor]:
-    """t^-1(y) and log |det d t^-1 / dy|, ``[..., D] -> [..., D], [...]``.
+def _checkered_affine_couplings(steps: nn.Module) -> "list[nn.Module] | None":
+    """The steps of a ``realnvp`` flow as zuko builds it, or None for any other flow: affine coupling steps
+    (zuko's ``GeneralCouplingTransform`` with ``MonotonicAffineTransform``) whose masks alternate between the
+    even and the odd coordinates, starting with the even ones."""
+    zuko = _zuko()
+    layers = list(getattr(steps, "transforms", ()))
+    checkered = [torch.arange(getattr(t, "mask", torch.empty(0)).numel()) % 2 == i % 2 for i, t in enumerate(layers)]
+    ok = layers and all(
+        isinstance(t, zuko.flows.coupling.GeneralCouplingTransform)
+        and t.univariate is zuko.transforms.MonotonicAffineTransform and tuple(t.shapes) == ((), ())
+        and torch.equal(t.mask.cpu(), c)
+        for t, c in zip(layers, checkered, strict=True)
+    )  # fmt: skip
+    return layers if ok else None
 
-    zuko inverts a coupling step with torch's generic inverse, which evaluates the step's network twice:
-    once to invert, once more for log |det J|. When every step is a coupling step (``realnvp``), each is
-    inverted here with one evaluation: f = meta(y_a), x_b = f^-1(y_b), log |det| = -log |det df/dx_b|.
-    That is what the sticking-the-landing gradient pays for a flow every step (log q at a drawn point,
-    backward): measured 4.9 ms against 1.3 ms for the fused forward draw (realnvp:4, 64 draws, D = 10).
-    Other flows (their steps not all ``coupling``, zuko's ``CouplingTransform``) keep zuko's inverse."""
-    steps = getattr(t, "transforms", None)
-    if not steps or not all(isinstance(step, coupling) for step in steps):
-        return t.inv.call_and_ladj(y)
-    total = 0
-    for step in reversed(steps):
-        y_a, y_b = step.split(y)
-        f = step.meta(y_a)
-        x_b = f.inv(y_b)
-        total = total - f.log_abs_det_jacobian(x_b, y_b)
-        y = step.merge(y_a, x_b, y.shape)
-    return y, total
+
+_LOG_SLOPE = math.log(1e-3)  # zuko's MonotonicAffineTransform: log scale a / (1 + |a / log(slope)|), slope 1e-3
+
+
+def _couplings(
+    layers: list[nn.Module], orders: tuple[Tensor, Tensor], x: Tensor, context: Tensor | None, inverse: bool
+) -> tuple[Tensor, Tensor]:
+    """zuko's realnvp steps (``_checkered_affine_couplings``) run as plain tensor operations, ``[..., D] ->
+    [..., D], [...]``: the output and log |det| of the Jacobian of the map run (zuko's direction, or its inverse).
+
+    Step i keeps x_a and moves x_b, a the even coordinates for even i and the odd ones for odd i:
+
+        (shift, a) = net_i(x_a [, h]),  s = a / (1 + |a / log 1e-3|),  y_b = x_b exp(s) + shift,  log |det| = sum s.
+
+    Working in the order (evens, odds), the split is two views and the merge one ``cat``; the inverse is
+    x_b = (y_b - shift) exp(-s), one network evaluation per step (zuko's generic inverse evaluates it twice).
+    The numbers are zuko's; the transform objects zuko builds at each call and its index writes, about a
+    third of a realnvp:4 fit's step at 64 draws (the step is dispatch-bound), are gone."""
+    order, unorder = orders  # [D]: the evens then the odds, and its inverse permutation
+    half = (x.shape[-1] + 1) // 2  # the even coordinates
+    v = x[..., order]
+    parts = [v[..., :half], v[..., half:]]  # evens, odds
+    logs = []
+    for i in reversed(range(len(layers))) if inverse else range(len(layers)):
+        a, b = i % 2, 1 - i % 2  # which part is kept, which moved
+        h = parts[a] if context is None else _with_context(parts[a], context)
+        phi = layers[i].hyper(h)
+        shift, raw = phi[..., 0::2], phi[..., 1::2]
+        log_scale = raw / (1 + (raw / _LOG_SLOPE).abs())
+        if inverse:
+            parts[b] = (parts[b] - shift) / log_scale.exp()
+        else:
+            parts[b] = parts[b] * log_scale.exp() + shift
+        logs.append(log_scale)
+    ladj = torch.cat(logs, dim=-1).sum(-1)
+    y = torch.cat(parts, dim=-1)[..., unorder]
+    return y, -ladj if inverse else ladj
+
+
+def _with_context(x: Tensor, context: Tensor) -> Tensor:
+    """[x, h] along the last dimension, their other dimensions broadcast: ``[..., A], [..., C] -> [..., A + C]``."""
+    shape = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+    return torch.cat([x.expand(*shape, x.shape[-1]), context.expand(*shape, context.shape[-1])], dim=-1)
 
 
 def _near_identity(steps: nn.Module) -> None:
