@@ -59,7 +59,7 @@ WARM = ("sinharcsinh", AUTO_FLOW)  # the families of auto placed by the full-ran
 # Adam's first schedule for auto's flow when placed by the full-rank fit and not set by the caller: it starts near
 # the optimum, so larger steps, a 25-step convergence window, and 64 draws a step (a step costs about what one of 16
 # costs: Python and autograd overhead, not arithmetic, at this size). Measured on the non-centered eight schools:
-# ~200 steps (1.3 s) where 1,600 of 16 took 20 s. When the verdict does not trust that fit, one more short schedule
+# ~200 steps (0.8-0.9 s) where 1,600 of 16 took 20 s. When the verdict does not trust that fit, one more short schedule
 # continues from it with twice the draws per step (``CONTINUE_PARTICLES``), not the default schedule: on the centered
 # eight schools (a funnel) 1,800 steps of the default schedule took k-hat from 0.81 to 0.77 in 11.5 s, still refused.
 WARM_LR, WARM_WINDOW, WARM_PARTICLES, CONTINUE_PARTICLES = 0.01, 25, 64, 128
