@@ -75,6 +75,14 @@ class FlowNormal(Distribution):
         log_q = _standard_normal_log_prob(eps) - ladj - self.scale.log().sum(-1)
         return self.loc + self.scale * u, log_q
 
+    def rsample_with_score(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor, Tensor]:
+        """Draws ``[*S, *B, D]``, their log q ``[*S, *B]``, and grad_z log q(z) ``[*S, *B, D]`` (detached), in one
+        pass: what the sticking-the-landing gradient needs (``stochastic``), where ``flow.scores``."""
+        eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        u, ladj, score = self.flow.sample_with_score(eps, self.context)
+        log_q = _standard_normal_log_prob(eps) - ladj - self.scale.log().sum(-1)
+        return self.loc + self.scale * u, log_q, score / self.scale.detach()
+
     def rsample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
@@ -138,6 +146,20 @@ class FlowTransform(nn.Module):
         t = self.steps(context)
         return t.call_and_ladj(x) if sampling == self.fast_sampling else t.inv.call_and_ladj(x)
 
+    @property
+    def scores(self) -> bool:
+        """Whether ``sample_with_score`` is available: realnvp steps whose networks are linear layers and ELUs."""
+        return self.couplings is not None and self.fast_sampling and all(
+            isinstance(m, nn.ELU) or (isinstance(m, (nn.Linear, _zuko().nn.Linear)) and m.weight.dim() == 2)
+            for step in self.couplings for m in step.hyper
+        )  # fmt: skip
+
+    def sample_with_score(self, eps: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """f(eps), log |det df/deps| and the score of the draw's density, grad_u log q_u(u) at u = f(eps) with
+        q_u the density of f(eps), eps ~ N(0, I); ``[..., D] -> [..., D], [...], [..., D]``, the score detached
+        (``_couplings``, ``score=True``)."""
+        return _couplings(self.couplings, (self.order, self.unorder), eps, context, inverse=False, score=True)
+
 
 def _checkered_affine_couplings(steps: nn.Module) -> "list[nn.Module] | None":
     """The steps of a ``realnvp`` flow as zuko builds it, or None for any other flow: affine coupling steps
@@ -159,8 +181,9 @@ _LOG_SLOPE = math.log(1e-3)  # zuko's MonotonicAffineTransform: log scale a / (1
 
 
 def _couplings(
-    layers: list[nn.Module], orders: tuple[Tensor, Tensor], x: Tensor, context: Tensor | None, inverse: bool
-) -> tuple[Tensor, Tensor]:
+    layers: list[nn.Module], orders: tuple[Tensor, Tensor], x: Tensor, context: Tensor | None, inverse: bool,
+    score: bool = False,
+) -> tuple[Tensor, ...]:
     """zuko's realnvp steps (``_checkered_affine_couplings``) run as plain tensor operations, ``[..., D] ->
     [..., D], [...]``: the output and log |det| of the Jacobian of the map run (zuko's direction, or its inverse).
 
@@ -171,26 +194,83 @@ def _couplings(
     Working in the order (evens, odds), the split is two views and the merge one ``cat``; the inverse is
     x_b = (y_b - shift) exp(-s), one network evaluation per step (zuko's generic inverse evaluates it twice).
     The numbers are zuko's; the transform objects zuko builds at each call and its index writes, about a
-    third of a realnvp:4 fit's step at 64 draws (the step is dispatch-bound), are gone."""
+    third of a realnvp:4 fit's step at 64 draws (the step is dispatch-bound), are gone.
+
+    ``score`` (zuko's direction from eps ~ N(0, I)) also returns G = grad_y log q(y), detached, where q is
+    the density of the output: what the sticking-the-landing gradient needs of log q, computed along the
+    draw (``_path_score``) instead of by a second, inverse pass and its backward."""
     order, unorder = orders  # [D]: the evens then the odds, and its inverse permutation
     half = (x.shape[-1] + 1) // 2  # the even coordinates
     v = x[..., order]
     parts = [v[..., :half], v[..., half:]]  # evens, odds
-    logs = []
+    logs, saved = [], []
     for i in reversed(range(len(layers))) if inverse else range(len(layers)):
         a, b = i % 2, 1 - i % 2  # which part is kept, which moved
         h = parts[a] if context is None else _with_context(parts[a], context)
-        phi = layers[i].hyper(h)
+        phi, activations = _network(layers[i].hyper, h) if score else (layers[i].hyper(h), None)
         shift, raw = phi[..., 0::2], phi[..., 1::2]
-        log_scale = raw / (1 + (raw / _LOG_SLOPE).abs())
+        bend = 1 + (raw / _LOG_SLOPE).abs()
+        log_scale = raw / bend
         if inverse:
             parts[b] = (parts[b] - shift) / log_scale.exp()
         else:
-            parts[b] = parts[b] * log_scale.exp() + shift
+            scale = log_scale.exp()
+            saved.append((activations, parts[b], scale, bend))
+            parts[b] = parts[b] * scale + shift
         logs.append(log_scale)
     ladj = torch.cat(logs, dim=-1).sum(-1)
     y = torch.cat(parts, dim=-1)[..., unorder]
+    if score:
+        return y, ladj, _path_score(layers, saved, v, half)[..., unorder]
     return y, -ladj if inverse else ladj
+
+
+@torch.no_grad()
+def _path_score(layers: list[nn.Module], saved: list, eps: Tensor, half: int) -> Tensor:
+    """grad_y log q(y) at the end of the coupling steps, carried along the draw from grad_eps log N(eps) = -eps.
+
+    Through a step x -> y (x_a kept, x_b moved; G = grad_x log q(x), G' = grad_y log q(y)), as
+    log q'(y) = log q(x(y)) - sum s(y_a) with x_b = (y_b - t(y_a)) exp(-s(y_a)):
+
+        G'_b = G_b exp(-s),    G'_a = G_a - J_t^T G'_b - J_s^T (G_b x_b + 1),
+
+    J_t, J_s the Jacobians of the step's shift and log scale in y_a: one product of a vector with the network's
+    transposed Jacobian (``_network_vjp``), from the activations of the draw. ``[..., D]`` in the order (evens,
+    odds); detached: the sticking-the-landing gradient holds it fixed."""
+    g = -eps.detach()
+    grad = [g[..., :half], g[..., half:]]
+    for i, (activations, x_b, scale, bend) in enumerate(saved):
+        a, b = i % 2, 1 - i % 2
+        moved = grad[b] / scale
+        d_raw = -torch.addcmul(torch.ones_like(x_b), grad[b], x_b) / bend.square()  # ds/da = 1 / bend^2
+        d_phi = torch.stack([-moved, d_raw], dim=-1).flatten(-2)  # (shift, a) interleaved, as the network writes them
+        grad[a] = grad[a] + _network_vjp(layers[i].hyper, activations, d_phi)[..., : grad[a].shape[-1]]
+        grad[b] = moved
+    return torch.cat(grad, dim=-1)
+
+
+def _network(net: nn.Sequential, h: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """A coupling step's network (linear layers and ELUs) on h, with each ELU's output, which its
+    derivative needs: ``[..., in] -> [..., out]``."""
+    activations = []
+    for m in net:
+        if isinstance(m, nn.ELU):
+            h = nn.functional.elu(h, m.alpha)
+            activations.append(h)
+        else:
+            h = nn.functional.linear(h, m.weight, m.bias)
+    return h, activations
+
+
+def _network_vjp(net: nn.Sequential, activations: list[Tensor], v: Tensor) -> Tensor:
+    """v^T d net / d h at the point ``_network`` ran at, from its ELU outputs: ``[..., out] -> [..., in]``."""
+    outputs = iter(reversed([a.detach() for a in activations]))
+    for m in reversed(net):
+        if isinstance(m, nn.ELU):  # d elu / dh from the output: 1 where it is positive, elu + alpha elsewhere
+            v = torch.ops.aten.elu_backward(v, m.alpha, 1, 1, True, next(outputs))
+        else:
+            v = v @ m.weight.detach()
+    return v
 
 
 def _with_context(x: Tensor, context: Tensor) -> Tensor:
