@@ -246,6 +246,23 @@ def test_a_coupling_flow_is_zukos_both_ways_with_one_network_evaluation_per_step
     assert ours == 2 * len(networks) == 8 and len(calls) == 3 * len(networks)
 
 
+@pytest.mark.parametrize("dim", [5, 6])
+@pytest.mark.parametrize("context", [False, True])
+def test_a_coupling_flows_score_along_the_draw_is_the_gradient_of_its_log_density(dim, context):
+    """``rsample_with_score``: the draw, its log q, and grad_z log q(z) carried along the draw (no inverse pass),
+    equal to autograd's gradient of ``log_prob`` at the draw, with and without a context, odd and even D."""
+    torch.manual_seed(1)
+    family = _randomize(make_family("realnvp:4", dim, [3, 8] if context else None).double())
+    q = family(torch.randn(4, 3, dtype=torch.float64)) if context else family()
+    assert family.flow.scores
+    z, log_q, score = q.rsample_with_score((7,))
+    at = z.detach().requires_grad_()
+    expected = torch.autograd.grad(q.log_prob(at).sum(), at)[0]
+    assert not score.requires_grad and score.shape == z.shape
+    assert torch.allclose(score, expected, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(log_q, q.log_prob(z), atol=1e-10)
+
+
 @pytest.mark.parametrize("name", FLOWS)
 def test_a_flows_log_determinant_is_that_of_its_autograd_jacobian(name):
     """log q(T(eps)) = log N(eps) - log |det dT/deps| for the whole map T: eps -> z."""

@@ -120,7 +120,7 @@ class Stepper:
 
     def __call__(self, k: int, data: dict, n_scale: float) -> Bound:
         q, objective, log_q, q_stopped = self.q(), self.objective, None, None
-        if objective.stop_q and objective.reparameterize and _scores(q):  # a coupling flow: log q's score along the draw
+        if objective.stop_q and objective.reparameterize and _scores(q):  # a coupling flow: the score along the draw
             u, value, score = q.rsample_with_score((k,))
             z = u[:, None]
             q_stopped = StoppedAtDraws(z, value.detach()[:, None], score[:, None])

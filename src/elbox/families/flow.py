@@ -119,6 +119,12 @@ class FlowTransform(nn.Module):
             order = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
             self.register_buffer("order", order, persistent=False)
             self.register_buffer("unorder", torch.argsort(order), persistent=False)
+        linear = (nn.Linear, _zuko().nn.Linear)
+        # whether ``sample_with_score`` is available: realnvp steps whose networks are linear layers and ELUs
+        self.scores = self.couplings is not None and fast_sampling and all(
+            isinstance(m, nn.ELU) or (isinstance(m, linear) and m.weight.dim() == 2)
+            for step in self.couplings for m in step.hyper
+        )  # fmt: skip
         self._frozen: tuple[FlowTransform, list[Tensor], list[Tensor]] | None = None  # not a submodule: no state
 
     def frozen(self) -> "FlowTransform":
@@ -145,14 +151,6 @@ class FlowTransform(nn.Module):
             return _couplings(self.couplings, orders, x, context, inverse=sampling != self.fast_sampling)
         t = self.steps(context)
         return t.call_and_ladj(x) if sampling == self.fast_sampling else t.inv.call_and_ladj(x)
-
-    @property
-    def scores(self) -> bool:
-        """Whether ``sample_with_score`` is available: realnvp steps whose networks are linear layers and ELUs."""
-        return self.couplings is not None and self.fast_sampling and all(
-            isinstance(m, nn.ELU) or (isinstance(m, (nn.Linear, _zuko().nn.Linear)) and m.weight.dim() == 2)
-            for step in self.couplings for m in step.hyper
-        )  # fmt: skip
 
     def sample_with_score(self, eps: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """f(eps), log |det df/deps| and the score of the draw's density, grad_u log q_u(u) at u = f(eps) with
@@ -183,7 +181,7 @@ _LOG_SLOPE = math.log(1e-3)  # zuko's MonotonicAffineTransform: log scale a / (1
 def _couplings(
     layers: list[nn.Module], orders: tuple[Tensor, Tensor], x: Tensor, context: Tensor | None, inverse: bool,
     score: bool = False,
-) -> tuple[Tensor, ...]:
+) -> tuple[Tensor, ...]:  # fmt: skip
     """zuko's realnvp steps (``_checkered_affine_couplings``) run as plain tensor operations, ``[..., D] ->
     [..., D], [...]``: the output and log |det| of the Jacobian of the map run (zuko's direction, or its inverse).
 

@@ -49,27 +49,28 @@ class SinhArcsinhNormal(Distribution):
         self.loc, self.scale_tril, self.skew, self.tail = loc, scale_tril, skew, tail
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
-    def _log_det(self, z: Tensor) -> Tensor:
-        """log |d v / d z| at z ``[*S, D]`` -> ``[*S]``."""
-        w = (torch.asinh(z) + self.skew) / self.tail
-        log_ds = _log_cosh(w) - self.tail.log() - 0.5 * torch.log1p(z * z)
-        return log_ds.sum(-1) + self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    def _bend(self, z: Tensor) -> Tensor:
+        """w = (asinh(z) + eps) / delta, so that s(z) = sinh(w): ``[*S, D]``."""
+        return (torch.asinh(z) + self.skew) / self.tail
 
-    def _log_q(self, z: Tensor) -> Tensor:
-        return -0.5 * (z * z).sum(-1) - z.shape[-1] * _HALF_LOG_2PI - self._log_det(z)
+    def _log_q(self, z: Tensor, w: Tensor) -> Tensor:
+        """log q at v(z), from z and its bend w ``[*S, D]`` -> ``[*S]``: log N(z) - log |d v / d z|."""
+        log_ds = _log_cosh(w) - self.tail.log() - 0.5 * torch.log1p(z * z)
+        log_det = log_ds.sum(-1) + self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (z * z).sum(-1) - z.shape[-1] * _HALF_LOG_2PI - log_det
 
     def rsample_and_log_prob(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor]:
         z = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
-        s = torch.sinh((torch.asinh(z) + self.skew) / self.tail)
-        return self.loc + (self.scale_tril @ s.unsqueeze(-1)).squeeze(-1), self._log_q(z)
+        w = self._bend(z)  # once for the draw and its density: asinh is slow in float64
+        return self.loc + (self.scale_tril @ torch.sinh(w).unsqueeze(-1)).squeeze(-1), self._log_q(z, w)
 
     def rsample(self, sample_shape: torch.Size = _SCALAR) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, v: Tensor) -> Tensor:
         s = torch.linalg.solve_triangular(self.scale_tril, (v - self.loc).unsqueeze(-1), upper=False).squeeze(-1)
-        z = torch.sinh(self.tail * torch.asinh(s) - self.skew)
-        return self._log_q(z)
+        w = torch.asinh(s)  # s = sinh(w): w is the bend of z
+        return self._log_q(torch.sinh(self.tail * w - self.skew), w)
 
     def stopped(self) -> "SinhArcsinhNormal":
         return SinhArcsinhNormal(self.loc.detach(), self.scale_tril.detach(), self.skew.detach(), self.tail.detach())
