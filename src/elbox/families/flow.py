@@ -263,7 +263,7 @@ def _network(net: nn.Sequential, h: Tensor) -> tuple[Tensor, list[Tensor]]:
 def _network_vjp(net: nn.Sequential, activations: list[Tensor], v: Tensor) -> Tensor:
     """v^T d net / d h at the point ``_network`` ran at, from its ELU outputs: ``[..., out] -> [..., in]``."""
     outputs = iter(reversed([a.detach() for a in activations]))
-    for m in reversed(net):
+    for m in reversed(list(net)):  # a list: reversing the Sequential itself indexes it, module by module
         if isinstance(m, nn.ELU):  # d elu / dh from the output: 1 where it is positive, elu + alpha elsewhere
             v = torch.ops.aten.elu_backward(v, m.alpha, 1, 1, True, next(outputs))
         else:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from ..catalogue import Option
-from .base import Family, _inverse_positive, _positive
+from .base import _SCALAR, Family, _inverse_positive, _positive
 
 __all__ = [
     "DiagonalGaussian",
@@ -39,6 +39,16 @@ class DiagonalNormal(Independent):
         """The same q with loc and scale cut from the graph."""
         return DiagonalNormal(self.base_dist.loc.detach(), self.base_dist.scale.detach())
 
+    def from_base(self, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """z = loc + scale eps and log q(z) = log N(eps; 0, I) - sum_i log scale_i for base draws ``[*S, *B, D]``."""
+        loc, scale = self.base_dist.loc, self.base_dist.scale
+        return loc + scale * eps, _standard_log_prob(eps) - scale.log().sum(-1)
+
+
+def _standard_log_prob(eps: Tensor) -> Tensor:
+    """log N(eps; 0, I) over the last dimension: ``[..., D] -> [...]``."""
+    return -0.5 * (eps.pow(2).sum(-1) + eps.shape[-1] * math.log(2 * math.pi))
+
 
 class FullRankNormal(MultivariateNormal):
     """torch's ``MultivariateNormal`` built from ``scale_tril``, that can cut itself from the graph.
@@ -60,6 +70,18 @@ class FullRankNormal(MultivariateNormal):
     def expand(self, batch_shape: torch.Size, _instance: MultivariateNormal | None = None) -> "FullRankNormal":
         shape = torch.Size(batch_shape)
         return FullRankNormal(self.loc.expand((*shape, -1)), self.scale_tril.expand((*shape, -1, -1)))
+
+    def rsample_and_log_prob(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor]:
+        """``rsample``'s draws ``[*S, *B, D]`` (the same random numbers) and their log q ``[*S, *B]``."""
+        eps = torch.empty(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device).normal_()
+        return self.from_base(eps)
+
+    def from_base(self, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """z = loc + L eps and log q(z) = log N(eps; 0, I) - sum_i log L_ii for base draws eps ``[*S, *B, D]``,
+        where ``log_prob(z)`` would solve L x = z - loc again."""
+        z = self.loc + (self._unbroadcasted_scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        half_log_det = self._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return z, _standard_log_prob(eps) - half_log_det
 
     def stopped(self) -> "FullRankNormal":
         return FullRankNormal(self.loc.detach(), scale_tril=self.scale_tril.detach(), validate_args=False)

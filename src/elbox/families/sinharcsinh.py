@@ -60,7 +60,11 @@ class SinhArcsinhNormal(Distribution):
         return -0.5 * (z * z).sum(-1) - z.shape[-1] * _HALF_LOG_2PI - log_det
 
     def rsample_and_log_prob(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor]:
-        z = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        return self.from_base(torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype,
+                                          device=self.loc.device))  # fmt: skip
+
+    def from_base(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """v = loc + L s(z) and log q(v) for standard-normal base draws z ``[*S, *B, D]``."""
         w = self._bend(z)  # once for the draw and its density: asinh is slow in float64
         return self.loc + (self.scale_tril @ torch.sinh(w).unsqueeze(-1)).squeeze(-1), self._log_q(z, w)
 
