@@ -263,6 +263,20 @@ def test_a_coupling_flows_score_along_the_draw_is_the_gradient_of_its_log_densit
     assert torch.allclose(log_q, q.log_prob(z), atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["diagonal", "fullrank", "sinharcsinh"])
+def test_a_family_moved_by_given_base_draws_matches_its_draws_and_density(name):
+    """``from_base(eps)`` (the fixed-draw fit's draws, ``bayes.saa``) is ``rsample`` with those random numbers,
+    and its log q is ``log_prob`` at the draw."""
+    q = _randomize(make_family(name, 3).double())()  # a correlated, shifted q
+    torch.manual_seed(3)
+    drawn = q.rsample((6,))
+    torch.manual_seed(3)
+    eps = torch.randn(6, 3, dtype=torch.float64)
+    z, log_q = q.from_base(eps)
+    assert torch.allclose(z, drawn, atol=1e-12)
+    assert torch.allclose(log_q, q.log_prob(z), atol=1e-10)
+
+
 @pytest.mark.parametrize("name", FLOWS)
 def test_a_flows_log_determinant_is_that_of_its_autograd_jacobian(name):
     """log q(T(eps)) = log N(eps) - log |det dT/deps| for the whole map T: eps -> z."""
