@@ -277,6 +277,25 @@ def test_a_family_moved_by_given_base_draws_matches_its_draws_and_density(name):
     assert torch.allclose(log_q, q.log_prob(z), atol=1e-10)
 
 
+def test_a_float64_flows_large_passes_without_gradients_run_its_networks_in_float32():
+    """From ``FLOAT32_ROWS`` draws without gradients (a verdict's sets) the coupling networks run in float32: the
+    numbers move by about float32's precision, and draws, log q and the inverse stay one flow, consistent to
+    float64's; smaller or differentiated passes are float64 throughout."""
+    from elbox.families.flow import FLOAT32_ROWS
+
+    torch.manual_seed(2)
+    flow = _randomize(make_family("realnvp:4", 5).double()).flow
+    eps = torch.randn(FLOAT32_ROWS, 5, dtype=torch.float64)
+    exact, exact_ladj = (t.detach() for t in flow(eps, None, True))
+    with torch.no_grad():
+        y, ladj = flow(eps, None, True)
+        back, back_ladj = flow(y, None, False)
+        small, _ = flow(eps[:10], None, True)
+    assert (y - exact).abs().max() > 1e-9 and torch.allclose(small, exact[:10], rtol=0, atol=1e-12)
+    assert torch.allclose(y, exact, rtol=1e-5, atol=1e-5) and torch.allclose(ladj, exact_ladj, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(back, eps, rtol=0, atol=1e-10) and torch.allclose(back_ladj, -ladj, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", FLOWS)
 def test_a_flows_log_determinant_is_that_of_its_autograd_jacobian(name):
     """log q(T(eps)) = log N(eps) - log |det dT/deps| for the whole map T: eps -> z."""
