@@ -101,8 +101,9 @@ class ModelParticles(Particles):
 def default_objective(family: str) -> Objective:
     """The ELBO with sticking-the-landing gradients (Roeder et al. 2017: zero variance at the exact
     posterior) where log q at a drawn point costs one pass: the Gaussians, mixtures and the
-    coupling and masked flows (``realnvp``, ``maf``). An ``iaf`` or ``nsf`` would run backward in D
-    passes for it: they get the plain reparameterization gradient with their fused log q."""
+    coupling and masked flows (``realnvp``, ``maf``; ``realnvp`` carries grad log q along the draw instead,
+    ``StoppedAtDraws``). An ``iaf`` or ``nsf`` would run backward in D passes for it: they get the plain
+    reparameterization gradient with their fused log q."""
     return ELBO(estimator="reparam" if check_family_name(family)[0] in ("iaf", "nsf") else "stl")
 
 
