@@ -281,8 +281,10 @@ def _network_float32(net: nn.Sequential, h: Tensor) -> Tensor:
     with each other to float64 precision. Gradients (a fit's steps) keep float64."""
     x = h.float()
     for m in net:
-        x = nn.functional.elu(x, m.alpha) if isinstance(m, nn.ELU) else nn.functional.linear(x, m.weight.float(),
-                                                                                             m.bias.float())
+        if isinstance(m, nn.ELU):
+            x = nn.functional.elu(x, m.alpha)
+        else:
+            x = nn.functional.linear(x, m.weight.float(), None if m.bias is None else m.bias.float())
     return x.double()
 
 
