@@ -59,3 +59,15 @@ def test_normal_every_path(loc_is_tensor: bool, scale_is_tensor: bool, loc: floa
     (gb,) = torch.autograd.grad(theirs.sum(), x)
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+
+
+def test_a_constant_is_made_once_per_value_and_dtype_and_takes_the_values_dtype() -> None:
+    """The 0-d constants (``densities._constant``) are kept per value, dtype and device: a float32 value after
+    a float64 one (and the other way) gets its own dtype's numbers."""
+    for dtype in (torch.float64, torch.float32, torch.float64):
+        x = torch.linspace(0.1, 3.0, 5, dtype=dtype)
+        half_cauchy = Cauchy(0.0, 5.0).log_prob(x.double()) + LOG2
+        for ours, theirs in ((densities.normal(x, 0.0, 2.0), Normal(0.0, 2.0).log_prob(x.double())),
+                             (densities.half_cauchy(x, 5.0), half_cauchy)):  # fmt: skip
+            assert ours.dtype == dtype
+            assert torch.allclose(ours.double(), theirs, atol=1e-5 if dtype == torch.float32 else 1e-12)
