@@ -2,7 +2,6 @@
 affine map. zuko is imported only when a flow is built, with torch's global defaults kept (``_zuko``)."""
 
 import math
-from collections.abc import Callable
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
@@ -151,8 +150,7 @@ class FlowTransform(nn.Module):
             orders, inverse = (self.order, self.unorder), sampling != self.fast_sampling
             float32 = (self.plain and x.dtype == torch.float64 and not torch.is_grad_enabled()
                        and x[..., 0].numel() >= FLOAT32_ROWS)  # fmt: skip
-            network = _network_float32 if float32 else None
-            return _couplings(self.couplings, orders, x, context, inverse, network=network)
+            return _couplings(self.couplings, orders, x, context, inverse, float32=float32)
         t = self.steps(context)
         return t.call_and_ladj(x) if sampling == self.fast_sampling else t.inv.call_and_ladj(x)
 
@@ -184,7 +182,7 @@ _LOG_SLOPE = math.log(1e-3)  # zuko's MonotonicAffineTransform: log scale a / (1
 
 def _couplings(
     layers: list[nn.Module], orders: tuple[Tensor, Tensor], x: Tensor, context: Tensor | None, inverse: bool,
-    score: bool = False, network: Callable[[nn.Sequential, Tensor], Tensor] | None = None,
+    score: bool = False, float32: bool = False,
 ) -> tuple[Tensor, ...]:  # fmt: skip
     """zuko's realnvp steps (``_checkered_affine_couplings``) run as plain tensor operations, ``[..., D] ->
     [..., D], [...]``: the output and log |det| of the Jacobian of the map run (zuko's direction, or its inverse).
@@ -200,8 +198,8 @@ def _couplings(
 
     ``score`` (zuko's direction from eps ~ N(0, I)) also returns G = grad_y log q(y), detached, where q is
     the density of the output: what the sticking-the-landing gradient needs of log q, computed along the
-    draw (``_path_score``) instead of by a second, inverse pass and its backward. ``network`` evaluates a step's
-    network in place of the module's call (``_network_float32``)."""
+    draw (``_path_score``) instead of by a second, inverse pass and its backward. ``float32`` runs the networks
+    in float32 (``_network``)."""
     order, unorder = orders  # [D]: the evens then the odds, and its inverse permutation
     half = (x.shape[-1] + 1) // 2  # the even coordinates
     v = x[..., order]
@@ -210,10 +208,10 @@ def _couplings(
     for i in reversed(range(len(layers))) if inverse else range(len(layers)):
         a, b = i % 2, 1 - i % 2  # which part is kept, which moved
         h = parts[a] if context is None else _with_context(parts[a], context)
-        if score:
-            phi, activations = _network(layers[i].hyper, h)
+        if score or float32:
+            phi, activations = _network(layers[i].hyper, h, float32)
         else:
-            phi, activations = (network or nn.Sequential.__call__)(layers[i].hyper, h), None
+            phi, activations = layers[i].hyper(h), None
         shift, raw = phi[..., 0::2], phi[..., 1::2]
         bend = 1 + (raw / _LOG_SLOPE).abs()
         log_scale = raw / bend
@@ -221,7 +219,8 @@ def _couplings(
             parts[b] = (parts[b] - shift) / log_scale.exp()
         else:
             scale = log_scale.exp()
-            saved.append((activations, parts[b], scale, bend))
+            if score:
+                saved.append((activations, parts[b], scale, bend))
             parts[b] = parts[b] * scale + shift
         logs.append(log_scale)
     ladj = torch.cat(logs, dim=-1).sum(-1)
@@ -255,37 +254,29 @@ def _path_score(layers: list[nn.Module], saved: list, eps: Tensor, half: int) ->
     return torch.cat(grad, dim=-1)
 
 
-def _network(net: nn.Sequential, h: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """A coupling step's network (linear layers and ELUs) on h, with each ELU's output, which its
-    derivative needs: ``[..., in] -> [..., out]``."""
-    activations = []
-    for m in net:
-        if isinstance(m, nn.ELU):
-            h = nn.functional.elu(h, m.alpha)
-            activations.append(h)
-        else:
-            h = nn.functional.linear(h, m.weight, m.bias)
-    return h, activations
-
-
 FLOAT32_ROWS = 1024  # draws from which a float64 flow without gradients runs its networks in float32
 
 
-def _network_float32(net: nn.Sequential, h: Tensor) -> Tensor:
-    """A coupling step's network (linear layers and ELUs) in float32 on a float64 input, its output back in float64.
+def _network(net: nn.Sequential, h: Tensor, float32: bool = False) -> tuple[Tensor, list[Tensor]]:
+    """A coupling step's network (linear layers and ELUs) on h, with each ELU's output, which its derivative
+    needs (``_network_vjp``): ``[..., in] -> [..., out]``.
 
-    What a float64 flow's large passes without gradients use (a verdict's 5,000 draws, ``FLOAT32_ROWS``): 3.3x
-    faster there, float64 ELUs and matrix products being most of a flow's verdict. The flow stays exact: a
-    coupling step's Jacobian is triangular with diagonal exp(s) however s(x_a) is computed, so draws, log q and
-    the inverse are those of one flow whose networks round to float32 (about 1e-7 of s and shift), consistent
-    with each other to float64 precision. Gradients (a fit's steps) keep float64."""
-    x = h.float()
+    ``float32``: in float32 on a float64 input, the output back in float64. What a float64 flow's large passes
+    without gradients use (a verdict's 5,000 draws, ``FLOAT32_ROWS``): 3.3x faster there, float64 ELUs and
+    matrix products being most of a flow's verdict. The flow stays exact: a coupling step's Jacobian is
+    triangular with diagonal exp(s) however s(x_a) is computed, so draws, log q and the inverse are those of one
+    flow whose networks round to float32 (about 1e-7 of s and shift), consistent with each other to float64
+    precision. Gradients (a fit's steps) keep float64."""
+    x, activations = (h.float() if float32 else h), []
     for m in net:
         if isinstance(m, nn.ELU):
             x = nn.functional.elu(x, m.alpha)
-        else:
+            activations.append(x)
+        elif float32:
             x = nn.functional.linear(x, m.weight.float(), None if m.bias is None else m.bias.float())
-    return x.double()
+        else:
+            x = nn.functional.linear(x, m.weight, m.bias)
+    return (x.double() if float32 else x), activations
 
 
 def _network_vjp(net: nn.Sequential, activations: list[Tensor], v: Tensor) -> Tensor:
