@@ -1,14 +1,13 @@
 """bayes.stochastic: the sticking-the-landing gradient of a coupling flow from the score carried along its
-draws is the one through the stopped flow's inverse pass, and the stopped q it stands on answers at its draws only."""
+draws (``families.draw_stopped``) is the one through the stopped flow's inverse pass."""
 
 import pytest
 import torch
 
 from elbox.bayes import eight_schools
-from elbox.bayes import stochastic as st
 from elbox.bayes.affine import AffineFlowNormal, place
 from elbox.bayes.references import EIGHT_SCHOOLS
-from elbox.bayes.stochastic import Stepper, StoppedAtDraws, default_objective
+from elbox.bayes.stochastic import Stepper, default_objective
 from elbox.families import make_family
 
 
@@ -26,7 +25,8 @@ def _flow_stepper(family="realnvp:4"):
 
 
 def _gradient(stepper, data, scored, monkeypatch):
-    monkeypatch.setattr(st, "_scores", st._scores if scored else lambda q: False)
+    """The step's value and gradient, with the score along the draw or, without it, the frozen inverse pass."""
+    monkeypatch.setattr(stepper.family.flow, "scores", scored)
     stepper.family.zero_grad()
     torch.manual_seed(1)
     bound = stepper(16, data, 1.0)
@@ -38,7 +38,7 @@ def test_a_flows_sticking_the_landing_gradient_from_its_score_is_the_one_through
     """The same draws, the same objective value, the same gradient to 1e-10 of its largest entry; and the
     gradient is not the plain reparameterization one (which the score would give if it were left out)."""
     stepper, data = _flow_stepper()
-    assert isinstance(stepper.q(), AffineFlowNormal) and st._scores(stepper.q())
+    assert isinstance(stepper.q(), AffineFlowNormal) and stepper.q().scores
     value, scored = _gradient(stepper, data, True, monkeypatch)
     value_inverse, inverse = _gradient(stepper, data, False, monkeypatch)
     assert value == pytest.approx(value_inverse, abs=1e-10)
@@ -52,16 +52,4 @@ def test_only_realnvp_draws_with_a_score():
     """The other flows keep the inverse pass (an IAF's would take D passes)."""
     for name, expected in (("realnvp:2", True), ("maf:2", False), ("iaf:2", False)):
         q = place(make_family(name, 4).double()(), torch.zeros(4, dtype=torch.float64), torch.eye(4).double())
-        assert st._scores(q) is expected, name
-
-
-def test_the_stopped_q_at_its_draws_has_the_value_and_the_score_and_no_other_point():
-    z = torch.randn(5, 1, 3, dtype=torch.float64, requires_grad=True)
-    value, score = torch.randn(5, 1, dtype=torch.float64), torch.randn(5, 1, 3, dtype=torch.float64)
-    stopped = StoppedAtDraws(z, value, score)
-    log_q = stopped.log_prob(z)
-    assert torch.equal(log_q.detach(), value)
-    (grad,) = torch.autograd.grad(log_q.sum(), z)
-    assert torch.equal(grad, score)
-    with pytest.raises(ValueError, match="its own draws"):
-        stopped.log_prob(z.detach().clone())
+        assert q.scores is expected, name

@@ -12,12 +12,13 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 from elbox import VAE, TrainConfig, VAEConfig
 from elbox.bayes import Model, Param, fit
 from elbox.bayes.affine import PLACES
-from elbox.bounds import ELBO
+from elbox.bounds import ELBO, IWAE
 from elbox.errors import ElboxError
 from elbox.families import (
     FAMILIES,
     DiagonalNormal,
     Family,
+    StoppedAtDraws,
     _inverse_positive,
     _positive,
     center,
@@ -294,6 +295,40 @@ def test_a_float64_flows_large_passes_without_gradients_run_its_networks_in_floa
     assert (y - exact).abs().max() > 1e-9 and torch.allclose(small, exact[:10], rtol=0, atol=1e-12)
     assert torch.allclose(y, exact, rtol=1e-5, atol=1e-5) and torch.allclose(ladj, exact_ladj, rtol=1e-5, atol=1e-5)
     assert torch.allclose(back, eps, rtol=0, atol=1e-10) and torch.allclose(back_ladj, -ladj, rtol=0, atol=1e-10)
+
+
+def test_the_stopped_q_at_its_draws_has_the_value_and_the_score_and_no_other_point():
+    """``StoppedAtDraws``: log q's value, gradient the score to the draws (or a view of them), none elsewhere."""
+    z = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    value, score = torch.randn(5, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    stopped = StoppedAtDraws(z, value, score)
+    for at in (z, z[:, None]):
+        log_q = stopped.log_prob(at)
+        assert torch.equal(log_q.detach().reshape(-1), value)
+        (grad,) = torch.autograd.grad(log_q.sum(), z)
+        assert torch.equal(grad, score)
+    with pytest.raises(ValueError, match="its own draws"):
+        stopped.log_prob(z.detach().clone())
+
+
+@pytest.mark.parametrize("estimator", ["stl", "dreg"])
+def test_a_vae_with_a_coupling_flow_takes_its_stopped_log_q_from_the_score(estimator, monkeypatch):
+    """A VAE with a realnvp encoder (a context per row): the STL and DReG gradients from the score along the draw
+    (``draw_stopped``) are the ones through the frozen inverse pass, to 1e-10 of the largest entry."""
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(data_dim=6, latent_dim=4, hidden=(8,), likelihood="bernoulli", family="realnvp:2")).double()
+    x = torch.randint(0, 2, (5, 6)).double()
+    objective = ELBO(estimator=estimator) if estimator == "stl" else IWAE(estimator="dreg")
+    grads = []
+    for scored in (True, False):
+        monkeypatch.setattr(vae.encoder.flow, "scores", scored)
+        vae.zero_grad()
+        torch.manual_seed(1)
+        particles = vae(x, 3, stop_q=True)
+        assert isinstance(particles.q_stopped, StoppedAtDraws) is scored
+        objective(particles).loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in vae.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-10 * grads[1].abs().max().item())
 
 
 @pytest.mark.parametrize("name", FLOWS)

@@ -63,6 +63,10 @@ class AffineFlowNormal(Distribution):
         v, log_q = self.base.rsample_and_log_prob(sample_shape)
         return self.shift + v @ self.tril.T, log_q - self.log_det
 
+    @property
+    def scores(self) -> bool:
+        return self.base.scores
+
     def rsample_with_score(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor, Tensor]:
         """Draws, log q and grad_u log q(u) = L^-T grad_v log q_v(v) (detached), as ``FlowNormal``'s."""
         v, log_q, score = self.base.rsample_with_score(sample_shape)

@@ -23,14 +23,13 @@ from tqdm.auto import tqdm
 
 from ..bounds import ELBO, Bound, Objective, Particles
 from ..errors import ElboxError
-from ..families import check_family_name
-from ..families import stop_gradient as stopped
+from ..families import check_family_name, draw_stopped
 from ..optim import Adam
 from .affine import place
 from .model import Model
 
-__all__ = ["Convergence", "IterateAverage", "ModelParticles", "Stepper", "StoppedAtDraws", "UnconstrainedPrior",
-           "default_objective", "run_adam"]  # fmt: skip
+__all__ = ["Convergence", "IterateAverage", "ModelParticles", "Stepper", "UnconstrainedPrior", "default_objective",
+           "run_adam"]  # fmt: skip
 
 MAX_FAILURES = 10  # steps in a row with a non-finite objective before a fit gives up
 
@@ -121,56 +120,22 @@ class Stepper:
 
     def __call__(self, k: int, data: dict, n_scale: float) -> Bound:
         q, objective, log_q, q_stopped = self.q(), self.objective, None, None
-        if objective.stop_q and objective.reparameterize and _scores(q):  # a coupling flow: the score along the draw
-            u, value, score = q.rsample_with_score((k,))
-            z = u[:, None]
-            q_stopped = StoppedAtDraws(z, value.detach()[:, None], score[:, None])
+        if objective.stop_q:  # STL, DReG: reparameterized, log q with q stopped (a realnvp flow's score)
+            u, q_stopped = draw_stopped(q, k)
+        elif not objective.reparameterize:
+            u = q.sample((k,))
+        elif hasattr(q, "rsample_and_log_prob"):
+            u, log_q = q.rsample_and_log_prob((k,))
+            log_q = log_q[:, None]
         else:
-            if objective.stop_q or not objective.reparameterize:
-                u = q.rsample((k,)) if objective.reparameterize else q.sample((k,))
-            elif hasattr(q, "rsample_and_log_prob"):
-                u, log_q = q.rsample_and_log_prob((k,))
-                log_q = log_q[:, None]
-            else:
-                u = q.rsample((k,))
-            z = u[:, None]
-            q_stopped = stopped(q) if objective.stop_q else None
+            u = q.rsample((k,))
+        z = u[:, None]
         params, ladj = self.model.constrain(u)
         log_prior, log_lik = self.model.log_parts(params, data, scale=n_scale)
         particles = ModelParticles(
             z, log_lik[:, None], q, self.prior, q_stopped, log_q, log_prior_value=(log_prior + ladj)[:, None]
         )
         return objective(particles)
-
-
-def _scores(q: Distribution) -> bool:
-    """Whether q draws with the score of its density (``rsample_with_score``: the realnvp flows)."""
-    base = getattr(q, "base", q)
-    return hasattr(q, "rsample_with_score") and getattr(getattr(base, "flow", None), "scores", False)
-
-
-class StoppedAtDraws(Distribution):
-    """q with its parameters stopped, at its own draws z only: log q(z) with gradient grad_z log q(z) to z and
-    none to q's parameters, what the sticking-the-landing and DReG estimators need of log q, from a value
-    ``[K, B]`` and a score ``[K, B, D]`` computed along the draw (``FlowNormal.rsample_with_score``):
-
-        log q(z) := value + score . (z - stop(z)),
-
-    the same number as the stopped q's ``log_prob(z)`` and the same gradient, without the flow's inverse pass
-    and its backward (a third of a realnvp:4 step). Any other point is refused."""
-
-    arg_constraints: dict = {}  # noqa: RUF012 -- torch's attribute
-    support = constraints.real_vector
-
-    def __init__(self, z: Tensor, value: Tensor, score: Tensor) -> None:
-        self.z, self.value, self.score = z, value, score
-        super().__init__(value.shape, z.shape[-1:], validate_args=False)
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        if z is not self.z:
-            raise ValueError("StoppedAtDraws knows log q at its own draws only")
-        linear = (z * self.score).sum(-1)
-        return self.value + (linear - linear.detach())
 
 
 def run_adam(

@@ -7,7 +7,7 @@ of the family itself (global, one q(z) over all of a Bayesian model's parameters
 ``family()`` has batch shape ``[]``). Event shape ``[D]`` either way.
 """
 
-from .base import Family, center, line_between, start_at, stop_gradient
+from .base import Family, StoppedAtDraws, center, draw_stopped, line_between, start_at, stop_gradient
 from .base import _inverse_positive as _inverse_positive  # private, but tests and priors read it here
 from .base import _positive as _positive
 from .discrete import CategoricalDiscrete, Discrete, GumbelDiscrete, UniformDiscrete
@@ -39,9 +39,11 @@ __all__ = [
     "MixtureNormal",
     "SinhArcsinh",
     "SinhArcsinhNormal",
+    "StoppedAtDraws",
     "UniformDiscrete",
     "center",
     "check_family_name",
+    "draw_stopped",
     "family_names",
     "line_between",
     "make_family",

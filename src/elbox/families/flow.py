@@ -75,9 +75,14 @@ class FlowNormal(Distribution):
         log_q = _standard_normal_log_prob(eps) - ladj - self.scale.log().sum(-1)
         return self.loc + self.scale * u, log_q
 
+    @property
+    def scores(self) -> bool:
+        """Whether ``rsample_with_score`` is available (``FlowTransform.scores``: the realnvp flows)."""
+        return self.flow.scores
+
     def rsample_with_score(self, sample_shape: torch.Size = _SCALAR) -> tuple[Tensor, Tensor, Tensor]:
         """Draws ``[*S, *B, D]``, their log q ``[*S, *B]``, and grad_z log q(z) ``[*S, *B, D]`` (detached), in one
-        pass: what the sticking-the-landing gradient needs (``stochastic``), where ``flow.scores``."""
+        pass: what the sticking-the-landing gradient needs (``base.draw_stopped``), where ``scores``."""
         eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
         u, ladj, score = self.flow.sample_with_score(eps, self.context)
         log_q = _standard_normal_log_prob(eps) - ladj - self.scale.log().sum(-1)
