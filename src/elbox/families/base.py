@@ -24,6 +24,11 @@ __all__ = [
 _SCALAR = torch.Size()  # the default sample shape: one draw
 
 
+def _standard_normal_log_prob(eps: Tensor) -> Tensor:
+    """log N(eps; 0, I) summed over the last dimension: ``[..., D] -> [...]``."""
+    return -0.5 * (eps.pow(2).sum(-1) + eps.shape[-1] * math.log(2 * math.pi))
+
+
 def _positive(raw: Tensor, floor: float) -> Tensor:
     """softplus(raw) + floor: grows linearly where exp would overflow; the floor keeps log q finite."""
     return F.softplus(raw) + floor

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
 from ..catalogue import Option
-from .base import _SCALAR, Family, _inverse_positive, _positive
+from .base import _SCALAR, Family, _inverse_positive, _positive, _standard_normal_log_prob
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -34,11 +34,6 @@ def _zuko() -> "ModuleType":
         Distribution._validate_args = validate
         Distribution.arg_constraints = arg_constraints
     return zuko
-
-
-def _standard_normal_log_prob(eps: Tensor) -> Tensor:
-    """log N(eps; 0, I) summed over the last dimension: ``[..., D] -> [...]``."""
-    return -0.5 * (eps.pow(2).sum(-1) + eps.shape[-1] * math.log(2 * math.pi))
 
 
 class FlowNormal(Distribution):

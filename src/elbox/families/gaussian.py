@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from ..catalogue import Option
-from .base import _SCALAR, Family, _inverse_positive, _positive
+from .base import _SCALAR, Family, _inverse_positive, _positive, _standard_normal_log_prob
 
 __all__ = [
     "DiagonalGaussian",
@@ -42,12 +42,7 @@ class DiagonalNormal(Independent):
     def from_base(self, eps: Tensor) -> tuple[Tensor, Tensor]:
         """z = loc + scale eps and log q(z) = log N(eps; 0, I) - sum_i log scale_i for base draws ``[*S, *B, D]``."""
         loc, scale = self.base_dist.loc, self.base_dist.scale
-        return loc + scale * eps, _standard_log_prob(eps) - scale.log().sum(-1)
-
-
-def _standard_log_prob(eps: Tensor) -> Tensor:
-    """log N(eps; 0, I) over the last dimension: ``[..., D] -> [...]``."""
-    return -0.5 * (eps.pow(2).sum(-1) + eps.shape[-1] * math.log(2 * math.pi))
+        return loc + scale * eps, _standard_normal_log_prob(eps) - scale.log().sum(-1)
 
 
 class FullRankNormal(MultivariateNormal):
@@ -81,7 +76,7 @@ class FullRankNormal(MultivariateNormal):
         where ``log_prob(z)`` would solve L x = z - loc again."""
         z = self.loc + (self._unbroadcasted_scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
         half_log_det = self._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        return z, _standard_log_prob(eps) - half_log_det
+        return z, _standard_normal_log_prob(eps) - half_log_det
 
     def stopped(self) -> "FullRankNormal":
         return FullRankNormal(self.loc.detach(), scale_tril=self.scale_tril.detach(), validate_args=False)
