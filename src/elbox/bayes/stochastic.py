@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..bounds import ELBO, Bound, Objective, Particles
 from ..errors import ElboxError
-from ..families import check_family_name, draw_stopped
+from ..families import check_family_name, draw_particles
 from ..optim import Adam
 from .affine import place
 from .model import Model
@@ -119,17 +119,9 @@ class Stepper:
         return place(self.family(), self.shift, self.scale)
 
     def __call__(self, k: int, data: dict, n_scale: float) -> Bound:
-        q, objective, log_q, q_stopped = self.q(), self.objective, None, None
-        if objective.stop_q:  # STL, DReG: reparameterized, log q with q stopped (a realnvp flow's score)
-            u, q_stopped = draw_stopped(q, k)
-        elif not objective.reparameterize:
-            u = q.sample((k,))
-        elif hasattr(q, "rsample_and_log_prob"):
-            u, log_q = q.rsample_and_log_prob((k,))
-            log_q = log_q[:, None]
-        else:
-            u = q.rsample((k,))
-        z = u[:, None]
+        q, objective = self.q(), self.objective
+        u, q_stopped, log_q = draw_particles(q, k, objective.reparameterize, objective.stop_q)
+        z, log_q = u[:, None], None if log_q is None else log_q[:, None]
         params, ladj = self.model.constrain(u)
         log_prior, log_lik = self.model.log_parts(params, data, scale=n_scale)
         particles = ModelParticles(

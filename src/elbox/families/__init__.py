@@ -7,7 +7,7 @@ of the family itself (global, one q(z) over all of a Bayesian model's parameters
 ``family()`` has batch shape ``[]``). Event shape ``[D]`` either way.
 """
 
-from .base import Family, StoppedAtDraws, center, draw_stopped, line_between, start_at, stop_gradient
+from .base import Family, StoppedAtDraws, center, draw_particles, draw_stopped, line_between, start_at, stop_gradient
 from .base import _inverse_positive as _inverse_positive  # private, but tests and priors read it here
 from .base import _positive as _positive
 from .discrete import CategoricalDiscrete, Discrete, GumbelDiscrete, UniformDiscrete
@@ -43,6 +43,7 @@ __all__ = [
     "UniformDiscrete",
     "center",
     "check_family_name",
+    "draw_particles",
     "draw_stopped",
     "family_names",
     "line_between",

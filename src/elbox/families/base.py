@@ -15,6 +15,7 @@ __all__ = [
     "Family",
     "StoppedAtDraws",
     "center",
+    "draw_particles",
     "draw_stopped",
     "line_between",
     "start_at",
@@ -169,6 +170,20 @@ def draw_stopped(q: Distribution, k: int) -> tuple[Tensor, Distribution]:
         z, value, score = q.rsample_with_score((k,))
         return z, StoppedAtDraws(z, value.detach(), score)
     return q.rsample((k,)), stop_gradient(q)
+
+
+def draw_particles(
+    q: Distribution, k: int, reparameterize: bool, stop_q: bool
+) -> tuple[Tensor, Distribution | None, Tensor | None]:
+    """K draws from q ``[K, *B, D]`` for the gradient estimator's switches (``bounds.Objective``), with q
+    stopped (STL, DReG: ``draw_stopped``) and log q ``[K, *B]`` along the draw where a flow computes it in one
+    pass: (z, q stopped or None, log q or None). What the VAEs and the Bayesian stepper draw with."""
+    if stop_q:
+        return (*draw_stopped(q, k), None)
+    if reparameterize and hasattr(q, "rsample_and_log_prob"):
+        z, log_q = q.rsample_and_log_prob((k,))  # a flow: log q along the draw, in its fast direction
+        return z, None, log_q
+    return (q.rsample((k,)) if reparameterize else q.sample((k,))), None, None
 
 
 def center(q: Distribution) -> Tensor:

@@ -11,7 +11,8 @@ from torch.distributions import Distribution
 
 from ..bounds import Particles, log_weights
 from ..errors import ElboxError
-from ..families import Family, draw_stopped
+from ..families import Family
+from ..families import draw_particles as draw  # the VAEs' draws for an estimator's switches
 from .config import VAEConfig
 
 __all__ = ["LatentVariableModel", "check_width", "draw", "no_labels", "one_hot_labels"]
@@ -111,20 +112,6 @@ class LatentVariableModel(Protocol):
         The gap split (``evaluate.inference_gaps``) optimises this family's raw parameters per data point.
         """
         return None
-
-
-def draw(
-    q: Distribution, k: int, reparameterize: bool, stop_q: bool
-) -> tuple[Tensor, Distribution | None, Tensor | None]:
-    """K draws from q ``[K, B, D]`` for the gradient estimator's switches (``bounds.Objective``),
-    with q stopped (STL, DReG: ``families.draw_stopped``) and log q along the draw where a flow computes
-    it in one pass."""
-    if stop_q:
-        return (*draw_stopped(q, k), None)
-    if reparameterize and hasattr(q, "rsample_and_log_prob"):
-        z, log_q = q.rsample_and_log_prob((k,))  # a flow: log q along the draw, in its fast direction
-        return z, None, log_q
-    return (q.rsample((k,)) if reparameterize else q.sample((k,))), None, None
 
 
 def one_hot_labels(y: Tensor | None, classes: int, what: str) -> Tensor:
