@@ -421,6 +421,19 @@ def test_the_aggregate_sample_draws_each_rows_posterior_equally_often():
         assert (part.std(0) / 0.1 - 1).abs().max().item() < 4 / math.sqrt(2 * m)
 
 
+def test_the_aggregate_sample_stratifies_its_rows():
+    """n = 2.5 N draws take every row twice or three times (N / 2 rows three times), not a multinomial's
+    0..7 times, and come in a random order; n < N draws take distinct rows."""
+    x = torch.arange(40.0).unsqueeze(1)  # row i's posterior sits at i (sd 0.1): the draw names its row
+    torch.manual_seed(0)
+    rows = aggregate_sample(_TwoClusters(), x, 100).round().long().squeeze(1)
+    counts = torch.bincount(rows, minlength=40)
+    assert set(counts.tolist()) == {2, 3} and (counts == 3).sum().item() == 20
+    assert not torch.equal(rows[:40].sort().values, rows[:40]), "draws in row order"
+    few = aggregate_sample(_TwoClusters(), x, 30).round().long().squeeze(1)
+    assert len(set(few.tolist())) == 30
+
+
 def test_the_aggregate_posterior_finds_the_clusters_of_the_latents():
     """Latents in two clusters (30% at -3, 70% at +3, sd 0.1): the BIC picks two components with those
     weights and means; the mixture is the same for the same seed."""

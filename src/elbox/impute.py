@@ -131,7 +131,7 @@ def table_draws(run: Any, n: int, seed: int = 0, latent: str = "prior") -> Tenso
     state is left as it was).
 
     ``latent`` says where z comes from: ``prior``, z ~ p(z); ``aggregate``, the aggregate posterior
-    (1/N) sum_i q(z | x_i) of the N rows the run trained on (a row at random, then its posterior:
+    (1/N) sum_i q(z | x_i) of the N rows the run trained on (a row, then its posterior, the rows stratified:
     ``aggregate.aggregate_sample``; every row of the file under ``all_rows``), the latents the
     decoder was trained on; ``gmm``, a Gaussian mixture fit to draws of those posteriors
     (``aggregate.aggregate_posterior``: smoother, further from the training rows). Both read the
