@@ -54,6 +54,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--estimator", default="dreg", help="the IWAE bound's gradient estimator (reparam, stl, dreg)")
     p.add_argument("--ema", type=float, default=None, help="decay of the weights' moving average (train --ema)")
     p.add_argument("--ema-start", type=int, default=0, help="epochs before the average starts (train --ema-start)")
+    p.add_argument("--noise-rank", type=int, default=0,
+                   help="rank of the continuous columns' correlated noise (train --noise-rank; 0: independent)")
     p.add_argument("--held-out", action="store_true", help="train on the 80%% training rows only (not --all-rows)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, default=1)
@@ -84,7 +86,7 @@ def elbox_fill(holed: np.ndarray, seed: int, args: argparse.Namespace, folder: P
                 epochs=args.epochs, objective="iwae", k=args.k, latent_dim=args.latent_dim,
                 hidden=tuple(int(h) for h in args.hidden.split(",")), batch_size=args.batch_size,
                 lr=args.lr, estimator=args.estimator, all_rows=not args.held_out, ema=args.ema,
-                ema_start=args.ema_start)  # fmt: skip
+                ema_start=args.ema_start, noise_rank=args.noise_rank)  # fmt: skip
     return impute_table(run, frame, k=args.impute_k, seed=seed)[names].to_numpy(dtype=float)
 
 

@@ -43,14 +43,16 @@ def _table_model(run: Any) -> Schema:
     return schema
 
 
-def _expected(p: TableDistribution, w: Tensor) -> Tensor:
-    """sum_k w_k E[x | z_k] per column, a categorical's or binary's most probable level of the mixture:
-    p's batch ``[K, B]``, ``w`` ``[K, B]`` -> ``[B, C]``."""
+def _expected(p: TableDistribution, w: Tensor, x: Tensor) -> Tensor:
+    """sum_k w_k E[x | x_o, z_k] per column, a categorical's or binary's most probable level of the mixture:
+    p's batch ``[K, B]``, ``w`` ``[K, B]``, rows ``x`` ``[B, C]`` (NaN: missing) -> ``[B, C]``. Given z only
+    correlated columns' means depend on x_o (``TableDistribution.mean_given``)."""
+    means = p.mean_given(x)  # [K, B, C]; a categorical's entry unused
 
     def one(kind: str, idx: list[int], dist: Any) -> Tensor:
         if kind == "categorical":
             return (w.unsqueeze(-1) * dist.probs).sum(0).argmax(-1, keepdim=True).float()
-        mixed = (w.unsqueeze(-1) * dist.mean).sum(0)
+        mixed = (w.unsqueeze(-1) * means[..., idx]).sum(0)
         return (mixed > 0.5).float() if kind == "bernoulli" else mixed
 
     return p._per_column(one)
@@ -73,10 +75,10 @@ def impute(
     log_w = p.log_prob(x) + model.prior_given().log_prob(z) - model.encode(x).log_prob(z)  # [K, B]
     w = torch.softmax(log_w, 0)
     if draws is None:
-        return torch.where(missing, _expected(p, w), x)
+        return torch.where(missing, _expected(p, w, x), x)
     pick = torch.multinomial(w.T, draws, replacement=True, generator=generator).T  # [M, B]
     chosen = z.gather(0, pick.unsqueeze(-1).expand(-1, -1, z.shape[-1]))  # [M, B, D]
-    return torch.where(missing, model.decode(chosen).sample(), x)
+    return torch.where(missing, model.decode(chosen).sample_given(x), x)
 
 
 def _frame_rows(run: Any, frame: Any, where: str) -> Tensor:

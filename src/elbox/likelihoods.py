@@ -704,6 +704,77 @@ def _column_spec(spec: str) -> tuple[str, int, int]:
     return kind, number if kind == "categorical" else 2 if kind == "zinb" else 1, number
 
 
+class CorrelatedNormal(Distribution):
+    """x ~ N(loc, W W^T + diag(scale^2)) over a row's G continuous columns ``[..., G]``: the mean from z (``loc``),
+    the noise about it shared by every row, correlated across the columns through the factor W ``[G, R]``.
+
+    Independent noise given z cannot say that a missing column is a near-linear function of observed ones
+    beyond what z carries (a tumour's area of its radius); W can, and the imputation then regresses on the
+    observed residuals. With the observed entries o of a row (mask m; W's rows and the scales of the missing
+    entries drop out), D = diag(scale^2) and the R x R capacitance C = I + W_o^T D_o^-1 W_o, the Woodbury
+    identity and the matrix determinant lemma give, at O(G R^2) a row:
+
+        r = (x - loc) o m,   a = W_o^T D_o^-1 r                                   # [..., G], [..., R]
+        log p(x_o) = -1/2 (r^T D_o^-1 r - a^T C^-1 a + log det C + sum_o log scale^2 + |o| log 2 pi)
+        E[x_m | x_o] = loc_m + W_m C^-1 a
+
+    and a draw of x_m given x_o by Matheron's rule: x* ~ N(loc, W W^T + D), then the same correction with
+    x* for loc (``sample_given``). The mask is per row, C ``[B, R, R]`` is shared by the particles.
+    """
+
+    arg_constraints = {}  # noqa: RUF012 (torch's convention)
+
+    def __init__(self, loc: Tensor, scale: Tensor, factor: Tensor) -> None:
+        self.loc, self.scale, self.factor = loc, scale, factor  # [..., G], [G], [G, R]
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def _solve(self, value: Tensor, observed: Tensor, loc: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """r D^-1 r ``[...]``, a ``[..., R]``, C^-1 a ``[..., R]`` and log det C (broadcast to a's batch)."""
+        m = observed.to(loc.dtype)
+        precision = m / self.scale**2  # [..., G]: D_o^-1, 0 where missing
+        w = self.factor * m.unsqueeze(-1)  # [..., G, R]: W_o
+        eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+        cap = eye + w.transpose(-1, -2) @ (w * precision.unsqueeze(-1))  # C = I + W_o^T D_o^-1 W_o
+        chol = torch.linalg.cholesky(cap)  # [..., R, R] over the rows' masks
+        r = torch.where(observed, value - loc, 0.0)
+        a = ((r * precision).unsqueeze(-2) @ w).squeeze(-2)  # [..., R]
+        solved = torch.cholesky_solve(a.unsqueeze(-1), chol).squeeze(-1)
+        return (r * r * precision).sum(-1), a, solved, 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
+    def log_prob_observed(self, value: Tensor, observed: Tensor) -> Tensor:
+        """log p(x_o) of the observed entries of ``value`` ``[..., G]`` (``observed`` True), marginal over the rest."""
+        quad, a, solved, logdet = self._solve(value, observed, self.loc)
+        count = observed.to(self.loc.dtype)
+        log_var = (2 * self.scale.log() * count).sum(-1) + count.sum(-1) * math.log(2 * math.pi)
+        return -0.5 * (quad - (a * solved).sum(-1) + logdet + log_var)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.log_prob_observed(value, ~torch.isnan(value))
+
+    def mean_given(self, value: Tensor, observed: Tensor) -> Tensor:
+        """E[x | x_o] ``[..., G]``: loc + W C^-1 a (the observed entries' own values are the caller's to keep)."""
+        _, _, solved, _ = self._solve(value, observed, self.loc)
+        return self.loc + solved @ self.factor.T
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        with torch.no_grad():
+            shape = self._extended_shape(sample_shape)
+            shared = torch.randn(*shape[:-1], self.factor.shape[-1], dtype=self.loc.dtype, device=self.loc.device)
+            loc = self.loc.expand(shape)
+            return loc + shared @ self.factor.T + self.scale * torch.randn_like(loc)
+
+    def sample_given(self, value: Tensor, observed: Tensor) -> Tensor:
+        """x ~ p(x | x_o), by Matheron's rule: a joint draw x*, corrected by W C^-1 a(x - x*) (``[..., G]``)."""
+        with torch.no_grad():
+            joint = self.sample()
+            _, _, solved, _ = self._solve(value, observed, joint)
+            return joint + solved @ self.factor.T
+
+
 class TableDistribution(Distribution):
     """p(x | z) over a row of mixed columns, ``[..., C]``: the product of one distribution per column.
 
@@ -722,28 +793,73 @@ class TableDistribution(Distribution):
 
     def log_prob_columns(self, value: Tensor, mask: Tensor | None = None) -> Tensor:
         """log p_j(x_j | z) per column, 0 where missing: ``[..., C]``. ``mask`` (True: observed) defaults to
-        the non-NaN entries; the value under a False is never read."""
-        observed = ~torch.isnan(value) if mask is None else mask.bool()
-        value = torch.where(observed, value, 0.0)  # 0 lies in every column's support
-        value = value.expand(*self.batch_shape, self.columns) if value.dim() < len(self.batch_shape) + 1 else value
+        the non-NaN entries; the value under a False is never read. Columns whose noise is correlated
+        (``CorrelatedNormal``) have no log p each: asking for them is refused (``log_prob``, ``log_prob_kinds``)."""
+        if self._block() is not None:
+            raise ValueError("correlated continuous columns have a joint log p, not one per column: "
+                             "use log_prob or log_prob_kinds")  # fmt: skip
+        return self._columns(value, mask)
+
+    def _columns(self, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``log_prob_columns`` with a correlated block's columns at 0."""
+        observed, value = self._observed(value, mask)
 
         def one(kind: str, idx: list[int], dist: Distribution) -> Tensor:
             v = value[..., idx]
+            if isinstance(dist, CorrelatedNormal):
+                return torch.zeros_like(v)
             return dist.log_prob(v.squeeze(-1).long()).unsqueeze(-1) if kind == "categorical" else dist.log_prob(v)
 
         return torch.where(observed, self._per_column(one), 0.0)
 
-    def log_prob(self, value: Tensor) -> Tensor:
-        return self.log_prob_columns(value).sum(-1)
+    def _observed(self, value: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        observed = ~torch.isnan(value) if mask is None else mask.bool()
+        value = torch.where(observed, value, 0.0)  # 0 lies in every column's support
+        value = value.expand(*self.batch_shape, self.columns) if value.dim() < len(self.batch_shape) + 1 else value
+        return observed, value
+
+    def _block(self) -> tuple[list[int], "CorrelatedNormal"] | None:
+        """The correlated continuous columns and their distribution, if the table has them."""
+        return next(((idx, d) for _, idx, d in self.parts if isinstance(d, CorrelatedNormal)), None)
+
+    def _block_log_prob(self, value: Tensor, mask: Tensor | None = None) -> Tensor | None:
+        block = self._block()
+        if block is None:
+            return None
+        observed, value = self._observed(value, mask)
+        idx, dist = block
+        return dist.log_prob_observed(value[..., idx], observed[..., idx])
+
+    def log_prob(self, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        total, block = self._columns(value, mask).sum(-1), self._block_log_prob(value, mask)
+        return total if block is None else total + block
 
     def log_prob_kinds(self, value: Tensor) -> dict[str, Tensor]:
         """log p(x | z) summed over the columns of each kind (``COLUMN_KINDS``: continuous, binary,
         categorical, count), ``[...]`` each: the kinds the table has, which add up to ``log_prob``."""
-        per_column = self.log_prob_columns(value)
+        per_column, block = self._columns(value), self._block_log_prob(value)
         kinds: dict[str, list[int]] = {}
         for kind, idx, _ in self.parts:
             kinds.setdefault(COLUMN_KINDS[kind], []).extend(idx)
-        return {kind: per_column[..., idx].sum(-1) for kind, idx in kinds.items()}
+        sums = {kind: per_column[..., idx].sum(-1) for kind, idx in kinds.items()}
+        if block is not None:
+            sums["continuous"] = sums["continuous"] + block
+        return sums
+
+    def mean_given(self, value: Tensor) -> Tensor:
+        """``mean``, but for correlated columns E[x | x_o, z] given the observed entries of ``value`` ``[..., C]``
+        (NaN: missing): what imputation averages. Independent columns' means do not depend on x_o."""
+        observed, filled = self._observed(value, None)
+        return self._per_column(lambda kind, idx, d: d.mean_given(filled[..., idx], observed[..., idx])
+                                if isinstance(d, CorrelatedNormal) else self._mean_of(kind, d))  # fmt: skip
+
+    def sample_given(self, value: Tensor) -> Tensor:
+        """``sample``, but correlated columns drawn from p(x | x_o, z) (``CorrelatedNormal.sample_given``)."""
+        observed, filled = self._observed(value, None)
+        with torch.no_grad():
+            return self._per_column(lambda kind, idx, d: d.sample_given(filled[..., idx], observed[..., idx])
+                                    if isinstance(d, CorrelatedNormal)
+                                    else self._draw(kind, d, torch.Size()))  # fmt: skip
 
     def _per_column(self, pick: Callable[[str, list[int], Distribution], Tensor]) -> Tensor:
         """``pick(kind, columns, distribution)`` of every part, put back in column order: ``[..., C]``."""
@@ -751,15 +867,21 @@ class TableDistribution(Distribution):
         order = [j for _, idx, _ in self.parts for j in idx]
         return torch.cat(outs, -1)[..., torch.argsort(torch.tensor(order, device=outs[0].device))]
 
+    @staticmethod
+    def _mean_of(kind: str, d: Distribution) -> Tensor:
+        return d.logits.argmax(-1, keepdim=True).float() if kind == "categorical" else d.mean
+
+    @staticmethod
+    def _draw(kind: str, d: Distribution, sample_shape: torch.Size) -> Tensor:
+        return d.sample(sample_shape).unsqueeze(-1).float() if kind == "categorical" else d.sample(sample_shape).float()
+
     @property
     def mean(self) -> Tensor:
-        return self._per_column(lambda kind, _, d: d.logits.argmax(-1, keepdim=True).float() if kind == "categorical"
-                                else d.mean)  # fmt: skip
+        return self._per_column(lambda kind, _, d: self._mean_of(kind, d))
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         with torch.no_grad():
-            return self._per_column(lambda kind, _, d: d.sample(sample_shape).unsqueeze(-1).float()
-                                    if kind == "categorical" else d.sample(sample_shape).float())  # fmt: skip
+            return self._per_column(lambda kind, _, d: self._draw(kind, d, sample_shape))
 
 
 class Table(Likelihood):
@@ -782,10 +904,10 @@ class Table(Likelihood):
     (torch.Size([2]), torch.Size([2, 10]))
     """
 
-    def __init__(self, columns: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, columns: tuple[str, ...] | list[str], noise_rank: int = 0) -> None:
         super().__init__()
         specs = [_column_spec(s) for s in columns]
-        self.columns = tuple(columns)
+        self.columns, self.noise_rank = tuple(columns), noise_rank
         self.kinds = [kind for kind, _, _ in specs]
         self.sizes = [size for _, size, _ in specs]
         self.first = [sum(self.sizes[:j]) for j in range(len(self.sizes))]  # each column's first decoder output
@@ -798,6 +920,12 @@ class Table(Likelihood):
         # fraction of itself (from 6.6 toward 27, wine's proline); softplus-parametrised it moved ~lr in absolute
         # terms and stayed at its start for the few hundred steps a small table trains.
         self.log_theta = nn.Parameter(torch.zeros(len(self.dispersed)))  # theta = 1
+        if noise_rank:  # the continuous columns' shared noise factor W (CorrelatedNormal); at W = 0 its gradient is 0
+            gaussians = self.kinds.count("gaussian")
+            if noise_rank < 0 or not gaussians:
+                raise ElboxError(f"a noise rank of {noise_rank} correlates a table's continuous columns, and this "
+                                 f"table has {gaussians}: leave --noise-rank at 0.")  # fmt: skip
+            self.noise_factor = nn.Parameter(0.01 * torch.randn(gaussians, noise_rank))
 
     @property
     def theta(self) -> Tensor:
@@ -826,8 +954,10 @@ class Table(Likelihood):
         pick = lambda idx: out[..., [first[j] for j in idx]]  # noqa: E731  one output per column
         theta = self.theta
         if "gaussian" in g:
-            parts.append(("gaussian", g["gaussian"], Normal(pick(g["gaussian"]), F.softplus(self.raw_scale) + 1e-3,
-                                                            validate_args=False)))  # fmt: skip
+            loc, scale = pick(g["gaussian"]), F.softplus(self.raw_scale) + 1e-3
+            noise = CorrelatedNormal(loc, scale, self.noise_factor) if self.noise_rank else Normal(loc, scale,
+                                                                                                  validate_args=False)
+            parts.append(("gaussian", g["gaussian"], noise))
         if "bernoulli" in g:
             parts.append(("bernoulli", g["bernoulli"], _Bernoulli(logits=pick(g["bernoulli"]), validate_args=False)))
         if "poisson" in g:
@@ -918,7 +1048,7 @@ class Table(Likelihood):
                                  "them.")  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"columns={list(self.columns)}"
+        return f"columns={list(self.columns)}" + (f", noise_rank={self.noise_rank}" if self.noise_rank else "")
 
 
 class ZeroInflatedNegativeBinomial(NegativeBinomial):
@@ -952,19 +1082,25 @@ def make_likelihood(
     scale: float | None = None,
     dim: int | None = None,
     columns: tuple[str, ...] | None = None,
+    noise_rank: int = 0,
 ) -> Likelihood:
     """Build a likelihood by name (``LIKELIHOODS``): ``bernoulli``, ``binomial``, ``logistic`` or
     ``categorical`` (these three with ``levels``), ``gaussian`` (one scale: fixed, or learned),
     ``gaussian-pixel`` (a scale per pixel from the decoder) or ``continuous-bernoulli``; for counts
     ``poisson``, ``negative-binomial`` and ``zinb`` (these two with ``dim``, X, for a dispersion per
-    dimension, else one shared); ``table`` (with ``columns``, one likelihood spec per column: ``Table``).
+    dimension, else one shared); ``table`` (with ``columns``, one likelihood spec per column: ``Table``;
+    ``noise_rank`` R > 0 correlates its continuous columns' noise, ``CorrelatedNormal``).
 
     Each says what the encoder reads and the decoder outputs (``Likelihood.widths``, ``Likelihood.features``).
     """
     if name == TABLE:
         if not columns:
             raise ElboxError("the table likelihood needs the columns' likelihoods (columns), from a table's schema.")
-        return Table(columns)
+        return Table(columns, noise_rank)
+    if noise_rank:
+        raise ElboxError(f"--noise-rank {noise_rank} correlates the noise of a table's continuous columns; "
+                         f"the {name} likelihood has no columns. Load a table (.csv, .parquet) or leave it "
+                         "at 0.")  # fmt: skip
     if name not in LIKELIHOODS:
         raise ElboxError(f"unknown likelihood {name!r}: choose one of {', '.join(LIKELIHOODS)}.")
     cls = LIKELIHOODS[name]

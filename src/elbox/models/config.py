@@ -59,6 +59,8 @@ class VAEConfig:
             Burda et al.'s 784-200-200-100-100-100-50 is ``latent_dim=100`` with the defaults.
         columns: for ``likelihood="table"``, each column's likelihood (``likelihoods.Table``); filled in from
             a table's schema (``data.tables``).
+        noise_rank: for a table, the rank R of the continuous columns' shared noise given z
+            (``likelihoods.CorrelatedNormal``: W W^T + diag); 0, the default, keeps them independent.
     """
 
     data_dim: int | None = None
@@ -94,6 +96,7 @@ class VAEConfig:
     top_latent_dim: int | None = option(None, "hvae: z2's dimensions (default: half of z1's).")
     top_hidden: tuple[int, ...] | None = option(None, "hvae: widths between z1 and z2 (default: half of --hidden).")
     columns: tuple[str, ...] | None = None
+    noise_rank: int = option(0, "A table's continuous columns: rank of their noise's correlation given z (0: none).")
 
     def __post_init__(self) -> None:
         self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
@@ -114,6 +117,8 @@ class VAEConfig:
             problems.append(str(e))
         if self.gaussian_scale is not None and not 0 < self.gaussian_scale < math.inf:
             problems.append(f"gaussian_scale must be positive and finite, got {self.gaussian_scale}")
+        if self.noise_rank < 0:
+            problems.append(f"noise_rank must be 0 (independent columns) or more, got {self.noise_rank}")
         if not 0 < self.min_scale < math.inf:
             problems.append(f"min_scale must be positive and finite, got {self.min_scale}")
         problems += self._network_problems() + self._zoo_problems() + self._latent_problems()

@@ -82,7 +82,7 @@ class VAE(nn.Module, LatentVariableModel):
         c = config.classes if self.conditional else 0
         x, h, act = config.data_dim, list(config.hidden), config.activation
         likelihood = make_likelihood(config.likelihood, levels=config.levels, scale=config.gaussian_scale, dim=x,
-                                     columns=config.columns)  # fmt: skip
+                                     columns=config.columns, noise_rank=config.noise_rank)  # fmt: skip
         reads, outputs = likelihood.widths(x)  # what the encoder reads, what the decoder outputs
         m = likelihood.outputs_per_dim  # decoder outputs per data dimension (a conv decoder's channels)
         self.encoder = encoder_for(config, reads + c)
