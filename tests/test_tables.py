@@ -344,8 +344,8 @@ def test_with_correlated_noise_the_imputed_mean_is_the_gaussian_conditional_of_t
 def test_a_run_with_correlated_columns_trains_reloads_and_imputes_through_the_command_line(tmp_path, capsys):
     """--noise-rank is stored with the run: the reloaded model has the factor, imputes every gap and
     keeps every observed value; on data that are not a table it is refused in one paragraph, exit 2."""
-    frame = pd.DataFrame(np.random.default_rng(0).multivariate_normal([0, 1, 2], [[1, .9, .5], [.9, 1, .4], [.5, .4, 1]],
-                                                                       200), columns=["a", "b", "c"])  # fmt: skip
+    cov = [[1, 0.9, 0.5], [0.9, 1, 0.4], [0.5, 0.4, 1]]
+    frame = pd.DataFrame(np.random.default_rng(0).multivariate_normal([0, 1, 2], cov, 200), columns=["a", "b", "c"])
     frame = frame.mask(np.random.default_rng(1).random(frame.shape) < 0.2)
     frame.to_csv(tmp_path / "t.csv", index=False)
     code, _, err = run_cli(capsys, "train", "--data", tmp_path / "t.csv", "--epochs", "2", "--hidden", "16",
@@ -353,8 +353,8 @@ def test_a_run_with_correlated_columns_trains_reloads_and_imputes_through_the_co
     assert code == 0, err
     run = load_run(tmp_path / "run")
     assert run.model.likelihood.noise_factor.shape == (3, 2)
-    code, _, err = run_cli(capsys, "impute", tmp_path / "run", "--data", tmp_path / "t.csv", "--out", tmp_path / "f.csv",
-                           "--k", "50")  # fmt: skip
+    code, _, err = run_cli(capsys, "impute", tmp_path / "run", "--data", tmp_path / "t.csv",
+                           "--out", tmp_path / "f.csv", "--k", "50")  # fmt: skip
     assert code == 0, err
     filled = pd.read_csv(tmp_path / "f.csv")
     assert not filled.isna().any().any()
