@@ -77,6 +77,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["elbox", "gmm", "tvae"], help="tvae only with --sdv-python")
     p.add_argument("--sdv-python", default=None, help="a Python with sdv installed, to run TVAE")
     p.add_argument("--tvae-epochs", type=int, default=300)
+    p.add_argument("--noise-rank", type=int, default=0, help="elbox: the continuous columns' correlated noise rank")
     every = "elbox trains on every real-train row (--no-all-rows: holds out 10%% + 10%%, as a run does)"
     p.add_argument("--all-rows", action=argparse.BooleanOptionalAction, default=True, help=every)
     power = "elbox's continuous columns: none, yeo-johnson (every one), skewed (|skewness| > 0.5, by schema file)"
@@ -111,7 +112,8 @@ def elbox_synth(train_frame: pd.DataFrame, declared: dict, seed: int, args: argp
     schema.write_text(json.dumps({"header": True, "columns": declared}))
     run = train(data=str(path), schema=str(schema), out=str(tmp / "run"), overwrite=True, progress=False, seed=seed,
                 epochs=args.epochs, latent_dim=args.latent_dim, hidden=tuple(int(h) for h in args.hidden.split(",")),
-                batch_size=32, all_rows=args.all_rows, power="none" if power == "skewed" else power)  # fmt: skip
+                batch_size=32, all_rows=args.all_rows, power="none" if power == "skewed" else power,
+                noise_rank=getattr(args, "noise_rank", 0))  # fmt: skip
     kinds = {c.name: c.kind for c in run.schema.columns}
     draws = {latent: sample_table(run, len(train_frame), seed, latent)[list(train_frame.columns)] for latent in LATENTS}
     return draws, kinds
