@@ -271,73 +271,73 @@ def test_a_table_refuses_options_for_images(tmp_path):
 # ----------------------------------------------------------------------------- imputation against the truth
 
 
+_GAPPED = [[1.2, float("nan"), 0.4, float("nan")], [float("nan"), -0.3, -1.0, 2.5], [0.1, -2.0, float("nan"), 1.0]]
+_B = [0.5, -1.0, 0.0, 2.0]
+
+
+def _factor_model(w: list, sigma: float, v: list | None = None) -> tuple[VAE, torch.Tensor]:
+    """A table VAE of four continuous columns whose decoder is linear-Gaussian, x = W z + b + v e + sigma eps
+    (e, eps standard normal; no v: independent noise), with its encoder fixed (q = N(0, 0.69^2 I)): the
+    factor model x ~ N(b, S), S = W W^T + v v^T + sigma^2 I, returned beside the VAE."""
+    torch.manual_seed(0)
+    w, b = torch.tensor(w, dtype=torch.float64), torch.tensor(_B, dtype=torch.float64)
+    config = VAEConfig(data_dim=4, latent_dim=w.shape[1], hidden=(), likelihood="table", columns=("gaussian",) * 4,
+                       noise_rank=0 if v is None else 1)  # fmt: skip
+    vae = VAE(config).double()
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.zero_()
+        vae.decoder[0].weight.copy_(w)
+        vae.decoder[0].bias.copy_(b)
+        vae.likelihood.raw_scale.fill_(math.log(math.expm1(sigma - 1e-3)))
+        if v is not None:
+            vae.likelihood.noise_factor.copy_(torch.tensor(v, dtype=torch.float64))
+    return vae, w @ w.T + sigma**2 * torch.eye(4, dtype=torch.float64)
+
+
+def _conditional(x: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """E[x_m | x_o] = b_m + S_mo S_oo^-1 (x_o - b_o) for each row of ``x`` (NaN: missing), x_o kept."""
+    b, out = torch.tensor(_B, dtype=torch.float64), x.clone()
+    for i, row in enumerate(x):
+        o, m = ~torch.isnan(row), torch.isnan(row)
+        out[i, m] = b[m] + cov[m][:, o] @ torch.linalg.solve(cov[o][:, o], row[o] - b[o])
+    return out
+
+
+def _imputed(vae: VAE, x: torch.Tensor, repeats: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """The single imputation's mean and standard error over ``repeats`` runs of K = 4000; observed values checked."""
+    reps = torch.stack([impute(vae, x, k=4000) for _ in range(repeats)])  # [R, B, C]
+    missing = torch.isnan(x)
+    assert torch.equal(reps[:, ~missing], x[~missing].expand(repeats, -1))  # observed values untouched
+    return reps.mean(0), reps.std(0) / math.sqrt(repeats)
+
+
 def test_the_imputed_conditional_mean_matches_the_exact_gaussian_conditional():
     """A VAE whose decoder is linear-Gaussian, x = W z + b + sigma eps with z ~ N(0, I), is the factor
     model x ~ N(b, W W^T + sigma^2 I); E[x_m | x_o] = b_m + S_mo S_oo^-1 (x_o - b_o) exactly. The
     importance-weighted mean over K draws of q must agree within its Monte Carlo standard error
     (from R independent repetitions), whatever q is (here the encoder is fixed, q = N(0, 0.69^2 I))."""
-    torch.manual_seed(0)
-    vae = VAE(VAEConfig(data_dim=4, latent_dim=2, hidden=(), likelihood="table", columns=("gaussian",) * 4)).double()
-    w = torch.tensor([[0.9, 0.1], [-0.6, 0.7], [0.3, -0.8], [0.5, 0.5]], dtype=torch.float64)
-    b, sigma = torch.tensor([0.5, -1.0, 0.0, 2.0], dtype=torch.float64), 0.6
-    with torch.no_grad():
-        for p in vae.encoder.parameters():
-            p.zero_()
-        vae.decoder[0].weight.copy_(w)
-        vae.decoder[0].bias.copy_(b)
-        vae.likelihood.raw_scale.fill_(math.log(math.expm1(sigma - 1e-3)))
-    cov = w @ w.T + sigma**2 * torch.eye(4, dtype=torch.float64)
-    x = torch.tensor([[1.2, float("nan"), 0.4, float("nan")], [float("nan"), -0.3, -1.0, 2.5],
-                      [0.1, -2.0, float("nan"), 1.0]], dtype=torch.float64)  # fmt: skip
-    exact = x.clone()
-    for i, row in enumerate(x):
-        o, m = ~torch.isnan(row), torch.isnan(row)
-        exact[i, m] = b[m] + cov[m][:, o] @ torch.linalg.solve(cov[o][:, o], row[o] - b[o])
-    reps = torch.stack([impute(vae, x, k=4000) for _ in range(12)])  # [R, B, C]
-    mean, se = reps.mean(0), reps.std(0) / math.sqrt(reps.shape[0])
-    missing = torch.isnan(x)
-    assert torch.equal(reps[:, ~missing], x[~missing].expand(12, -1))  # observed values untouched
+    vae, cov = _factor_model([[0.9, 0.1], [-0.6, 0.7], [0.3, -0.8], [0.5, 0.5]], 0.6)
+    x = torch.tensor(_GAPPED, dtype=torch.float64)
+    exact, missing = _conditional(x, cov), torch.isnan(x)
+    mean, se = _imputed(vae, x)
     assert (se[missing] < 0.02).all()  # precise enough that a wrong weighting would show
     assert ((mean - exact)[missing].abs() <= 4 * se[missing] + 1e-3).all(), (mean[missing], exact[missing])
 
 
 def test_with_correlated_noise_the_imputed_mean_is_the_gaussian_conditional_of_the_whole_covariance():
-    """With noise rank 1 the decoder is x = W z + b + v e + sigma eps (e, eps standard normal): the factor
-    model x ~ N(b, W W^T + v v^T + sigma^2 I). The imputation must use the noise's correlation too,
-    E[x_m | x_o] = b_m + S_mo S_oo^-1 (x_o - b_o) with S the whole covariance (4 Monte Carlo standard errors);
-    the mean of S without v v^T, what independent noise would give, is further off than that."""
-    torch.manual_seed(0)
-    config = VAEConfig(data_dim=4, latent_dim=1, hidden=(), likelihood="table", columns=("gaussian",) * 4, noise_rank=1)
-    vae = VAE(config).double()
-    w = torch.tensor([[0.9], [-0.6], [0.3], [0.5]], dtype=torch.float64)
-    v = torch.tensor([[0.2], [0.8], [-0.9], [0.7]], dtype=torch.float64)
-    b, sigma = torch.tensor([0.5, -1.0, 0.0, 2.0], dtype=torch.float64), 0.3
-    with torch.no_grad():
-        for p in vae.encoder.parameters():
-            p.zero_()
-        vae.decoder[0].weight.copy_(w)
-        vae.decoder[0].bias.copy_(b)
-        vae.likelihood.raw_scale.fill_(math.log(math.expm1(sigma - 1e-3)))
-        vae.likelihood.noise_factor.copy_(v)
-    eye = torch.eye(4, dtype=torch.float64)
-    x = torch.tensor([[1.2, float("nan"), 0.4, float("nan")], [float("nan"), -0.3, -1.0, 2.5],
-                      [0.1, -2.0, float("nan"), 1.0]], dtype=torch.float64)  # fmt: skip
-
-    def conditional(cov):
-        out = x.clone()
-        for i, row in enumerate(x):
-            o, m = ~torch.isnan(row), torch.isnan(row)
-            out[i, m] = b[m] + cov[m][:, o] @ torch.linalg.solve(cov[o][:, o], row[o] - b[o])
-        return out
-
-    exact, independent = conditional(w @ w.T + v @ v.T + sigma**2 * eye), conditional(w @ w.T + sigma**2 * eye)
-    reps = torch.stack([impute(vae, x, k=4000) for _ in range(12)])  # [R, B, C]
-    mean, se = reps.mean(0), reps.std(0) / math.sqrt(reps.shape[0])
-    missing = torch.isnan(x)
-    assert torch.equal(reps[:, ~missing], x[~missing].expand(12, -1))  # observed values untouched
+    """With noise rank 1 the decoder is x = W z + b + v e + sigma eps: the factor model x ~ N(b, W W^T + v v^T
+    + sigma^2 I). The imputation must use the noise's correlation too, E[x_m | x_o] with S the whole covariance
+    (4 Monte Carlo standard errors); the mean of S without v v^T, what independent noise would give, is
+    further off than that. Multiple imputations (SIR, Matheron's rule) have the same mean."""
+    v = [[0.2], [0.8], [-0.9], [0.7]]
+    vae, cov = _factor_model([[0.9], [-0.6], [0.3], [0.5]], 0.3, v)
+    x, vt = torch.tensor(_GAPPED, dtype=torch.float64), torch.tensor(v, dtype=torch.float64)
+    exact, independent, missing = _conditional(x, cov + vt @ vt.T), _conditional(x, cov), torch.isnan(x)
+    mean, se = _imputed(vae, x)
     assert ((mean - exact)[missing].abs() <= 4 * se[missing] + 1e-3).all(), (mean[missing], exact[missing])
     assert ((independent - exact)[missing].abs() > 10 * se[missing] + 1e-3).any()  # the test can tell them apart
-    many = impute(vae, x, k=2000, draws=4000)  # [M, B, C]: SIR draws of x_m | x_o, whose mean is the same
+    many = impute(vae, x, k=2000, draws=4000)  # [M, B, C]: SIR draws of x_m | x_o
     assert ((many.mean(0) - exact)[missing].abs() < 4 * many.std(0)[missing] / math.sqrt(4000) + 0.02).all()
 
 
