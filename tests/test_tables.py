@@ -359,6 +359,11 @@ def test_a_run_with_correlated_columns_trains_reloads_and_imputes_through_the_co
     filled = pd.read_csv(tmp_path / "f.csv")
     assert not filled.isna().any().any()
     assert np.allclose(filled.where(frame.notna()).fillna(0), frame.fillna(0), atol=1e-5)
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "run", "--k", "16", "--gap-points", "4", "--gap-steps", "2",
+                             "--mi-points", "4", "--no-progress")  # fmt: skip
+    assert code == 0 and "log p(x)" in out, err
+    code, _, err = run_cli(capsys, "sample", tmp_path / "run", "-n", "50", "--out", tmp_path / "s.csv")
+    assert code == 0 and pd.read_csv(tmp_path / "s.csv").shape == (50, 3), err
     code, _, err = run_cli(capsys, "train", "--epochs", "1", "--hidden", "16", "--noise-rank", "2",
                            "--out", tmp_path / "digits", "--no-progress")  # fmt: skip
     assert code == 2 and "Traceback" not in err and "Load a table" in err
