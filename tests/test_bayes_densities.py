@@ -71,3 +71,23 @@ def test_a_constant_is_made_once_per_value_and_dtype_and_takes_the_values_dtype(
                              (densities.half_cauchy(x, 5.0), half_cauchy)):  # fmt: skip
             assert ours.dtype == dtype
             assert torch.allclose(ours.double(), theirs, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_a_data_scales_term_is_kept_while_the_tensor_lives_and_follows_in_place_changes() -> None:
+    """A scale without a gradient (data) has its -log scale - log sqrt(2 pi) made once: the same tensor on the
+    next call. An in-place change of the scale, a scale with a gradient or a new tensor of the same values
+    gives the right density; the cache lets the tensor die."""
+    import gc
+
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    sigma = torch.tensor([15.0, 10.0, 16.0], dtype=torch.float64)
+    assert densities._scale_term(sigma) is densities._scale_term(sigma)
+    sigma.mul_(2.0)  # in place: the term must follow
+    torch.testing.assert_close(densities.normal(x, 0.5, sigma), Normal(0.5, sigma).log_prob(x), rtol=1e-14, atol=0)
+    scale = sigma.clone().requires_grad_()
+    densities.normal(x, 0.5, scale).sum().backward()
+    torch.testing.assert_close(scale.grad, (x - 0.5) ** 2 / scale.detach() ** 3 - 1 / scale.detach())
+    key = id(sigma)
+    del sigma
+    gc.collect()
+    assert key not in densities._SCALE_TERMS

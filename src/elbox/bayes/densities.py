@@ -16,6 +16,7 @@ True
 """
 
 import math
+import weakref
 from functools import lru_cache
 
 import torch
@@ -39,7 +40,26 @@ def normal(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
         constant = _constant(-(math.log(scale) + _LOG_SQRT_2PI), d.dtype, d.device)
         return torch.addcmul(constant, d, d, value=-0.5 / scale**2)
     z = d / scale
-    return torch.addcmul(-_LOG_SQRT_2PI - scale.log(), z, z, value=-0.5)
+    return torch.addcmul(_scale_term(scale), z, z, value=-0.5)
+
+
+_SCALE_TERMS: dict[int, tuple[weakref.ref, int, Tensor]] = {}  # id(scale) -> (the scale, its version, the term)
+
+
+def _scale_term(scale: Tensor) -> Tensor:
+    """-log scale - log sqrt(2 pi) for a tensor ``scale``. A scale that is data (no gradient: eight schools'
+    sigma) gives the same term at every evaluation: it is computed once per tensor and in-place version and
+    kept while the tensor lives (two operations, 3% of an evaluation at K = 16). A scale with a gradient,
+    or one seen in inference mode, is computed every call."""
+    if scale.requires_grad or torch.is_inference_mode_enabled():
+        return -_LOG_SQRT_2PI - scale.log()
+    key = id(scale)
+    hit = _SCALE_TERMS.get(key)
+    if hit is not None and hit[0]() is scale and hit[1] == scale._version:
+        return hit[2]
+    term = -_LOG_SQRT_2PI - scale.log()
+    _SCALE_TERMS[key] = (weakref.ref(scale, lambda _, key=key: _SCALE_TERMS.pop(key, None)), scale._version, term)
+    return term
 
 
 @lru_cache(maxsize=1024)
