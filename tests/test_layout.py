@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "elbox"
 LAYERS: dict[str, int] = {
     "elbox._version": 0, "elbox.errors": 0, "elbox.schedules": 0, "elbox.catalogue": 0, "elbox.fields": 0,
     "elbox._lazy": 0,
+    "elbox.distributions": 1,
     "elbox.bounds": 1, "elbox.importance": 1, "elbox.lbfgs": 1, "elbox.distributed": 1, "elbox.checkpoints": 1,
     "elbox.families": 2, "elbox.likelihoods": 2, "elbox.priors": 2, "elbox.networks": 2,
     "elbox.models": 3,

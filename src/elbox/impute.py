@@ -20,8 +20,8 @@ from torch import Tensor
 from .aggregate import LATENTS, aggregate_posterior, aggregate_sample
 from .data import Schema
 from .data.tables import read_table
+from .distributions import TableDistribution
 from .errors import ElboxError
-from .likelihoods import TableDistribution
 
 __all__ = [
     "embed_table",
