@@ -60,7 +60,7 @@ class VAEConfig:
         columns: for ``likelihood="table"``, each column's likelihood (``likelihoods.Table``); filled in from
             a table's schema (``data.tables``).
         noise_rank: for a table, the rank R of the continuous columns' shared noise given z
-            (``likelihoods.CorrelatedNormal``: W W^T + diag); 0, the default, keeps them independent.
+            (``distributions.CorrelatedNormal``: W W^T + diag); 0, the default, keeps them independent.
     """
 
     data_dim: int | None = None
