@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from command import run_cli
+from tablerun import gapped_run
 
 from elbox import (
     VAE,
@@ -134,13 +135,7 @@ def test_encoding_then_decoding_gives_the_users_values_back():
 
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("table")
-    frame = _crafted(300)
-    frame = frame.mask(np.random.default_rng(1).random(frame.shape) < 0.1)  # 10% missing, everywhere
-    frame.to_csv(folder / "t.csv", index=False)
-    run = train(data=str(folder / "t.csv"), epochs=3, latent_dim=2, hidden=(16,), out=str(folder / "run"),
-                progress=False)  # fmt: skip
-    return run, folder, frame
+    return gapped_run(tmp_path_factory.mktemp("table"), _crafted(300), mask_seed=1)
 
 
 def test_a_run_on_an_incomplete_table_trains_and_stores_its_schema_as_json(table_run):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from command import run_cli
 from scipy.stats import skew
+from tablerun import gapped_run
 
 from elbox import train
 from elbox.data import Schema, infer_schema, load_dataset, read_table
@@ -125,13 +126,7 @@ def test_power_on_data_that_are_not_a_table_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def power_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("power")
-    frame = _skewed(300)
-    frame = frame.mask(np.random.default_rng(3).random(frame.shape) < 0.1)  # 10% missing, everywhere
-    frame.to_csv(folder / "t.csv", index=False)
-    run = train(data=str(folder / "t.csv"), epochs=3, latent_dim=2, hidden=(16,), out=str(folder / "run"),
-                progress=False, power="yeo-johnson")  # fmt: skip
-    return run, folder, frame
+    return gapped_run(tmp_path_factory.mktemp("power"), _skewed(300), mask_seed=3, power="yeo-johnson")
 
 
 def test_a_reloaded_run_samples_in_the_users_units(power_run, capsys):
