@@ -409,10 +409,11 @@ class TableDistribution(Distribution):
         if self._block() is not None:
             raise ValueError("correlated continuous columns have a joint log p, not one per column: "
                              "use log_prob or log_prob_kinds")  # fmt: skip
-        return self._columns(value, mask)
+        return self._log_probs(value, mask)[0]
 
-    def _columns(self, value: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``log_prob_columns`` with a correlated block's columns at 0."""
+    def _log_probs(self, value: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The independent columns' log p ``[..., C]`` (0 where missing, and at a correlated block's columns), and
+        the block's joint log p of its observed entries ``[...]`` (None without a block)."""
         observed, value = self._observed(value, mask)
 
         def one(kind: str, idx: list[int], dist: Distribution) -> Tensor:
@@ -421,7 +422,9 @@ class TableDistribution(Distribution):
                 return torch.zeros_like(v)
             return dist.log_prob(v.squeeze(-1).long()).unsqueeze(-1) if kind == "categorical" else dist.log_prob(v)
 
-        return torch.where(observed, self._per_column(one), 0.0)
+        block = self._block()
+        joint = None if block is None else block[1].log_prob_observed(value[..., block[0]], observed[..., block[0]])
+        return torch.where(observed, self._per_column(one), 0.0), joint
 
     def _observed(self, value: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         observed = ~torch.isnan(value) if mask is None else mask.bool()
@@ -433,28 +436,20 @@ class TableDistribution(Distribution):
         """The correlated continuous columns and their distribution, if the table has them."""
         return next(((idx, d) for _, idx, d in self.parts if isinstance(d, CorrelatedNormal)), None)
 
-    def _block_log_prob(self, value: Tensor, mask: Tensor | None = None) -> Tensor | None:
-        block = self._block()
-        if block is None:
-            return None
-        observed, value = self._observed(value, mask)
-        idx, dist = block
-        return dist.log_prob_observed(value[..., idx], observed[..., idx])
-
     def log_prob(self, value: Tensor, mask: Tensor | None = None) -> Tensor:
-        total, block = self._columns(value, mask).sum(-1), self._block_log_prob(value, mask)
-        return total if block is None else total + block
+        per_column, joint = self._log_probs(value, mask)
+        return per_column.sum(-1) if joint is None else per_column.sum(-1) + joint
 
     def log_prob_kinds(self, value: Tensor) -> dict[str, Tensor]:
         """log p(x | z) summed over the columns of each kind (``COLUMN_KINDS``: continuous, binary,
         categorical, count), ``[...]`` each: the kinds the table has, which add up to ``log_prob``."""
-        per_column, block = self._columns(value), self._block_log_prob(value)
+        per_column, joint = self._log_probs(value)
         kinds: dict[str, list[int]] = {}
         for kind, idx, _ in self.parts:
             kinds.setdefault(COLUMN_KINDS[kind], []).extend(idx)
         sums = {kind: per_column[..., idx].sum(-1) for kind, idx in kinds.items()}
-        if block is not None:
-            sums["continuous"] = sums["continuous"] + block
+        if joint is not None:
+            sums["continuous"] = sums["continuous"] + joint
         return sums
 
     def mean_given(self, value: Tensor) -> Tensor:
