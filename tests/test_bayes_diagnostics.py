@@ -9,7 +9,16 @@ import torch
 from torch.distributions import Normal, StudentT
 
 from elbox.bayes import Convergence, Model, Param, compare, fit, linear_regression, load
-from elbox.bayes.diagnostics import Diagnostics, _student_t, _student_t_log_prob, agreement, combine, verdict
+from elbox.bayes.diagnostics import (
+    KHAT_MAX,
+    Diagnostics,
+    _student_t,
+    _student_t_log_prob,
+    agreement,
+    combine,
+    diagnose,
+    verdict,
+)
 from elbox.bayes.references import linear_regression_posterior
 
 FAST = Convergence(window=100)
@@ -98,13 +107,14 @@ def test_a_too_narrow_q_is_not_trusted():
     assert 0.5 < d.sd_ratio[0] < 0.75
 
 
-def _student_t_posterior(nu: float, sd: float, d: int = 4):
-    """p = t_nu in each of d coordinates; q = N(0, (sd x p's sd)^2 I), placed by hand (no fit)."""
+def _student_t_posterior(nu: float, sd: float, d: int = 4, q_scale: float | None = None):
+    """p = t_nu in each of d coordinates; q = N(0, (sd x p's sd)^2 I), or N(0, q_scale^2 I), placed by hand."""
     model = Model({"x": Param(d)}, lambda p: StudentT(nu).log_prob(p["x"]).sum(-1))
     posterior = fit(model, family="diagonal", steps=1, lr=1e-9, init="plain", progress=False)
+    scale = q_scale if q_scale is not None else sd * math.sqrt(nu / (nu - 2))
     with torch.no_grad():
         posterior.family.raw[:d] = 0.0
-        posterior.family.raw[d:] = torch.log(torch.expm1(torch.tensor(sd * math.sqrt(nu / (nu - 2)))))
+        posterior.family.raw[d:] = torch.log(torch.expm1(torch.tensor(scale)))
     return posterior
 
 
@@ -141,6 +151,31 @@ def test_the_defensive_mixture_does_not_rescue_a_q_of_the_wrong_width(sd):
     assert not d.trusted and any("times the PSIS-corrected sd" in r for r in d.reasons), d.reasons
     if sd < 1:
         assert d.khat_max > 0.7 and max(d.defensive_khat) < 0.7 and "defensive check" in d.reasons[-1]
+
+
+def test_a_verdict_stops_early_only_when_no_set_can_make_it_trust():
+    """p = Cauchy in 4 coordinates, q = N(0, 0.5^2 I): p / q and p / g (g's Student-t has 5 degrees of freedom)
+    both have unbounded tails. Once one set's k-hats are above 0.7 for both samplers, the verdict cannot be
+    'trust' (each estimate is reliable only when all its sets are), and it stops there: the same sets, number
+    for number, as the full verdict's, and fewer log-density evaluations."""
+    posterior = _student_t_posterior(1.0, math.nan, q_scale=0.5)
+    full, early = diagnose(posterior), diagnose(posterior, refuse_early=KHAT_MAX)
+    r = early.replicates
+    assert full.verdict == early.verdict == "do not trust" and full.replicates == 4 and r < 4
+    assert early.khat == full.khat[:r] and early.defensive_khat == full.defensive_khat[:r]
+    assert [min(k, g) >= KHAT_MAX for k, g in zip(full.khat, full.defensive_khat, strict=True)].index(True) == r - 1
+    assert early.evaluations * 4 == full.evaluations * r and f"stopped after {r} of 4 sets" in early.notes[-1]
+    assert diagnose(posterior, refuse_early=5.0).to_dict() == full.to_dict()  # a limit no k-hat reaches: never stops
+
+
+def test_a_verdict_is_not_stopped_early_where_the_defensive_mixture_can_still_confirm_q():
+    """The t_8 posterior with q of its exact moments: q's own k-hats are above 0.7, the defensive mixture's are
+    low and confirm q. Stopping on q's k-hat alone would refuse a fit the full verdict trusts."""
+    posterior = _student_t_posterior(8.0, 1.0)
+    early = diagnose(posterior, refuse_early=KHAT_MAX)
+    assert min(early.khat) > KHAT_MAX and early.trusted and early.to_dict() == diagnose(posterior).to_dict()
+    with pytest.raises(ValueError, match=r"at least 0\.7"):
+        diagnose(posterior, refuse_early=0.5)
 
 
 def test_mean_field_on_kilpisjarvi_has_a_high_k_hat_and_is_not_trusted(shared_data):

@@ -343,3 +343,26 @@ def test_auto_without_a_mode_skips_low_rank_in_few_dimensions_and_starts_full_ra
     assert posterior.attempts[-1]["verdict"] == "do not trust" and "no family could be trusted" in posterior.choice
     assert "full-rank family costs about as much" in _ruled_out("lowrank:4", posterior.start)
     assert _ruled_out("lowrank", Start(torch.zeros(101, dtype=torch.float64), None, "plain")) == ""
+
+
+def test_auto_stops_a_verdict_early_only_for_the_fits_it_passes_over():
+    """The centered eight schools (seed 0): mean-field's and sinh-arcsinh's verdicts stop after their first set
+    (both importance estimates unreliable: nothing can make them 'trust'); the full-rank fit's runs until a k-hat
+    reaches 1, since the flow's agreement reads it; the verdict the caller sees, the flow's last, runs all four
+    sets and is the full verdict, number for number."""
+    from elbox.bayes.diagnostics import KHAT_LIMIT, KHAT_MAX, diagnose
+    from elbox.bayes.fitting import AUTO_FLOW, _early
+
+    posterior = fit(eight_schools(centered=True), EIGHT_SCHOOLS, family="auto", seed=0, progress=False)
+    notes = {p["phase"]: p["note"] for p in posterior.phases if p["phase"] != f"verdict on {AUTO_FLOW}"}
+    for family in ("diagonal", "sinharcsinh"):
+        assert notes[f"verdict on {family}"].startswith("1 x 5000") and "stopped after 1 of 4" in notes[
+            f"verdict on {family}"]  # fmt: skip
+    judged = [a for a in posterior.attempts if a["khat"]]
+    assert all(len(a["khat"]) == 4 or a["khat"][-1] >= (KHAT_LIMIT if a["family"] == "fullrank" else KHAT_MAX)
+               for a in judged)  # fmt: skip
+    shown = posterior.diagnostics()
+    assert shown.replicates == 4 and not any("stopped" in n for n in shown.notes)
+    assert shown.to_dict() == diagnose(posterior).to_dict()
+    assert _early("diagonal", False, None) == KHAT_MAX and _early("fullrank", False, None) == KHAT_LIMIT
+    assert _early(AUTO_FLOW, True, None) is None and _early(AUTO_FLOW, False, None) == KHAT_MAX

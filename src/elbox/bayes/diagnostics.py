@@ -82,6 +82,7 @@ __all__ = [
     "SD_TOL",
     "Diagnostics",
     "agreement",
+    "can_agree",
     "combine",
     "diagnose",
     "verdict",
@@ -183,15 +184,25 @@ def _mean_and_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def diagnose(
     posterior: "Posterior", *, draws: int = 5000, replicates: int = 4, seed: int = 0,
     log_weights: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    refuse_early: float | None = None,
 ) -> Diagnostics:  # fmt: skip
     """Diagnostics of ``posterior`` from ``replicates`` independent sets of ``draws`` draws, with the verdict.
 
     ``log_weights(draws, seed)`` -> (u ``[draws, d]``, log w ``[draws]``) replaces
     ``posterior.log_weights`` (all the data): ``subsample`` passes its estimate from a subsample, and
-    the defensive check (which needs the exact log density at its own draws) is then not made."""
+    the defensive check (which needs the exact log density at its own draws) is then not made.
+
+    ``refuse_early`` (a k-hat, at least ``KHAT_MAX``): judge the sets one at a time and stop once the
+    verdict cannot be "trust" whatever the other sets hold (``_refused``): a set whose q k-hat reaches
+    ``refuse_early`` and whose defensive k-hat reaches ``KHAT_MAX``. Neither estimate can then be reliable
+    (each is reliable only when every one of its sets is), so no rule of this module can trust q. Pass
+    ``KHAT_LIMIT`` where ``agreement`` may still use these diagnostics (it accepts k-hats below 1). A verdict
+    that does not stop is the full one, number for number."""
     if draws < 100 or replicates < 1:
         raise ValueError(f"diagnostics need at least 100 draws and 1 replicate, got {draws} and {replicates}")
-    sets, kept, all_log_w = [], [], []
+    if refuse_early is not None and not refuse_early >= KHAT_MAX:
+        raise ValueError(f"refuse_early must be a k-hat of at least {KHAT_MAX}, got {refuse_early}")
+    sets, kept, all_log_w, defensive, stopped = [], [], [], {}, ""
     for r in range(replicates):
         if log_weights is None:  # exact: log p and log q kept apart for the defensive check
             u, log_p, log_q = posterior.weighted(draws, seed * 1000 + r)
@@ -202,20 +213,43 @@ def diagnose(
         sets.append((*_psis_moments(x, log_w), *_moments(x)))
         all_log_w.append(log_w)
         kept.append((u, log_p, log_q, x) if log_weights is None else None)
+        if refuse_early is not None and log_weights is None and r + 1 < replicates:
+            stopped = _refused(posterior, sets[-1][0], kept[-1], r, seed, refuse_early, defensive)
+            if stopped:
+                break
     log_w = torch.cat(all_log_w).double()
     khat, ess, p_mean, p_sd, q_mean, q_sd = _by_kind(sets)
     names = posterior.model.names(posterior.model.quantities(posterior.model.constrain(u[:1])[0]))
     d = Diagnostics(
-        draws=draws, replicates=replicates, khat=khat, ess=ess,
+        draws=draws, replicates=len(sets), khat=khat, ess=ess,
         elbo=(float(log_w.mean()), float(log_w.std() / math.sqrt(log_w.numel()))),
         log_evidence=(float(log_mean_exp(log_w, 0)), float(log_px_standard_error(log_w))),
         names=names, q_mean=q_mean.mean(0), q_sd=q_sd.mean(0), psis_mean=p_mean.mean(0), psis_sd=p_sd.mean(0),
-        **_shift_and_ratio(q_mean, q_sd, p_mean, p_sd), evaluations=draws * replicates,
+        **_shift_and_ratio(q_mean, q_sd, p_mean, p_sd), evaluations=draws * len(sets),
     )  # fmt: skip
     d.verdict, d.reasons = verdict(d)
     if log_weights is None and (d.trusted or _khat_reason(d, KHAT_MAX)):  # a second estimate; the third way
-        _defensive_check(posterior, d, kept, q_mean, q_sd, seed)
+        _defensive_check(posterior, d, kept, q_mean, q_sd, seed, defensive)
+    if stopped:
+        d.notes.append(f"stopped after {len(sets)} of {replicates} sets: {stopped}")
     return d
+
+
+def _refused(
+    posterior: "Posterior", khat: float, kept: tuple, r: int, seed: int, limit: float, defensive: dict[int, tuple]
+) -> str:  # fmt: skip
+    """Why set ``r`` already decides the verdict against q ("" when it does not): its q k-hat is at least
+    ``limit`` and its defensive k-hat at least ``KHAT_MAX``. The defensive set is kept in ``defensive``
+    (the verdict's defensive check reuses it)."""
+    if khat < limit:
+        return ""
+    if r not in defensive:
+        defensive[r] = _defensive_set(posterior, *kept, seed * 1000 + r + 500)
+    if defensive[r] is None or not defensive[r][0] >= KHAT_MAX:
+        return ""
+    return (f"its k-hat {khat:.2f} (>= {limit:g}) and the defensive check's {defensive[r][0]:.2f} (>= {KHAT_MAX}) "
+            "make both importance estimates unreliable, so the verdict cannot be 'trust' whatever the other sets "
+            "hold")  # fmt: skip
 
 
 def _by_kind(sets: list[tuple]) -> list:
@@ -265,34 +299,50 @@ def _student_t_log_prob(u: torch.Tensor, mean: torch.Tensor, tril: torch.Tensor)
             - tril.diagonal().log().sum() - (nu + d) / 2 * torch.log1p((z * z).sum(-1) / nu))  # fmt: skip
 
 
+def _defensive_set(
+    posterior: "Posterior", u: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor, x: np.ndarray, seed: int
+) -> tuple | None:  # fmt: skip
+    """PSIS of one set from the defensive mixture g = (1 - a) q + a T (this module's rule): q's draws u ``[S, d]``
+    with their log p, log q ``[S]`` and quantities x ``[S, P]``, plus a / (1 - a) S draws from T (q's mean and
+    covariance, from those draws). log w = log p - log g, log g = logaddexp(log (1 - a) + log q, log a + log T).
+    The set's (k-hat, ESS, corrected mean, corrected sd), and its extra log-density evaluations; ``None`` when q
+    has collapsed in some direction (no Student-t to widen it with)."""
+    a = DEFENSIVE_SHARE
+    center = u.mean(0)
+    tril, info = torch.linalg.cholesky_ex(DEFENSIVE_WIDTH**2 * torch.cov(u.T).reshape(u.shape[1], u.shape[1]))
+    if info:
+        return None
+    u_t, log_t = _student_t(center, tril, round(u.shape[0] * a / (1 - a)), seed)
+    with torch.no_grad():  # log q at T's draws only: q's own draws came with theirs
+        log_q_all = torch.cat([log_q, posterior.q().log_prob(u_t)]).double()
+        log_p_t = torch.cat([posterior.model.log_density(c, posterior.data) for c in u_t.split(1000)])
+        log_t_all = torch.cat([_student_t_log_prob(u, center, tril), log_t]).double()
+    log_p_all = torch.cat([log_p, log_p_t]).double()
+    log_g = torch.logaddexp(math.log1p(-a) + log_q_all.nan_to_num(-math.inf), math.log(a) + log_t_all)
+    x_all = np.concatenate([x, _quantities(posterior, u_t)])
+    fine = np.isfinite(x_all).all(1) & (log_p_all - log_g).isfinite().numpy()  # far in T's tails: p is 0 there
+    log_w_g = torch.where(torch.from_numpy(fine), log_p_all - log_g, -math.inf)
+    return (*_psis_moments(np.where(fine[:, None], x_all, 0.0), log_w_g), u_t.shape[0])
+
+
 def _defensive_check(
-    posterior: "Posterior", d: Diagnostics, kept: list, q_mean: np.ndarray, q_sd: np.ndarray, seed: int
+    posterior: "Posterior", d: Diagnostics, kept: list, q_mean: np.ndarray, q_sd: np.ndarray, seed: int,
+    done: dict[int, tuple] | None = None,
 ) -> None:  # fmt: skip
     """The defensive check (this module's rule), made when q's own weights trust q or refuse it for k-hat alone:
-    PSIS from the defensive mixture g = (1 - a) q + a T. Each set reuses q's draws and adds a / (1 - a) as many
-    from T (q's mean and covariance, from those draws); log w = log p - log g with log g = logaddexp(log (1 - a)
-    + log q, log a + log T). When every k-hat of p / g is below ``KHAT_MAX`` (a reliable estimate), conditions
-    (2) and (3) against g's corrected moments decide: a refusal for k-hat alone becomes trust (``d`` then
-    carries g's moments), a trust becomes a refusal when they fail. An unreliable g changes nothing."""
-    a, q = DEFENSIVE_SHARE, posterior.q()
+    PSIS from the defensive mixture g (``_defensive_set``) on every set, reusing those in ``done`` (by set). When
+    every k-hat of p / g is below ``KHAT_MAX`` (a reliable estimate), conditions (2) and (3) against g's corrected
+    moments decide: a refusal for k-hat alone becomes trust (``d`` then carries g's moments), a trust becomes a
+    refusal when they fail. An unreliable g changes nothing."""
+    done = {} if done is None else done
     sets = []
-    for r, (u, log_p, log_q, x) in enumerate(kept):
-        center = u.mean(0)
-        tril, info = torch.linalg.cholesky_ex(DEFENSIVE_WIDTH**2 * torch.cov(u.T).reshape(u.shape[1], u.shape[1]))
-        if info:  # q has collapsed in some direction: no Student-t to widen it with
+    for r, set_r in enumerate(kept):
+        if r not in done:
+            done[r] = _defensive_set(posterior, *set_r, seed * 1000 + r + 500)
+        if done[r] is None:
             return
-        u_t, log_t = _student_t(center, tril, round(u.shape[0] * a / (1 - a)), seed * 1000 + r + 500)
-        with torch.no_grad():  # log q at T's draws only: q's own draws came with theirs
-            log_q_all = torch.cat([log_q, q.log_prob(u_t)]).double()
-            log_p_t = torch.cat([posterior.model.log_density(c, posterior.data) for c in u_t.split(1000)])
-            log_t_all = torch.cat([_student_t_log_prob(u, center, tril), log_t]).double()
-        log_p_all = torch.cat([log_p, log_p_t]).double()
-        log_g = torch.logaddexp(math.log1p(-a) + log_q_all.nan_to_num(-math.inf), math.log(a) + log_t_all)
-        x_all = np.concatenate([x, _quantities(posterior, u_t)])
-        fine = np.isfinite(x_all).all(1) & (log_p_all - log_g).isfinite().numpy()  # far in T's tails: p is 0 there
-        log_w_g = torch.where(torch.from_numpy(fine), log_p_all - log_g, -math.inf)
-        d.evaluations += u_t.shape[0]
-        sets.append(_psis_moments(np.where(fine[:, None], x_all, 0.0), log_w_g))
+        sets.append(done[r][:4])
+        d.evaluations += done[r][4]
     khat, _, p_mean, p_sd = _by_kind(sets)
     g = replace(d, khat=khat, psis_mean=p_mean.mean(0), psis_sd=p_sd.mean(0),
                 **_shift_and_ratio(q_mean, q_sd, p_mean, p_sd))  # fmt: skip
@@ -358,7 +408,7 @@ def agreement(gaussian: Diagnostics, flow: Diagnostics) -> tuple[bool, str]:
     """The second way to trust (this module's rule): a Gaussian fit and a flow fit, each with every k-hat
     below 1 and conditions (2) and (3), agree within ``AGREE_MEAN`` sds and ``AGREE_SD`` in every quantity."""
     for name, d in (("the Gaussian fit", gaussian), ("the flow fit", flow)):
-        problems = _khat_reason(d, KHAT_LIMIT) + _moment_reasons(d)
+        problems = _agreement_reasons(d)
         if problems:
             return False, f"{name}: {problems[0]}"
     shift = np.abs(gaussian.q_mean - flow.q_mean) / flow.q_sd
@@ -369,3 +419,13 @@ def agreement(gaussian: Diagnostics, flow: Diagnostics) -> tuple[bool, str]:
                        f"sds up to {ratio[j]:.1%} ({flow.names[j]})")  # fmt: skip
     return True, (f"k-hat {flow.khat_max:.2f} is above {KHAT_MAX}, but the Gaussian and flow fits agree: means "
                   f"within {shift[i]:.3f} sds, sds within {ratio[j]:.1%}, and PSIS confirms both")  # fmt: skip
+
+
+def _agreement_reasons(d: Diagnostics) -> list[str]:
+    """Why ``d`` cannot take part in ``agreement``: a k-hat of ``KHAT_LIMIT`` or more, or conditions (2), (3)."""
+    return _khat_reason(d, KHAT_LIMIT) + _moment_reasons(d)
+
+
+def can_agree(gaussian: Diagnostics) -> bool:
+    """Whether a Gaussian fit with these diagnostics can take part in ``agreement``."""
+    return not _agreement_reasons(gaussian)

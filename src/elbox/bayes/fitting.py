@@ -40,7 +40,7 @@ from ..bounds import Objective
 from ..errors import ElboxError
 from ..families import FLOWS, check_family_name, make_family, start_at
 from ..optim import Adam
-from .diagnostics import SD_TOL, agreement
+from .diagnostics import KHAT_LIMIT, KHAT_MAX, SD_TOL, agreement, can_agree
 from .laplace import Start, find_start, mean_field_sd_ratio, plain
 from .model import Model
 from .posterior import THREADS, Posterior
@@ -232,12 +232,24 @@ def _fit_one(
     )  # fmt: skip
 
 
-def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "") -> Any:
-    """The verdict on ``posterior`` (its phase is recorded by ``Posterior.diagnostics``), kept in ``attempts``."""
-    d = posterior.diagnostics()
+def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "", early: float | None = None) -> Any:
+    """The verdict on ``posterior`` (its phase is recorded by ``Posterior.diagnostics``), kept in ``attempts``;
+    ``early``: stop once it cannot be "trust" (``diagnostics.diagnose``'s ``refuse_early``)."""
+    d = posterior.diagnostics(refuse_early=early)
     attempts.append({"family": posterior.family_name, "verdict": d.verdict, "reasons": d.reasons, "khat": d.khat,
                      "seconds": posterior.seconds} | ({"note": note} if note else {}))  # fmt: skip
     return d
+
+
+def _early(family: str, final: bool, gaussian: Posterior | None) -> float | None:
+    """How early ``_escalate`` may refuse ``family``'s fit (``diagnose``'s ``refuse_early``): never for a verdict
+    the caller sees (``final``: the flow's last schedule); at k-hat 1 where ``agreement`` may read the verdict
+    (the full-rank fit, and the flow while the full-rank fit can still agree); else at ``KHAT_MAX``."""
+    if final:
+        return None
+    may_agree = family == "fullrank" or (
+        family == AUTO_FLOW and gaussian is not None and can_agree(gaussian.diagnostics(refuse_early=KHAT_LIMIT)))
+    return KHAT_LIMIT if may_agree else KHAT_MAX
 
 
 def _escalate(
@@ -252,7 +264,7 @@ def _escalate(
     seed, threads = options["seed"], options["threads"]
     if start.hessian is not None:
         posterior = _laplace(model, data, start, phases, seed, threads)
-        if _judge(posterior, attempts).trusted:
+        if _judge(posterior, attempts, early=KHAT_MAX).trusted:
             posterior.attempts, posterior.choice = attempts, "chose laplace: N(mode, H^-1) passes the verdict"
             return posterior
     order = AUTO[1:] if start.hessian is not None else AUTO_PLAIN
@@ -275,17 +287,19 @@ def _escalate(
             placement, note = (q.mean.detach(), torch.diag(q.stddev.detach())), "placed by the mean-field fit"
         posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **these)
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
-        d = _judge(posterior, attempts, note)
-        if these is not options and not d.trusted:  # one more short schedule from there, twice the draws a step
+        continues = these is not options  # a refused fit gets one more short schedule
+        d = _judge(posterior, attempts, note, _early(family, family == order[-1] and not continues, gaussian))
+        if continues and not d.trusted:  # one more short schedule from there, twice the draws a step
             torch.default_generator.manual_seed(seed + 1)
             posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement,
                                  resume=posterior.family, **these | {"particles": CONTINUE_PARTICLES})  # fmt: skip
-            d = _judge(posterior, attempts, f"continued from the first fit with {CONTINUE_PARTICLES} draws a step")
+            d = _judge(posterior, attempts, f"continued from the first fit with {CONTINUE_PARTICLES} draws a step",
+                       _early(family, family == order[-1], gaussian))  # fmt: skip
         if d.trusted:
             why = f"chose {family}: the first family of {' -> '.join(order)} whose verdict is 'trust'"
             break
         if family == AUTO_FLOW and gaussian is not None:
-            agree, how = agreement(gaussian.diagnostics(), d)
+            agree, how = agreement(gaussian.diagnostics(refuse_early=KHAT_LIMIT), d)  # its verdict, as judged
             attempts[-1]["agreement"] = how
             if agree:
                 d.verdict, d.reasons = "trust", [how]

@@ -176,25 +176,33 @@ class Posterior:
                  "steps": len(self.elbo_trace), "converged": int(self.converged)}  # fmt: skip
         return arviz().from_dict(posterior=posterior, sample_stats=stats, attrs=attrs)
 
-    def diagnostics(self, draws: int = 5000, replicates: int = 4, seed: int = 0) -> Any:
-        """PSIS diagnostics and the trust verdict (``diagnostics.diagnose``), computed once per arguments."""
+    def diagnostics(self, draws: int = 5000, replicates: int = 4, seed: int = 0,
+                    refuse_early: float | None = None) -> Any:  # fmt: skip
+        """PSIS diagnostics and the trust verdict (``diagnostics.diagnose``), computed once per arguments.
+
+        ``refuse_early``: stop drawing sets once the verdict cannot be "trust" (``diagnose``; ``family="auto"``
+        does it for the fits it may pass over). A verdict that ran every set is kept as the full one."""
         from .diagnostics import diagnose
         from .subsample import affordable, diagnose_at_scale
 
         key = (draws, replicates, seed)
-        if key not in self._diagnostics:
-            t0 = time.perf_counter()
-            with threads(self.options.get("threads", THREADS)):
-                if affordable(self, draws, replicates):
-                    self._diagnostics[key] = diagnose(self, draws=draws, replicates=replicates, seed=seed)
-                else:  # large data: the subsampled verdict (``subsample``), with fewer draws
-                    self._diagnostics[key] = diagnose_at_scale(self, replicates=replicates, seed=seed)
-            d = self._diagnostics[key]
-            defensive = ", the defensive check made" if d.defensive_khat else ""
-            note = f"{replicates} x {draws} fresh draws: {d.verdict}{defensive}"
-            self.phases.append({"phase": f"verdict on {self.family_name}", "seconds": time.perf_counter() - t0,
-                                "evaluations": d.evaluations or draws * replicates, "note": note})  # fmt: skip
-        return self._diagnostics[key]
+        early = (*key, refuse_early)
+        if key in self._diagnostics or early in self._diagnostics:
+            return self._diagnostics.get(key) or self._diagnostics[early]
+        t0 = time.perf_counter()
+        with threads(self.options.get("threads", THREADS)):
+            if affordable(self, draws, replicates):
+                d = diagnose(self, draws=draws, replicates=replicates, seed=seed, refuse_early=refuse_early)
+            else:  # large data: the subsampled verdict (``subsample``), with fewer draws
+                d = diagnose_at_scale(self, replicates=replicates, seed=seed)
+        self._diagnostics[key if d.replicates == replicates else early] = d
+        defensive = ", the defensive check made" if d.defensive_khat else ""
+        note = f"{d.replicates} x {draws} fresh draws: {d.verdict}{defensive}"
+        if d.replicates < replicates:
+            note += f" (stopped after {d.replicates} of {replicates} sets: the verdict could no longer be 'trust')"
+        self.phases.append({"phase": f"verdict on {self.family_name}", "seconds": time.perf_counter() - t0,
+                            "evaluations": d.evaluations or draws * replicates, "note": note})  # fmt: skip
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         """What the fit was and did, JSON-ready."""
