@@ -3,7 +3,7 @@
 Medians over ``--runs`` (at least 7) interleaved runs, each a fresh interpreter, of:
 ``python -c 'import torch'``, ``-c 'import elbox'``, ``-c 'import elbox.bayes'``,
 ``-m elbox --help``, ``-m elbox fit --help``, and what ``elbox fit`` imports before its first
-step (the model, the data, the fit and the summary); then the top offenders of
+step (the command line, the model, the data, the fit and the summary); then the top offenders of
 ``python -X importtime`` for that fit path (cumulative microseconds, top-level packages).
 
     python bench/startup.py [--runs 9] [--python .venv/bin/python] [--out bench/results/startup.json]
@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-FIT_PATH = ("from elbox import bayes; from elbox.bayes.report import describe; "
+# what ``elbox fit NAME`` imports before its first step: the command line (``elbox.cli``, as ``python -m elbox``
+# imports it), the model and its data, the fit and the summary
+FIT_PATH = ("import elbox.cli; from elbox import bayes; from elbox.bayes.report import describe; "
             "r = bayes.load('eight_schools_noncentered'); bayes.fit, bayes.compare")  # fmt: skip
 COMMANDS = {
     "import torch": ["-c", "import torch"],

@@ -358,6 +358,9 @@ def test_auto_stops_a_verdict_early_only_for_the_fits_it_passes_over():
     for family in ("diagonal", "sinharcsinh"):
         assert notes[f"verdict on {family}"].startswith("1 x 5000") and "stopped after 1 of 4" in notes[
             f"verdict on {family}"]  # fmt: skip
+    diagonal = next(a for a in posterior.attempts if a["family"] == "diagonal")  # says why it has one set
+    assert "in 1 set of 5000" in diagonal["reasons"][0] and "stopped after 1 of 4 sets" in diagonal["reasons"][-1]
+    assert not any("±" in r for r in diagonal["reasons"])  # one set: no standard error to show
     judged = [a for a in posterior.attempts if a["khat"]]
     assert all(len(a["khat"]) == 4 or a["khat"][-1] >= (KHAT_LIMIT if a["family"] == "fullrank" else KHAT_MAX)
                for a in judged)  # fmt: skip

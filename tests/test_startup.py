@@ -38,16 +38,20 @@ def test_no_heavy_imports(code: str) -> None:
 
 
 def test_package_faces_are_lazy() -> None:
-    """``import elbox`` and ``import elbox.bayes`` import no torch; names load on first use."""
+    """``import elbox``, ``import elbox.bayes`` and the evaluation's config (which the command line reads for its
+    options) import no torch; names load on first use."""
     assert not _imported("import elbox")["torch"]
     assert not _imported("import elbox.bayes")["torch"]
+    assert not _imported("from elbox.evaluation import EvaluationConfig")["torch"]
 
 
 def test_every_public_name_resolves() -> None:
     import elbox
     from elbox import bayes
 
-    for face in (elbox, bayes):
+    from elbox import evaluation
+
+    for face in (elbox, bayes, evaluation):
         assert set(face.__all__) <= set(dir(face))
         for name in face.__all__:
             assert getattr(face, name) is not None, name

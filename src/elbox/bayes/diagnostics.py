@@ -56,6 +56,11 @@ tau's sd 0.895 of the reference; q's weights put it at 0.940 of theirs, g's at 0
 the tolerance). A q that is too wide or off-centre is refuted by (2) and (3) either way (the
 full-rank fits of eight schools from 32 fixed draws, sds up to 7 and 12 times the reference's
 on seeds 0 and 1, are refused by both). Otherwise the verdict is "do not trust", with the reasons.
+
+Stopping early (``diagnose``'s ``refuse_early``). Each estimate is reliable only when every one of its sets
+is, so a set whose k-hats from q and from g both reach ``KHAT_MAX`` decides the verdict: no later set can make
+it "trust". ``family="auto"`` judges the fits it may pass over that way, set by set, and stops there (at
+``KHAT_LIMIT`` for q where the agreement rule may read the verdict).
 """
 
 import math
@@ -378,15 +383,16 @@ def _moment_reasons(d: Diagnostics) -> list[str]:
     """Conditions (2) and (3) of the rule: PSIS-corrected against q's moments."""
     reasons = []
     se = lambda v: np.nan_to_num(v, nan=0.0)  # noqa: E731 -- one set: no spread to add
+    pm = lambda v, i: f" ± {v[i]:.3f}" if np.isfinite(v[i]) else ""  # noqa: E731 -- one set: no error to show
     mean_bound = np.abs(d.mean_shift) + 2 * se(d.mean_shift_se)
     worst = int(np.argmax(mean_bound))
     if not mean_bound[worst] < MEAN_TOL:
-        reasons.append(f"the PSIS-corrected mean of {d.names[worst]} is {d.mean_shift[worst]:+.3f} ± "
-                       f"{se(d.mean_shift_se)[worst]:.3f} sds from q's (tolerance {MEAN_TOL})")  # fmt: skip
+        reasons.append(f"the PSIS-corrected mean of {d.names[worst]} is {d.mean_shift[worst]:+.3f}"
+                       f"{pm(d.mean_shift_se, worst)} sds from q's (tolerance {MEAN_TOL})")  # fmt: skip
     sd_bound = np.abs(d.sd_ratio - 1) + 2 * se(d.sd_ratio_se)
     worst = int(np.argmax(sd_bound))
     if not sd_bound[worst] < SD_TOL:
-        reasons.append(f"q's sd of {d.names[worst]} is {d.sd_ratio[worst]:.3f} ± {se(d.sd_ratio_se)[worst]:.3f} "
+        reasons.append(f"q's sd of {d.names[worst]} is {d.sd_ratio[worst]:.3f}{pm(d.sd_ratio_se, worst)} "
                        f"times the PSIS-corrected sd (tolerance {SD_TOL:.1%})")  # fmt: skip
     return reasons
 
@@ -394,7 +400,8 @@ def _moment_reasons(d: Diagnostics) -> list[str]:
 def _khat_reason(d: Diagnostics, limit: float) -> list[str]:
     if all(math.isfinite(k) for k in d.khat) and d.khat_max < limit:
         return []
-    return [f"k-hat reaches {d.khat_max:.2f} (>= {limit}) in {d.replicates} sets of {d.draws} draws: p / q has "
+    sets = f"{d.replicates} set" + ("s" if d.replicates != 1 else "")
+    return [f"k-hat reaches {d.khat_max:.2f} (>= {limit}) in {sets} of {d.draws} draws: p / q has "
             "too heavy a tail for importance sampling to check or correct q"]  # fmt: skip
 
 

@@ -26,6 +26,8 @@ runs a short schedule (``WARM_LR``, ``WARM_WINDOW``, ``WARM_PARTICLES``: about 2
 start) and, when the verdict does not trust it, one more with twice the draws per step. Without a mode the
 full-rank fit is placed by the mean-field one, and the low-rank family is tried only above ``LOWRANK_ABOVE``
 dimensions.
+A verdict on a fit that auto may still pass over stops at the first set of draws after which it cannot be
+"trust" (``_early``, ``diagnostics.diagnose``'s ``refuse_early``); the verdict auto shows is always the full one.
 Every phase's seconds and log-density evaluations are kept in ``Posterior.phases``.
 """
 
@@ -236,8 +238,10 @@ def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "",
     """The verdict on ``posterior`` (its phase is recorded by ``Posterior.diagnostics``), kept in ``attempts``;
     ``early``: stop once it cannot be "trust" (``diagnostics.diagnose``'s ``refuse_early``)."""
     d = posterior.diagnostics(refuse_early=early)
-    attempts.append({"family": posterior.family_name, "verdict": d.verdict, "reasons": d.reasons, "khat": d.khat,
-                     "seconds": posterior.seconds} | ({"note": note} if note else {}))  # fmt: skip
+    stopped = [n for n in d.notes if n.startswith("stopped after")]  # why fewer sets: said with the reasons
+    attempts.append({"family": posterior.family_name, "verdict": d.verdict, "reasons": d.reasons + stopped,
+                     "khat": d.khat, "defensive_khat": d.defensive_khat, "seconds": posterior.seconds}
+                    | ({"note": note} if note else {}))  # fmt: skip
     return d
 
 
@@ -264,7 +268,7 @@ def _escalate(
     seed, threads = options["seed"], options["threads"]
     if start.hessian is not None:
         posterior = _laplace(model, data, start, phases, seed, threads)
-        if _judge(posterior, attempts, early=KHAT_MAX).trusted:
+        if _judge(posterior, attempts, early=_early(LAPLACE, False, None)).trusted:
             posterior.attempts, posterior.choice = attempts, "chose laplace: N(mode, H^-1) passes the verdict"
             return posterior
     order = AUTO[1:] if start.hessian is not None else AUTO_PLAIN

@@ -27,14 +27,17 @@ units), ``gaps`` (the approximation/amortization split), ``estimate``, ``result`
 (``Evaluation``) and ``pipeline`` (``evaluate``).
 """
 
-from .config import COMPILE_ABOVE, KS, PRECISIONS, EvaluationConfig
-from .estimate import Estimate
-from .gaps import Gaps, inference_gaps
-from .information import ACTIVE_THRESHOLD, COLLAPSE_MI, mutual_information, unit_activity
-from .likelihood import LogLikelihood, log_likelihood
-from .particles import BLOCK
-from .pipeline import evaluate
-from .result import SHORTFALL, Evaluation
+from .._lazy import lazy_face
+
+# public name -> the module that defines it (a lazy face, PEP 562, as ``elbox`` and ``elbox.bayes``): the command
+# line reads ``config`` for its options, and nothing else of the evaluation (nor torch) is imported until used
+_MODULES = {
+    "ACTIVE_THRESHOLD": "information", "BLOCK": "particles", "COLLAPSE_MI": "information", "COMPILE_ABOVE": "config",
+    "KS": "config", "PRECISIONS": "config", "SHORTFALL": "result", "Estimate": "estimate", "Evaluation": "result",
+    "EvaluationConfig": "config", "Gaps": "gaps", "LogLikelihood": "likelihood", "evaluate": "pipeline",
+    "inference_gaps": "gaps", "log_likelihood": "likelihood", "mutual_information": "information",
+    "unit_activity": "information",
+}  # fmt: skip
 
 __all__ = [
     "ACTIVE_THRESHOLD",
@@ -55,3 +58,5 @@ __all__ = [
     "mutual_information",
     "unit_activity",
 ]
+
+__getattr__, __dir__ = lazy_face(__name__, _MODULES, __all__)
