@@ -10,12 +10,18 @@ auto ran (the first, and the continuation when the first was refused): its verdi
 q and from the defensive mixture ("-" where that check was not made). Per posterior, a summary: fits trusted,
 trusted and missing the targets (the verdict's failures), refused and meeting them, and how often the
 continuation rescued a first schedule that left both importance estimates unreliable (k-hats at or above 0.7).
+Last, for each trusted fit, how a second, independently seeded fit would check it: the share of the other seeds'
+final q that disagree with it by ``diagnostics.AGREE_MEAN`` sds in some mean or ``AGREE_SD`` in some sd (q's own
+moments, from the verdict's draws), and the median of that largest disagreement.
 """
 
 import argparse
 import time
 
+import numpy as np
+
 from elbox import bayes
+from elbox.bayes.diagnostics import AGREE_MEAN, AGREE_SD
 
 
 def seeds(text: str) -> list[int]:
@@ -46,14 +52,19 @@ def main() -> None:
             print(f"{name} seed={seed} {seconds:.2f}s chose={posterior.family_name} {d.verdict} "
                   f"khat={max(d.khat):.2f} err={abs(c.mean_error).max():.3f} "
                   f"sd={c.sd_ratio.min():.3f}-{c.sd_ratio.max():.3f} passes={c.passes()} {schedules}", flush=True)
-            rows.append((d.trusted, bool(c.passes()), flows))
+            rows.append((d.trusted, bool(c.passes()), flows, seed, d.q_mean, d.q_sd))
         trusted = [r for r in rows if r[0]]
         first = [r for r in rows if len(r[2]) == 2 and min(max(r[2][0]["khat"]),
                                                            max(r[2][0]["defensive_khat"] or [0.0])) >= 0.7]
+        for _, passes, _, seed, mean, sd in trusted:  # a second fit's agreement, from the other seeds' fits
+            apart = np.array([max(np.max(np.abs(mean - m) / s), np.max(np.abs(sd / s - 1)) * AGREE_MEAN / AGREE_SD)
+                              for *_, other, m, s in rows if other != seed])  # fmt: skip
+            print(f"AGREEMENT {name} seed={seed} passes={passes}: disagrees with {np.mean(apart >= AGREE_MEAN):.0%} "
+                  f"of the other fits, median largest disagreement {np.median(apart):.3f} sd")  # fmt: skip
         print(f"SUMMARY {name}: {len(rows)} fits, trusted {len(trusted)}, trusted and missing the targets "
-              f"{sum(not p for _, p, _ in trusted)}, refused and meeting them {sum(p for t, p, _ in rows if not t)}; "
+              f"{sum(not r[1] for r in trusted)}, refused and meeting them {sum(r[1] for r in rows if not r[0])}; "
               f"first flow schedule with both estimates unreliable {len(first)}, rescued by the continuation "
-              f"{sum(t for t, _, _ in first)} (meeting the targets {sum(t and p for t, p, _ in first)})")  # fmt: skip
+              f"{sum(r[0] for r in first)} (meeting the targets {sum(r[0] and r[1] for r in first)})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -341,6 +341,7 @@ def test_auto_without_a_mode_skips_low_rank_in_few_dimensions_and_starts_full_ra
     flows = [p for p in posterior.phases if p["phase"] == f"fit {AUTO_FLOW} (adam)"]
     assert [p["note"].split(" of ")[1] for p in flows] == [f"{WARM_PARTICLES} draws", f"{CONTINUE_PARTICLES} draws"]
     assert posterior.attempts[-1]["verdict"] == "do not trust" and "no family could be trusted" in posterior.choice
+    assert "non-centered parameterization" in posterior.choice  # no mode: the fix is the model's, said
     assert "full-rank family costs about as much" in _ruled_out("lowrank:4", posterior.start)
     assert _ruled_out("lowrank", Start(torch.zeros(101, dtype=torch.float64), None, "plain")) == ""
 

@@ -47,9 +47,7 @@ def test_package_faces_are_lazy() -> None:
 
 def test_every_public_name_resolves() -> None:
     import elbox
-    from elbox import bayes
-
-    from elbox import evaluation
+    from elbox import bayes, evaluation
 
     for face in (elbox, bayes, evaluation):
         assert set(face.__all__) <= set(dir(face))

@@ -316,6 +316,9 @@ def _escalate(
         posterior = last
         why = (f"no family could be trusted ({' -> '.join(order)} all failed the verdict); "
                f"showing the richest, {posterior.family_name}: do not rely on it")  # fmt: skip
+        if "no mode" in start.reason:  # the density rises without bound: a funnel's neck, which no q here covers
+            why += (". The density has no mode, as in a funnel (a scale near 0 pulling other parameters with it): a "
+                    "non-centered parameterization (theta = mu + tau * z, z ~ N(0, 1)) usually removes it")  # fmt: skip
     posterior.attempts, posterior.choice = attempts, "; ".join([*skipped, why])
     return posterior
 
