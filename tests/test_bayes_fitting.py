@@ -328,9 +328,10 @@ def test_auto_trains_its_flow_on_the_short_schedule_from_the_full_rank_fit():
 def test_auto_without_a_mode_skips_low_rank_in_few_dimensions_and_starts_full_rank_at_mean_field():
     """The centered eight schools has no mode (the funnel): auto starts plainly, fits mean-field, skips the
     low-rank family (10 dimensions: full-rank costs as much), places the full-rank fit by the mean-field one, and
-    after a refused short flow schedule runs one more with twice the draws per step, not the long default one.
+    after a refused short flow schedule runs one more with twice the draws per step (its learning rate warmed up),
+    not the long default one.
     Every family is refused (k-hat above 0.7 at the funnel's neck): auto says so rather than trust one."""
-    from elbox.bayes.fitting import AUTO_FLOW, CONTINUE_PARTICLES, WARM_PARTICLES, _ruled_out
+    from elbox.bayes.fitting import AUTO_FLOW, CONTINUE_PARTICLES, CONTINUE_WARMUP, WARM_PARTICLES, _ruled_out
 
     posterior = fit(eight_schools(centered=True), EIGHT_SCHOOLS, family="auto", seed=0, progress=False)
     attempts = {(a["family"], a.get("note", "")): a for a in posterior.attempts}
@@ -340,6 +341,7 @@ def test_auto_without_a_mode_skips_low_rank_in_few_dimensions_and_starts_full_ra
     assert ("fullrank", "placed by the mean-field fit") in attempts
     flows = [p for p in posterior.phases if p["phase"] == f"fit {AUTO_FLOW} (adam)"]
     assert [p["note"].split(" of ")[1] for p in flows] == [f"{WARM_PARTICLES} draws", f"{CONTINUE_PARTICLES} draws"]
+    assert f"warmup={CONTINUE_WARMUP}" in posterior.options["convergence"]  # the continuation's fresh Adam warms up
     assert posterior.attempts[-1]["verdict"] == "do not trust" and "no family could be trusted" in posterior.choice
     assert "non-centered parameterization" in posterior.choice  # no mode: the fix is the model's, said
     assert "full-rank family costs about as much" in _ruled_out("lowrank:4", posterior.start)

@@ -53,3 +53,25 @@ def test_only_realnvp_draws_with_a_score():
     for name, expected in (("realnvp:2", True), ("maf:2", False), ("iaf:2", False)):
         q = place(make_family(name, 4).double()(), torch.zeros(4, dtype=torch.float64), torch.eye(4).double())
         assert q.scores is expected, name
+
+
+def test_a_warmup_raises_the_learning_rate_linearly_then_leaves_it_to_the_decays(monkeypatch):
+    """Convergence(warmup=W): the rate at step s < W is lr (s + 1) / W, then lr until a window test decays it."""
+    from elbox.bayes import Convergence, fit, fitting
+    from elbox.errors import ElboxError
+
+    rates = []
+
+    class Recording(fitting.Adam):
+        def step(self) -> None:
+            rates.append(self.param_groups[0]["lr"])
+            super().step()
+
+    monkeypatch.setattr(fitting, "Adam", Recording)
+    convergence = Convergence(window=10, warmup=4)
+    fit(eight_schools(), EIGHT_SCHOOLS, family="diagonal", optimizer="adam", lr=0.02, steps=12, convergence=convergence,
+        progress=False)  # fmt: skip
+    assert rates == pytest.approx([0.005, 0.01, 0.015, 0.02] + [0.02] * 8)
+    for bad in (dict(warmup=-1), dict(window=10, warmup=20)):
+        with pytest.raises(ElboxError, match="warmup"):
+            Convergence(**bad)

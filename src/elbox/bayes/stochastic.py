@@ -47,17 +47,22 @@ class Convergence:
     fires once the trend is flat at the noise's own resolution. At each stall the learning
     rate is multiplied by ``factor`` (smaller steps: the iterates settle closer to the
     optimum) until ``decays`` decays are spent; a stall at the last rate ends the fit. The
-    ``steps`` given to ``fit`` cap it all.
+    ``steps`` given to ``fit`` cap it all. ``warmup``: over the first so many steps the learning
+    rate rises linearly to its value (for a fit resumed with a fresh Adam, whose first
+    bias-corrected steps move every weight by the full rate).
     """
 
     window: int = 200
     tol: float = 0.01
     decays: int = 2
     factor: float = 0.2
+    warmup: int = 0
 
     def __post_init__(self) -> None:
-        if self.window < 2 or self.tol < 0 or self.decays < 0 or not 0 < self.factor <= 1:
-            raise ElboxError(f"Convergence needs window >= 2, tol >= 0, decays >= 0 and 0 < factor <= 1; got {self}")
+        if (self.window < 2 or self.tol < 0 or self.decays < 0 or not 0 < self.factor <= 1 or self.warmup < 0
+                or self.warmup >= 2 * self.window):  # fmt: skip
+            raise ElboxError("Convergence needs window >= 2, tol >= 0, decays >= 0, 0 < factor <= 1 and "
+                             f"0 <= warmup < 2 windows; got {self}")  # fmt: skip
 
     def stalled(self, trace: np.ndarray) -> bool:
         """Whether the last two windows of ``trace`` show no rise beyond max(tol, 2 se)."""
@@ -138,7 +143,7 @@ def run_adam(
     trace, phase_start, decays, failures = np.empty(steps), 0, 0, 0
     average = IterateAverage(optimizer) if batch_size is not None and batch_size < (n or 0) else None
     bar = tqdm(total=steps, disable=not (sys.stderr.isatty() if progress is None else progress), unit="step")
-    step = 0
+    step, rates = 0, [group["lr"] for group in optimizer.param_groups]
     for step in range(steps):
         batch, n_scale = minibatch(stepper.model, data, n, batch_size)
         bound = stepper(k, batch, n_scale)
@@ -157,6 +162,9 @@ def run_adam(
         failures = 0
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if step < convergence.warmup:  # before the first window test can decay the rate (warmup < 2 windows)
+            for group, rate in zip(optimizer.param_groups, rates, strict=True):
+                group["lr"] = rate * (step + 1) / convergence.warmup
         optimizer.step()
         if average is not None and decays == convergence.decays:
             average.add()
