@@ -382,5 +382,5 @@ def test_auto_stops_a_verdict_early_only_for_the_fits_it_passes_over():
     shown = posterior.diagnostics()
     assert shown.replicates == 4 and not any("stopped" in n for n in shown.notes)
     assert shown.to_dict() == diagnose(posterior).to_dict()
-    assert _early("diagonal", False, None) == KHAT_MAX and _early("fullrank", False, None) == KHAT_LIMIT
-    assert _early(AUTO_FLOW, True, None) is None and _early(AUTO_FLOW, False, None) == KHAT_MAX
+    assert _early("diagonal", False) == KHAT_MAX and _early("fullrank", False) == KHAT_LIMIT
+    assert _early(AUTO_FLOW, True) is None and _early(AUTO_FLOW, False) == KHAT_MAX

@@ -87,7 +87,6 @@ __all__ = [
     "SD_TOL",
     "Diagnostics",
     "agreement",
-    "can_agree",
     "combine",
     "diagnose",
     "verdict",
@@ -415,7 +414,7 @@ def agreement(gaussian: Diagnostics, flow: Diagnostics) -> tuple[bool, str]:
     """The second way to trust (this module's rule): a Gaussian fit and a flow fit, each with every k-hat
     below 1 and conditions (2) and (3), agree within ``AGREE_MEAN`` sds and ``AGREE_SD`` in every quantity."""
     for name, d in (("the Gaussian fit", gaussian), ("the flow fit", flow)):
-        problems = _agreement_reasons(d)
+        problems = _khat_reason(d, KHAT_LIMIT) + _moment_reasons(d)
         if problems:
             return False, f"{name}: {problems[0]}"
     shift = np.abs(gaussian.q_mean - flow.q_mean) / flow.q_sd
@@ -426,13 +425,3 @@ def agreement(gaussian: Diagnostics, flow: Diagnostics) -> tuple[bool, str]:
                        f"sds up to {ratio[j]:.1%} ({flow.names[j]})")  # fmt: skip
     return True, (f"k-hat {flow.khat_max:.2f} is above {KHAT_MAX}, but the Gaussian and flow fits agree: means "
                   f"within {shift[i]:.3f} sds, sds within {ratio[j]:.1%}, and PSIS confirms both")  # fmt: skip
-
-
-def _agreement_reasons(d: Diagnostics) -> list[str]:
-    """Why ``d`` cannot take part in ``agreement``: a k-hat of ``KHAT_LIMIT`` or more, or conditions (2), (3)."""
-    return _khat_reason(d, KHAT_LIMIT) + _moment_reasons(d)
-
-
-def can_agree(gaussian: Diagnostics) -> bool:
-    """Whether a Gaussian fit with these diagnostics can take part in ``agreement``."""
-    return not _agreement_reasons(gaussian)

@@ -43,7 +43,7 @@ from ..bounds import Objective
 from ..errors import ElboxError
 from ..families import FLOWS, check_family_name, make_family, start_at
 from ..optim import Adam
-from .diagnostics import KHAT_LIMIT, KHAT_MAX, SD_TOL, agreement, can_agree
+from .diagnostics import KHAT_LIMIT, KHAT_MAX, SD_TOL, agreement
 from .laplace import Start, find_start, mean_field_sd_ratio, plain
 from .model import Model
 from .posterior import THREADS, Posterior
@@ -260,15 +260,14 @@ def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "",
     return d
 
 
-def _early(family: str, final: bool, gaussian: Posterior | None) -> float | None:
+def _early(family: str, final: bool) -> float | None:
     """How early ``_escalate`` may refuse ``family``'s fit (``diagnose``'s ``refuse_early``): never for a verdict
-    the caller sees (``final``: the flow's last schedule); at k-hat 1 where ``agreement`` may read the verdict
-    (the full-rank fit, and the flow while the full-rank fit can still agree); else at ``KHAT_MAX``."""
+    the caller sees or ``agreement`` reads as the flow's (``final``: the flow's last schedule); at k-hat 1 for the
+    full-rank fit, whose verdict ``agreement`` reads (it accepts k-hats below 1); else at ``KHAT_MAX``. A verdict
+    that is only asked whether it trusts (the flow's first schedule, before its continuation) may stop early."""
     if final:
         return None
-    may_agree = family == "fullrank" or (
-        family == AUTO_FLOW and gaussian is not None and can_agree(gaussian.diagnostics(refuse_early=KHAT_LIMIT)))
-    return KHAT_LIMIT if may_agree else KHAT_MAX
+    return KHAT_LIMIT if family == "fullrank" else KHAT_MAX
 
 
 def _escalate(
@@ -283,7 +282,7 @@ def _escalate(
     seed, threads = options["seed"], options["threads"]
     if start.hessian is not None:
         posterior = _laplace(model, data, start, phases, seed, threads)
-        if _judge(posterior, attempts, early=_early(LAPLACE, False, None)).trusted:
+        if _judge(posterior, attempts, early=_early(LAPLACE, False)).trusted:
             posterior.attempts, posterior.choice = attempts, "chose laplace: N(mode, H^-1) passes the verdict"
             return posterior
     order = AUTO[1:] if start.hessian is not None else AUTO_PLAIN
@@ -307,13 +306,13 @@ def _escalate(
         posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement, **these)
         posterior.phases = phases = posterior.phases  # one list through the escalation: verdicts append to it
         continues = these is not options  # a refused fit gets one more short schedule
-        d = _judge(posterior, attempts, note, _early(family, family == order[-1] and not continues, gaussian))
+        d = _judge(posterior, attempts, note, _early(family, family == order[-1] and not continues))
         if continues and not d.trusted:  # one more short schedule from there, twice the draws a step
             torch.default_generator.manual_seed(seed + 1)
             posterior = _fit_one(model, data, n, family, start, phases=phases, placement=placement,
                                  resume=posterior.family, **these | CONTINUE)  # fmt: skip
             d = _judge(posterior, attempts, f"continued from the first fit with {CONTINUE_PARTICLES} draws a step",
-                       _early(family, family == order[-1], gaussian))  # fmt: skip
+                       _early(family, family == order[-1]))  # fmt: skip
         if d.trusted:
             why = f"chose {family}: the first family of {' -> '.join(order)} whose verdict is 'trust'"
             break
@@ -332,7 +331,7 @@ def _escalate(
         why = (f"no family could be trusted ({' -> '.join(order)} all failed the verdict); "
                f"showing the richest, {posterior.family_name}: do not rely on it")  # fmt: skip
     if "no mode" in start.reason:  # the density rises without bound: a funnel's neck, which q may not cover
-        why += NO_MODE_TRUSTED if posterior.diagnostics(refuse_early=KHAT_LIMIT).trusted else NO_MODE_REFUSED
+        why += NO_MODE_TRUSTED if posterior.diagnostics().trusted else NO_MODE_REFUSED  # judged in full
     posterior.attempts, posterior.choice = attempts, "; ".join([*skipped, why])
     return posterior
 
