@@ -136,6 +136,7 @@ class Diagnostics:
     khat_se: list[float] = field(default_factory=list)  # per set, k-hat's error from estimated log-weights
     defensive_khat: list[float] = field(default_factory=list)  # per set, of p / g (``defensive``); [] when not run
     evaluations: int = 0  # of the log density, the defensive check's included
+    stopped: str = ""  # why the verdict ended before its last set (``refuse_early``); "" when it ran them all
 
     @property
     def trusted(self) -> bool:
@@ -235,7 +236,8 @@ def diagnose(
     if log_weights is None and (d.trusted or _khat_reason(d, KHAT_MAX)):  # a second estimate; the third way
         _defensive_check(posterior, d, kept, q_mean, q_sd, seed, defensive)
     if stopped:
-        d.notes.append(f"stopped after {len(sets)} of {replicates} sets: {stopped}")
+        d.stopped = f"stopped after {len(sets)} of {replicates} sets: {stopped}"
+        d.notes.append(d.stopped)
     return d
 
 

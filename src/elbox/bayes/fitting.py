@@ -253,7 +253,7 @@ def _judge(posterior: Posterior, attempts: list[dict[str, Any]], note: str = "",
     """The verdict on ``posterior`` (its phase is recorded by ``Posterior.diagnostics``), kept in ``attempts``;
     ``early``: stop once it cannot be "trust" (``diagnostics.diagnose``'s ``refuse_early``)."""
     d = posterior.diagnostics(refuse_early=early)
-    stopped = [n for n in d.notes if n.startswith("stopped after")]  # why fewer sets: said with the reasons
+    stopped = [d.stopped] if d.stopped else []  # why fewer sets: said with the reasons
     attempts.append({"family": posterior.family_name, "verdict": d.verdict, "reasons": d.reasons + stopped,
                      "khat": d.khat, "defensive_khat": d.defensive_khat, "seconds": posterior.seconds}
                     | ({"note": note} if note else {}))  # fmt: skip

@@ -195,10 +195,10 @@ class Posterior:
                 d = diagnose(self, draws=draws, replicates=replicates, seed=seed, refuse_early=refuse_early)
             else:  # large data: the subsampled verdict (``subsample``), with fewer draws
                 d = diagnose_at_scale(self, replicates=replicates, seed=seed)
-        self._diagnostics[key if d.replicates == replicates else early] = d
+        self._diagnostics[early if d.stopped else key] = d
         defensive = ", the defensive check made" if d.defensive_khat else ""
         note = f"{d.replicates} x {draws} fresh draws: {d.verdict}{defensive}"
-        if d.replicates < replicates:
+        if d.stopped:
             note += f" (stopped after {d.replicates} of {replicates} sets: the verdict could no longer be 'trust')"
         self.phases.append({"phase": f"verdict on {self.family_name}", "seconds": time.perf_counter() - t0,
                             "evaluations": d.evaluations or draws * replicates, "note": note})  # fmt: skip
